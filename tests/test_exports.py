@@ -1,0 +1,67 @@
+"""The public surface: ``__all__`` is sorted, complete and importable."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import massiva_frames
+
+
+def test_top_level_all_is_sorted_and_importable() -> None:
+    names = massiva_frames.__all__
+    assert list(names) == sorted(names)
+    for name in names:
+        assert getattr(massiva_frames, name) is not None, name
+
+
+def _modules() -> list[str]:
+    found = []
+    for info in pkgutil.walk_packages(massiva_frames.__path__, "massiva_frames."):
+        found.append(info.name)
+    return sorted(found)
+
+
+@pytest.mark.parametrize("module_name", _modules())
+def test_every_module_declares_all(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert hasattr(module, "__all__"), f"{module_name} has no __all__"
+    for name in module.__all__:
+        assert hasattr(module, name), f"{module_name}.__all__ lists missing {name}"
+
+
+def test_public_names_of_public_modules_are_exported() -> None:
+    """Every name a public module exports (except the CLI plumbing) is at the top level."""
+    exported = set(massiva_frames.__all__)
+    skip = {"massiva_frames.cli", "massiva_frames.protocol"}
+    missing = []
+    for module_name in _modules():
+        short = module_name.rsplit(".", 1)[-1]
+        if module_name in skip or short.startswith("_") or ".commands" in module_name:
+            continue
+        if module_name.count(".") > 1 and not module_name.endswith("__init__"):
+            # submodules of subpackages export through their package
+            continue
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", []):
+            if name.isupper() or name in {"mask", "error_for_status"}:
+                continue
+            if name not in exported:
+                missing.append(f"{module_name}.{name}")
+    assert not missing, f"not exported at the top level: {missing}"
+
+
+def test_lazy_import_is_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = "import massiva_frames, sys; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_attribute_raises() -> None:
+    with pytest.raises(AttributeError):
+        massiva_frames.does_not_exist  # noqa: B018
