@@ -1,0 +1,507 @@
+"""Notebook widgets: a send form and a delivery dashboard.
+
+Both are ipywidgets composites (``VBox`` subclasses) that only wire controls to the
+public functions — :func:`~massiva_frames.validate.validate`,
+:func:`~massiva_frames.batching.plan_batches`, :meth:`MassivaClient.credits`,
+:func:`~massiva_frames.sending.send`, :func:`~massiva_frames.analytics.attach_delivery`,
+:func:`~massiva_frames.analytics.delivery_summary` and the plots. They hold no business
+rule of their own.
+
+Tables are rendered into ``HTML`` widgets and plots into ``Image`` widgets (PNG), so the
+state is plain widget values that a test, a notebook and a browser all see alike. A
+button's work runs in the kernel's own thread: the kernel is busy while a send runs, and
+the progress bar still moves because widget updates are sent as they happen.
+
+Errors never reach the notebook as tracebacks: every callback catches them and writes a
+readable message, with credentials masked, into the widget's error area.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from .errors import InputError, MassivaError, mask
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .client import MassivaClient
+
+__all__ = ["DeliveryDashboard", "SendWidget"]
+
+#: the text-column choice meaning "fill the template instead"
+TEMPLATE_CHOICE = "(template)"
+
+#: rows of a table shown in a widget; the full frame stays reachable from code
+MAX_TABLE_ROWS = 50
+
+
+def _table(frame: pd.DataFrame, css: str, *, index: bool = True) -> str:
+    """Render a frame as an HTML table with a CSS class (values escaped)."""
+    shown = frame.head(MAX_TABLE_ROWS)
+    table = shown.to_html(classes=["massiva-table", css], index=index, border=0, escape=True)
+    if len(frame) > len(shown):
+        table += f"<p><i>first {len(shown)} of {len(frame)} rows</i></p>"
+    return table
+
+
+def _message(kind: str, text: str) -> str:
+    colours = {"error": "#b00020", "info": "#1a5fb4", "ok": "#26a269"}
+    return (
+        f'<div class="massiva-{kind}" style="color:{colours[kind]};white-space:pre-wrap">'
+        f"{html.escape(text)}</div>"
+    )
+
+
+def _figure_png(plot: Any) -> bytes:
+    """PNG bytes of a matplotlib Figure or Axes (the figure is closed afterwards)."""
+    import matplotlib.pyplot as plt
+
+    figure = plot.get_figure() if hasattr(plot, "get_figure") and not hasattr(plot, "savefig") else plot
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+class _Guarded:
+    """Mixin: run a callback, turning any exception into a readable message."""
+
+    error: widgets.HTML
+    _secrets: Callable[[], list[str | None]]
+
+    def _run(self, action: Callable[[], None]) -> bool:
+        self.error.value = ""
+        try:
+            action()
+        except MassivaError as exc:
+            self._show_error(f"{type(exc).__name__}: {exc}")
+            return False
+        except Exception as exc:  # noqa: BLE001 - the widget must never show a traceback
+            self._show_error(f"Unexpected error ({type(exc).__name__}): {exc}")
+            return False
+        return True
+
+    def _show_error(self, text: str) -> None:
+        self.error.value = _message("error", mask(text, self._secrets()))
+
+
+def _guarded(method: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(method)
+    def wrapper(self: _Guarded, *args: Any) -> None:
+        self._run(lambda: method(self, *args))
+
+    return wrapper
+
+
+class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
+    """A form that validates, previews and sends a DataFrame.
+
+    Pick the phone column and either a text column or a template (``{column}``
+    placeholders), check the live preview and the validation summary, then click
+    **Send**: a confirmation step shows the counts (rows, requests, credits needed and
+    available) before **Confirm** sends. The results appear as a table and stay
+    reachable as :attr:`results`.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The rows to send.
+    client : MassivaClient, optional
+        The API client. Default: one built from the ``MASSIVA_*`` environment variables.
+    phone, text, template : str, optional
+        Initial choices: the phone column, the text column, the template.
+    journal : str or path, optional
+        Journal file passed to :func:`send` (makes re-sends idempotent).
+    campaign : str, optional
+        Campaign name passed to :func:`send`.
+    preview_rows : int
+        Rows shown in the live preview.
+    **validate_options
+        Passed to :func:`validate` and :func:`send` (``country``, ``long_text``, ...).
+
+    Attributes
+    ----------
+    results : pandas.DataFrame or None
+        The results frame of the last send (or dry run).
+    validated : pandas.DataFrame or None
+        The validated frame for the current choices.
+
+    Examples
+    --------
+    >>> w = SendWidget(df, client, phone="telefono", template="Hola {nombre}")  # doctest: +SKIP
+    >>> w  # doctest: +SKIP
+    >>> w.results.state.value_counts()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        client: MassivaClient | None = None,
+        *,
+        phone: str | None = None,
+        text: str | None = None,
+        template: str | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        campaign: str | None = None,
+        preview_rows: int = 5,
+        **validate_options: Any,
+    ) -> None:
+        self.df = df
+        self._client = client
+        self.journal = journal
+        self.campaign = campaign
+        self.preview_rows = preview_rows
+        self.validate_options = validate_options
+        self.results: pd.DataFrame | None = None
+        self.validated: pd.DataFrame | None = None
+        self.planned: pd.DataFrame | None = None
+        self.available_credits: int | None = None
+
+        columns = [str(c) for c in df.columns]
+        if phone is None:
+            phone = next((c for c in columns if "phone" in c.lower() or "tel" in c.lower()),
+                         columns[0] if columns else None)
+        text_options = [TEMPLATE_CHOICE, *columns]
+        if text is not None and text not in columns:
+            raise InputError(f"text column {text!r} is not in the frame")
+
+        self.phone_column = widgets.Dropdown(options=columns, value=phone, description="Phone")
+        self.text_column = widgets.Dropdown(
+            options=text_options, value=text or TEMPLATE_CHOICE, description="Text"
+        )
+        self.template = widgets.Textarea(
+            value=template or "",
+            placeholder="Hola {nombre}, ...",
+            description="Template",
+            layout=widgets.Layout(width="90%"),
+        )
+        self.preview = widgets.HTML()
+        self.validation = widgets.HTML()
+        self.cost = widgets.HTML()
+        self.credits_label = widgets.HTML("credits: not checked yet")
+        self.refresh_credits_button = widgets.Button(description="Refresh credits", icon="refresh")
+        self.dry_run = widgets.Checkbox(value=False, description="Dry run (send nothing)")
+        self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.confirm_text = widgets.HTML()
+        self.confirm_button = widgets.Button(description="Confirm", button_style="danger")
+        self.cancel_button = widgets.Button(description="Cancel")
+        self.confirm_box = widgets.VBox(
+            [self.confirm_text, widgets.HBox([self.confirm_button, self.cancel_button])],
+            layout=widgets.Layout(display="none"),
+        )
+        self.progress = widgets.IntProgress(
+            value=0, min=0, max=1, description="Sending", layout=widgets.Layout(display="none")
+        )
+        self.error = widgets.HTML()
+        self.status = widgets.HTML()
+        self.results_html = widgets.HTML()
+        self.save_path = widgets.Text(value="results.parquet", description="Save to")
+        self.save_button = widgets.Button(description="Save results", icon="save", disabled=True)
+        self.save_status = widgets.HTML()
+
+        super().__init__(
+            [
+                widgets.HTML("<b>Massiva send</b>"),
+                widgets.HBox([self.phone_column, self.text_column]),
+                self.template,
+                self.preview,
+                self.validation,
+                self.cost,
+                widgets.HBox([self.credits_label, self.refresh_credits_button]),
+                widgets.HBox([self.dry_run, self.send_button]),
+                self.confirm_box,
+                self.progress,
+                self.error,
+                self.status,
+                self.results_html,
+                widgets.HBox([self.save_path, self.save_button, self.save_status]),
+            ]
+        )
+        self.add_class("massiva-send-widget")
+
+        for control in (self.phone_column, self.text_column, self.template):
+            control.observe(self._on_change, names="value")
+        self.refresh_credits_button.on_click(self._on_refresh_credits)
+        self.send_button.on_click(self._on_send)
+        self.confirm_button.on_click(self._on_confirm)
+        self.cancel_button.on_click(self._on_cancel)
+        self.save_button.on_click(self._on_save)
+        self._refresh_inputs()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _secrets(self) -> list[str | None]:
+        return [getattr(self._client, "_clave", None), os.environ.get("MASSIVA_CLAVE")]
+
+    @property
+    def client(self) -> MassivaClient:
+        """The API client (built from the environment on first use when none was given)."""
+        if self._client is None:
+            from .client import MassivaClient
+
+            self._client = MassivaClient()
+        return self._client
+
+    def _choices(self) -> dict[str, Any]:
+        """The phone/text/template arguments for validate() and send()."""
+        text = self.text_column.value
+        if text == TEMPLATE_CHOICE:
+            if not self.template.value.strip():
+                raise InputError("choose a text column or write a template")
+            return {"phone": self.phone_column.value, "template": self.template.value}
+        return {"phone": self.phone_column.value, "text": text}
+
+    def _on_change(self, _change: Any = None) -> None:
+        self._hide_confirm()
+        self._refresh_inputs()
+
+    def _refresh_inputs(self) -> None:
+        self.template.disabled = self.text_column.value != TEMPLATE_CHOICE
+        self.validated = None
+        self.planned = None
+        self.preview.value = ""
+        self.validation.value = ""
+        self.cost.value = ""
+        if self.text_column.value == TEMPLATE_CHOICE and not self.template.value.strip():
+            self.error.value = _message("info", "Choose a text column or write a template.")
+            return
+        self._run(self._validate)
+
+    def _validate(self) -> None:
+        from .batching import plan_batches
+        from .validate import failure_cases, validation_summary
+        from .validate import validate as validate_frame
+
+        # API.md §1 limits are checked by validate(); the widget only shows its verdict.
+        checked = validate_frame(self.df, **self._choices(), **self.validate_options)
+        self.validated = checked
+        shown = ["phone", "text", "valid", "state", "reason", "encoding", "segments"]
+        self.preview.value = "<b>Preview</b>" + _table(
+            checked[shown].head(self.preview_rows), "preview-table"
+        )
+        summary = validation_summary(checked)
+        parts = ["<b>Validation</b>", _table(summary, "validation-summary", index=False)]
+        failures = failure_cases(checked)
+        if len(failures):
+            parts += ["<b>Rows that will not be sent</b>", _table(failures, "failure-cases", index=False)]
+        self.validation.value = "".join(parts)
+
+        valid = checked[checked["valid"].astype(bool)]
+        method = getattr(self._client, "method", "POST")
+        self.planned = plan_batches(checked, method=method, client=self._client)
+        requests = int(self.planned["batch"].dropna().nunique())
+        encodings = ", ".join(f"{k}: {v}" for k, v in valid["encoding"].value_counts().items())
+        self.cost.value = (
+            f"<div class='massiva-cost'>{len(valid)} of {len(checked)} rows ready · "
+            f"{requests} request(s) · encodings {html.escape(encodings) or '-'} · "
+            f"{self.credits_needed} credit(s) needed</div>"
+        )
+
+    @property
+    def credits_needed(self) -> int:
+        """Credits the send would use: one per message segment of the valid rows."""
+        if self.validated is None:
+            return 0
+        valid = self.validated[self.validated["valid"].astype(bool)]
+        return int(valid["segments"].fillna(1).sum())
+
+    def _hide_confirm(self) -> None:
+        self.confirm_box.layout.display = "none"
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    @_guarded
+    def _on_refresh_credits(self, _button: Any = None) -> None:
+        self.credits_label.value = "credits: ..."
+        self.available_credits = self.client.credits()
+        self.credits_label.value = f"<span class='massiva-credits'>credits: {self.available_credits}</span>"
+
+    @_guarded
+    def _on_send(self, _button: Any = None) -> None:
+        self._hide_confirm()
+        self.status.value = ""
+        if self.validated is None:
+            self._validate()
+        assert self.validated is not None and self.planned is not None
+        ready = int(self.validated["valid"].astype(bool).sum())
+        requests = int(self.planned["batch"].dropna().nunique())
+        lines = [f"{ready} of {len(self.validated)} rows will be sent in {requests} request(s)."]
+        if self.dry_run.value:
+            lines.append("Dry run: nothing will reach the provider.")
+        else:
+            self._on_refresh_credits()
+            if self.available_credits is None:
+                return  # the error area already says why
+            lines.append(
+                f"Credits needed: {self.credits_needed}; available: {self.available_credits}."
+            )
+        if ready == 0:
+            self._show_error("No valid rows to send.")
+            return
+        self.confirm_text.value = _message("info", "\n".join(lines))
+        self.confirm_box.layout.display = "flex"
+
+    def _on_cancel(self, _button: Any = None) -> None:
+        self._hide_confirm()
+        self.status.value = _message("info", "Send cancelled.")
+
+    @_guarded
+    def _on_confirm(self, _button: Any = None) -> None:
+        from .sending import send
+
+        self._hide_confirm()
+        self.send_button.disabled = True
+        self.progress.value = 0
+        self.progress.max = max(int(self.validated["valid"].sum()) if self.validated is not None else 1, 1)
+        self.progress.layout.display = "flex"
+
+        def progress(done: int, total: int | None = None) -> None:
+            if total:
+                self.progress.max = total
+            self.progress.value = done
+
+        try:
+            results = send(
+                self.df,
+                client=self.client,
+                **self._choices(),
+                journal=self.journal,
+                campaign=self.campaign,
+                dry_run=bool(self.dry_run.value),
+                progress=progress,
+                **self.validate_options,
+            )
+        finally:
+            self.send_button.disabled = False
+            self.progress.layout.display = "none"
+        self.results = results
+        self._show_results(results)
+
+    def _show_results(self, results: pd.DataFrame) -> None:
+        counts = results["state"].value_counts().rename_axis("state").reset_index(name="rows")
+        counts = counts[counts["rows"] > 0]
+        self.status.value = _message(
+            "ok", ("Dry run: " if self.dry_run.value else "Sent: ")
+            + ", ".join(f"{s} {n}" for s, n in zip(counts["state"], counts["rows"], strict=True))
+        )
+        shown = [c for c in ("phone", "text", "state", "reason", "message_id", "sent_at") if c in results]
+        self.results_html.value = "<b>Results</b>" + _table(results[shown], "results-table")
+        self.save_button.disabled = False
+
+    @_guarded
+    def _on_save(self, _button: Any = None) -> None:
+        if self.results is None:
+            raise InputError("nothing to save yet: send first")
+        path = Path(self.save_path.value).expanduser()
+        if path.suffix == ".parquet":
+            self.results.to_parquet(path)
+        elif path.suffix == ".csv":
+            self.results.to_csv(path)
+        else:
+            raise InputError("save to a .parquet or .csv file")
+        self.save_status.value = _message("ok", f"saved {len(self.results)} rows to {path}")
+
+
+class DeliveryDashboard(_Guarded, widgets.VBox):  # type: ignore[misc]
+    """Delivery report for a send: refresh it as callbacks arrive.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        The results frame of :func:`send`.
+    logs : str or path
+        The callback receiver's log folder.
+    by : str
+        The breakdown of the summary table.
+
+    Attributes
+    ----------
+    delivery : pandas.DataFrame or None
+        ``attach_delivery(results, status_log)`` at the last refresh.
+    summary : pandas.DataFrame or None
+        ``delivery_summary(delivery, by=by)`` at the last refresh.
+
+    Examples
+    --------
+    >>> DeliveryDashboard(results, logs="callback-logs")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        results: pd.DataFrame,
+        logs: str | os.PathLike[str] = "callback-logs",
+        *,
+        by: str = "operator",
+    ) -> None:
+        self.results = results
+        self.logs = Path(logs)
+        self.by = by
+        self.delivery: pd.DataFrame | None = None
+        self.summary: pd.DataFrame | None = None
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.status = widgets.HTML()
+        self.error = widgets.HTML()
+        self.summary_html = widgets.HTML()
+        self.plots = widgets.HBox([])
+        self.inbound_html = widgets.HTML()
+        super().__init__(
+            [
+                widgets.HBox([widgets.HTML("<b>Delivery</b>"), self.refresh_button]),
+                self.status,
+                self.error,
+                self.summary_html,
+                self.plots,
+                self.inbound_html,
+            ]
+        )
+        self.add_class("massiva-delivery-dashboard")
+        self.refresh_button.on_click(self.refresh)
+        self.refresh()
+
+    def _secrets(self) -> list[str | None]:
+        return [os.environ.get("MASSIVA_CLAVE")]
+
+    @_guarded
+    def refresh(self, _button: Any = None) -> None:
+        """Re-read the callback logs and redraw the summary and the plots."""
+        from . import analytics
+        from .callbacks import read_callbacks
+
+        status = read_callbacks(self.logs, kind="status")
+        delivery = analytics.attach_delivery(self.results, status)
+        summary = analytics.delivery_summary(delivery, by=self.by)
+        self.delivery, self.summary = delivery, summary
+        counts = delivery["state"].value_counts()
+        self.status.value = _message(
+            "info",
+            f"{len(status)} status callback(s) read · "
+            + ", ".join(f"{s} {n}" for s, n in counts.items() if n),
+        )
+        self.summary_html.value = _table(summary, "delivery-summary")
+        images = []
+        for plot in (
+            analytics.plot_delivery_by_operator,
+            analytics.plot_latency,
+            analytics.plot_deliveries_over_time,
+        ):
+            images.append(widgets.Image(value=_figure_png(plot(delivery)), format="png"))
+        self.plots.children = images
+        inbound = read_callbacks(self.logs, kind="inbound")
+        if len(inbound):
+            replies = analytics.replies(self.results, inbound)
+            opt_outs = analytics.opt_outs(inbound)
+            self.inbound_html.value = (
+                f"<b>Replies</b>: {len(replies)} · <b>opt-outs</b>: {len(opt_outs)}"
+                + _table(replies, "replies-table")
+            )
+        else:
+            self.inbound_html.value = ""
