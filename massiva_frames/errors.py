@@ -53,20 +53,47 @@ __all__ = [
 MASK = "***"
 
 
+def _secret_forms(secret: str) -> set[str]:
+    """The shapes a secret takes on the wire or in an echoed page."""
+    from html import escape
+    from urllib.parse import quote, quote_plus
+
+    forms = {secret, escape(secret, quote=False), escape(secret, quote=True)}
+    # API.md §5: the request encoding is configurable, so mask every usual byte form.
+    for encoding in ("utf-8", "iso-8859-1", "cp1252"):
+        try:
+            forms.add(quote(secret, safe="", encoding=encoding))
+            forms.add(quote_plus(secret, safe="", encoding=encoding))
+            forms.add(quote(secret, safe="@", encoding=encoding))
+        except UnicodeEncodeError:
+            continue
+    return {form for form in forms if form}
+
+
 def mask(text: str, secrets: Iterable[str | None]) -> str:
     """Return ``text`` with every non-empty secret replaced by ``***``.
 
-    Secrets are also masked in their URL-encoded forms (``quote`` and ``quote_plus``),
-    so a password echoed back inside a query string is caught too.
-    """
-    from urllib.parse import quote, quote_plus
+    Secrets are also masked in their URL-encoded forms (``quote`` and ``quote_plus``, in
+    UTF-8 and Latin-1, percent escapes in either case) and HTML-escaped, so a password
+    echoed back inside a query string or an error page is caught too.
 
+    Examples
+    --------
+    >>> mask("GET /SendSms?usuario=a&clave=p%40ss%3B", ["p@ss;"])
+    'GET /SendSms?usuario=a&clave=***'
+    """
+    import re
+
+    forms: set[str] = set()
     for secret in secrets:
-        if not secret:
-            continue
-        for form in {secret, quote(secret, safe=""), quote_plus(secret, safe="")}:
-            text = text.replace(form, MASK)
-    return text
+        if secret:
+            forms |= _secret_forms(str(secret))
+    if not forms or not text:
+        return text
+    # Longest first, so a form never leaves a tail of a longer one behind; case-blind,
+    # since percent escapes may come back as %3b as well as %3B.
+    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, MASK, text, flags=re.IGNORECASE)
 
 
 class MassivaError(Exception):

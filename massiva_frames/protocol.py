@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from lxml import etree
 
-from .errors import ProtocolError, error_for_status, mask
+from .errors import InputError, ProtocolError, error_for_status, mask
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -119,12 +119,15 @@ def build_send_params(
     >>> build_send_params("a@b.c", "pw", ["584141234567", "584241234567"], "Hola")["telefonos"]
     '584141234567;584241234567'
     """
+    if isinstance(phones, str):
+        # A bare string would be split into characters: say what went wrong instead.
+        raise InputError("phones must be a sequence of strings, not one string")
     phones = list(phones)
     if not phones:
-        raise ValueError("a batch needs at least one phone")
+        raise InputError("a batch needs at least one phone")
     for phone in phones:
-        if PHONE_SEPARATOR in phone or not phone:
-            raise ValueError(f"invalid phone in batch: {phone!r}")
+        if not isinstance(phone, str) or not phone or PHONE_SEPARATOR in phone:
+            raise InputError(f"invalid phone in batch: {phone!r}")
     if isinstance(texts, str):
         texto = texts
         parts = [texts]
@@ -133,16 +136,18 @@ def build_send_params(
         if len(parts) == 1:
             texto = parts[0]
         elif len(parts) != len(phones):
-            raise ValueError(
+            raise InputError(
                 f"paired texts need one text per phone: {len(parts)} texts, {len(phones)} phones"
             )
         else:
             texto = TEXT_SEPARATOR.join(parts)
     for part in parts:
+        if not isinstance(part, str):
+            raise InputError(f"a text must be a string, got {type(part).__name__}")
         if TEXT_SEPARATOR in part:
-            raise ValueError("a text may not contain the separator '|' (API.md §1)")
+            raise InputError("a text may not contain the separator '|' (API.md §1)")
         if not part:
-            raise ValueError("a text may not be empty")
+            raise InputError("a text may not be empty")
     params = {
         "usuario": usuario,
         "clave": clave,
@@ -167,12 +172,18 @@ def encode_query(params: dict[str, str], encoding: str = "utf-8") -> str:
     return urlencode(params, encoding=encoding)
 
 
-_DECL_RE = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_XML_DECL_RE = re.compile(rb"""^<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+# Anything that declares a DTD or entities is refused before lxml sees it: no Massiva
+# answer carries one, and it is how billion-laughs and external-entity payloads arrive.
+_DTD_RE = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_UTF8_NAMES = {"utf-8", "utf8"}
+_BOM = b"\xef\xbb\xbf"
 
 
-def _parser() -> etree.XMLParser:
+def _parser(encoding: str | None = None) -> etree.XMLParser:
     # Hardened: no entities resolved, no DTD loaded, no network, no huge trees.
     return etree.XMLParser(
+        encoding=encoding,
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -183,69 +194,86 @@ def _parser() -> etree.XMLParser:
     )
 
 
-def _excerpt(body: bytes, secrets: Iterable[str | None]) -> str:
-    text = body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-    text = " ".join(text.split())[:EXCERPT_CHARS]
-    return mask(text, secrets)
+class _Body:
+    """The raw body plus what is needed to report on it without leaking a secret."""
+
+    __slots__ = ("data", "decoded", "http_status", "secrets")
+
+    def __init__(
+        self, body: bytes | str, http_status: int | None, secrets: Iterable[str | None]
+    ) -> None:
+        # A str was decoded already: its declaration, if any, no longer applies.
+        self.decoded = isinstance(body, str)
+        self.data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        self.http_status = http_status
+        self.secrets = tuple(str(s) for s in secrets if s)
+
+    def error(self, message: str, *, excerpt: bool = True) -> ProtocolError:
+        return ProtocolError(
+            mask(message, self.secrets),
+            http_status=self.http_status,
+            excerpt=self.excerpt() if excerpt else "",
+        )
+
+    def excerpt(self) -> str:
+        # Mask before cutting: a secret straddling the cut would otherwise leave its
+        # first characters in the message.
+        longest = max((len(s) for s in self.secrets), default=0)
+        window = EXCERPT_CHARS * 4 + longest * 12
+        cut = len(self.data) > window
+        text = self.data[:window].decode("utf-8", errors="replace")
+        if cut and longest:
+            text = text[: -longest * 12] if len(text) > longest * 12 else ""
+        text = " ".join(mask(text, self.secrets).split())
+        return text[:EXCERPT_CHARS]
 
 
-def _root(
-    body: bytes | str,
-    *,
-    expected: str,
-    http_status: int | None,
-    secrets: Iterable[str | None],
-) -> etree._Element:
-    secrets = tuple(secrets)
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise ProtocolError(
-            f"response body too large ({len(body)} bytes, bound {MAX_RESPONSE_BYTES})",
-            http_status=http_status,
-            excerpt=_excerpt(body, secrets),
-        )
-    if not body.strip():
-        raise ProtocolError("empty response body", http_status=http_status)
-    if b"<!DOCTYPE" in body[:4096].upper() or b"<!ENTITY" in body[:65536].upper():
-        raise ProtocolError(
-            "response carries a DTD or entity declarations; refused",
-            http_status=http_status,
-            excerpt=_excerpt(body, secrets),
-        )
-    match = _DECL_RE.match(body)
+def _root(body: _Body) -> etree._Element:
+    data = body.data
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise body.error(f"response body too large ({len(data)} bytes, bound {MAX_RESPONSE_BYTES})")
+    # Servers (PHP in particular) often emit a BOM or blank lines before the declaration.
+    data = data.lstrip()
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :].lstrip()
+    if not data:
+        raise body.error("empty response body", excerpt=False)
+    if _DTD_RE.search(data):
+        raise body.error("response carries a DTD or entity declarations; refused")
+    match = _XML_DECL_RE.match(data)
+    declared = match.group(1).decode("ascii").lower() if match else None
     try:
-        if match is None:
-            # API.md §5: no declaration means UTF-8, falling back to ISO-8859-1.
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError:
-                text = body.decode("iso-8859-1")
-            root = etree.fromstring(text.lstrip("\ufeff").encode("utf-8"), _parser())
+        if body.decoded:
+            root = etree.fromstring(data, _parser("utf-8"))
+        elif declared is not None and declared not in _UTF8_NAMES:
+            # API.md §5: the declaration says which charset.
+            root = etree.fromstring(data, _parser())
         else:
-            root = etree.fromstring(body, _parser())
+            # API.md §5: no declaration means UTF-8, falling back to ISO-8859-1 on a
+            # decode error. A UTF-8 declaration on Latin-1 bytes is treated the same
+            # way: a mislabelled answer to a send that went out is still an answer.
+            try:
+                data.decode("utf-8")
+                encoding = "utf-8"
+            except UnicodeDecodeError:
+                encoding = "iso-8859-1"
+            root = etree.fromstring(data, _parser(encoding))
     except (etree.XMLSyntaxError, LookupError, ValueError) as exc:
-        raise ProtocolError(
-            f"response is not well-formed XML ({type(exc).__name__})",
-            http_status=http_status,
-            excerpt=_excerpt(body, secrets),
-        ) from exc
-    if not isinstance(root.tag, str) or root.tag != "respuesta":
-        raise ProtocolError(
-            f"expected a <{expected}> document, got <{root.tag}>",
-            http_status=http_status,
-            excerpt=_excerpt(body, secrets),
-        )
+        # lxml's message names the line and the problem; masked like every message.
+        reason = f"{type(exc).__name__}: {exc}"
+        raise body.error(f"response is not well-formed XML ({reason[:200]})") from None
+    if root.tag != "respuesta":
+        tag = root.tag if isinstance(root.tag, str) else type(root).__name__
+        raise body.error(f"expected a <respuesta> document, got <{tag[:40]}>")
     return root
 
 
-def _int(value: str | None, what: str, http_status: int | None) -> int:
-    try:
-        return int((value or "").strip())
-    except ValueError:
-        raise ProtocolError(
-            f"{what} is not an integer: {str(value)[:40]!r}", http_status=http_status
-        ) from None
+def _int(value: str | None, what: str, body: _Body) -> int:
+    text = (value or "").strip()
+    # int() alone would also take '1_000' and non-ASCII digits.
+    if not re.fullmatch(r"[+-]?[0-9]{1,18}", text):
+        raise body.error(f"{what} is not an integer: {text[:40]!r}")
+    return int(text)
 
 
 def _child_text(root: etree._Element, tag: str) -> str | None:
@@ -266,6 +294,7 @@ def parse_send_response(
     Raises :class:`~massiva_frames.errors.ProtocolError` when the body is not the
     expected XML (HTML page, truncated, empty, oversized, entities). Error statuses
     (<= 0) are returned, not raised: call :meth:`SendResponse.raise_for_status`.
+    ``secrets`` are masked in every message and excerpt, and in ``mensaje``.
 
     Examples
     --------
@@ -275,16 +304,13 @@ def parse_send_response(
     >>> r.status, r.celulares[0].id
     (1, 7)
     """
-    root = _root(body, expected="respuesta", http_status=http_status, secrets=secrets)
+    raw = _Body(body, http_status, secrets)
+    root = _root(raw)
     status_text = _child_text(root, "status")
     if status_text is None:
-        raise ProtocolError(
-            "SendSms response has no <status>",
-            http_status=http_status,
-            excerpt=_excerpt(body if isinstance(body, bytes) else body.encode(), secrets),
-        )
-    status = _int(status_text, "<status>", http_status)
-    mensaje = (_child_text(root, "mensaje") or "").strip()
+        raise raw.error("SendSms response has no <status>")
+    status = _int(status_text, "<status>", raw)
+    mensaje = mask((_child_text(root, "mensaje") or "").strip(), raw.secrets)
     celulares: list[Celular] = []
     telefonos = root.find("telefonos")
     if telefonos is not None:
@@ -293,11 +319,10 @@ def parse_send_response(
             sid = node.get("sid")
             celulares.append(
                 Celular(
-                    id=_int(raw_id, "celular id", http_status)
-                    if raw_id not in (None, "", "N/A")
-                    else None,
+                    # API.md §1: sid may be 'N/A' for a rejected phone; so, defensively, id.
+                    id=None if raw_id in (None, "", "N/A") else _int(raw_id, "celular id", raw),
                     sid=None if sid in (None, "", "N/A") else sid,
-                    status=_int(node.get("status"), "celular status", http_status),
+                    status=_int(node.get("status"), "celular status", raw),
                     num_celular=node.get("num_celular") or "",
                     texto=node.get("texto") or "",
                 )
@@ -315,16 +340,19 @@ def parse_credit_response(
 
     ``creditos == -1`` (missing fields or failed authentication) is returned as is; the
     client turns it into :class:`~massiva_frames.errors.AuthenticationError`.
+
+    Examples
+    --------
+    >>> parse_credit_response(b"<respuesta><creditos>907</creditos>"
+    ...     b"<mensaje>consulta exitosa</mensaje></respuesta>").creditos
+    907
     """
-    root = _root(body, expected="respuesta", http_status=http_status, secrets=secrets)
+    raw = _Body(body, http_status, secrets)
+    root = _root(raw)
     creditos = _child_text(root, "creditos")
     if creditos is None:
-        raise ProtocolError(
-            "credit response has no <creditos>",
-            http_status=http_status,
-            excerpt=_excerpt(body if isinstance(body, bytes) else body.encode(), secrets),
-        )
+        raise raw.error("credit response has no <creditos>")
     return CreditResponse(
-        creditos=_int(creditos, "<creditos>", http_status),
-        mensaje=(_child_text(root, "mensaje") or "").strip(),
+        creditos=_int(creditos, "<creditos>", raw),
+        mensaje=mask((_child_text(root, "mensaje") or "").strip(), raw.secrets),
     )
