@@ -192,6 +192,7 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         self.dry_run = widgets.Checkbox(value=False, description="Dry run (send nothing)")
         self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
         self.confirm_text = widgets.HTML()
+        self.confirm_text.add_class("massiva-confirm")
         self.confirm_button = widgets.Button(description="Confirm", button_style="danger")
         self.cancel_button = widgets.Button(description="Cancel")
         self.confirm_box = widgets.VBox(
