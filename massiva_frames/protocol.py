@@ -26,6 +26,7 @@ __all__ = [
     "CreditResponse",
     "SendResponse",
     "build_credit_params",
+    "body_excerpt",
     "build_send_params",
     "encode_query",
     "parse_credit_response",
@@ -216,16 +217,27 @@ class _Body:
         )
 
     def excerpt(self) -> str:
-        # Mask before cutting: a secret straddling the cut would otherwise leave its
-        # first characters in the message.
-        longest = max((len(s) for s in self.secrets), default=0)
-        window = EXCERPT_CHARS * 4 + longest * 12
-        cut = len(self.data) > window
-        text = self.data[:window].decode("utf-8", errors="replace")
-        if cut and longest:
-            text = text[: -longest * 12] if len(text) > longest * 12 else ""
-        text = " ".join(mask(text, self.secrets).split())
-        return text[:EXCERPT_CHARS]
+        return body_excerpt(self.data, self.secrets)
+
+
+def body_excerpt(body: bytes, secrets: Iterable[str | None] = ()) -> str:
+    """A short, whitespace-collapsed excerpt of a response body, secrets masked.
+
+    Examples
+    --------
+    >>> body_excerpt(b"<html>   <p>bad clave=pw1</p></html>", ["pw1"])
+    '<html> <p>bad clave=***</p></html>'
+    """
+    secrets = tuple(str(s) for s in secrets if s)
+    # Mask before cutting: a secret straddling the cut would otherwise leave its first
+    # characters behind. A secret's longest encoded form is 12 characters per character
+    # (a 4-byte UTF-8 character, percent-escaped), hence the margin.
+    margin = max((len(s) for s in secrets), default=0) * 12
+    window = EXCERPT_CHARS * 4 + margin
+    text = body[:window].decode("utf-8", errors="replace")
+    if len(body) > window and margin:
+        text = text[:-margin] if len(text) > margin else ""
+    return " ".join(mask(text, secrets).split())[:EXCERPT_CHARS]
 
 
 def _root(body: _Body) -> etree._Element:
