@@ -177,6 +177,7 @@ _XML_DECL_RE = re.compile(rb"""^<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]
 # Anything that declares a DTD or entities is refused before lxml sees it: no Massiva
 # answer carries one, and it is how billion-laughs and external-entity payloads arrive.
 _DTD_RE = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_HTML_RE = re.compile(rb"<!doctype\s+html|<html[\s>]", re.IGNORECASE)
 _UTF8_NAMES = {"utf-8", "utf8"}
 _BOM = b"\xef\xbb\xbf"
 
@@ -250,6 +251,9 @@ def _root(body: _Body) -> etree._Element:
         data = data[len(_BOM) :].lstrip()
     if not data:
         raise body.error("empty response body", excerpt=False)
+    if _HTML_RE.search(data[:512]):
+        # An error page from the server or a proxy in front of it, not the API.
+        raise body.error("response is an HTML page, not the API's XML")
     if _DTD_RE.search(data):
         raise body.error("response carries a DTD or entity declarations; refused")
     match = _XML_DECL_RE.match(data)

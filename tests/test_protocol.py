@@ -345,6 +345,12 @@ def test_oversized_body_is_refused_before_parsing() -> None:
         parse_credit_response(body)
 
 
+@pytest.mark.parametrize("name", ["html page", "html doctype"])
+def test_html_pages_are_named_as_such(name: str) -> None:
+    with pytest.raises(ProtocolError, match="HTML page"):
+        parse_send_response(BAD_BODIES[name])
+
+
 def test_protocol_error_carries_status_and_excerpt() -> None:
     with pytest.raises(ProtocolError) as info:
         parse_send_response(b"<html><body>Bad   Gateway</body></html>", http_status=502)
