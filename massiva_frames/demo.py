@@ -254,15 +254,9 @@ def _wait_for_log(
 
 
 def _write_outputs(folder: Path, delivery: pd.DataFrame, analytics: Any) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     files = {"results": folder / "results.parquet", "plot": folder / "delivery.png"}
     delivery.to_parquet(files["results"])
-    figure = analytics.plot_delivery_by_operator(delivery)
-    figure = figure.get_figure() if not hasattr(figure, "savefig") else figure
-    figure.savefig(files["plot"], dpi=100, bbox_inches="tight")
-    plt.close(figure)
+    # a pyplot-free Figure: no GUI backend is involved
+    figure = analytics.delivery_report_figure(delivery, title="massiva-frames demo: delivery")
+    figure.savefig(files["plot"], dpi=90)
     return files

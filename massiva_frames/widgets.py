@@ -61,14 +61,10 @@ def _message(kind: str, text: str) -> str:
     )
 
 
-def _figure_png(plot: Any) -> bytes:
-    """PNG bytes of a matplotlib Figure or Axes (the figure is closed afterwards)."""
-    import matplotlib.pyplot as plt
-
-    figure = plot.get_figure() if hasattr(plot, "get_figure") and not hasattr(plot, "savefig") else plot
+def _figure_png(figure: Any) -> bytes:
+    """PNG bytes of a matplotlib Figure (the plots build pyplot-free Figures)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=80)
     return buffer.getvalue()
 
 
@@ -168,8 +164,10 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
 
         columns = [str(c) for c in df.columns]
         if phone is None:
-            phone = next((c for c in columns if "phone" in c.lower() or "tel" in c.lower()),
-                         columns[0] if columns else None)
+            phone = next(
+                (c for c in columns if "phone" in c.lower() or "tel" in c.lower()),
+                columns[0] if columns else None,
+            )
         text_options = [TEMPLATE_CHOICE, *columns]
         if text is not None and text not in columns:
             raise InputError(f"text column {text!r} is not in the frame")
@@ -190,7 +188,9 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         self.credits_label = widgets.HTML("credits: not checked yet")
         self.refresh_credits_button = widgets.Button(description="Refresh credits", icon="refresh")
         self.dry_run = widgets.Checkbox(value=False, description="Dry run (send nothing)")
-        self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.send_button = widgets.Button(
+            description="Send", button_style="primary", icon="paper-plane"
+        )
         self.confirm_text = widgets.HTML()
         self.confirm_text.add_class("massiva-confirm")
         self.confirm_button = widgets.Button(description="Confirm", button_style="danger")
@@ -293,7 +293,10 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         parts = ["<b>Validation</b>", _table(summary, "validation-summary", index=False)]
         failures = failure_cases(checked)
         if len(failures):
-            parts += ["<b>Rows that will not be sent</b>", _table(failures, "failure-cases", index=False)]
+            parts += [
+                "<b>Rows that will not be sent</b>",
+                _table(failures, "failure-cases", index=False),
+            ]
         self.validation.value = "".join(parts)
 
         valid = checked[checked["valid"].astype(bool)]
@@ -324,7 +327,9 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
     def _on_refresh_credits(self, _button: Any = None) -> None:
         self.credits_label.value = "credits: ..."
         self.available_credits = self.client.credits()
-        self.credits_label.value = f"<span class='massiva-credits'>credits: {self.available_credits}</span>"
+        self.credits_label.value = (
+            f"<span class='massiva-credits'>credits: {self.available_credits}</span>"
+        )
 
     @_guarded
     def _on_send(self, _button: Any = None) -> None:
@@ -362,7 +367,9 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         self._hide_confirm()
         self.send_button.disabled = True
         self.progress.value = 0
-        self.progress.max = max(int(self.validated["valid"].sum()) if self.validated is not None else 1, 1)
+        self.progress.max = max(
+            int(self.validated["valid"].sum()) if self.validated is not None else 1, 1
+        )
         self.progress.layout.display = "flex"
 
         def progress(done: int, total: int | None = None) -> None:
@@ -391,10 +398,13 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         counts = results["state"].value_counts().rename_axis("state").reset_index(name="rows")
         counts = counts[counts["rows"] > 0]
         self.status.value = _message(
-            "ok", ("Dry run: " if self.dry_run.value else "Sent: ")
-            + ", ".join(f"{s} {n}" for s, n in zip(counts["state"], counts["rows"], strict=True))
+            "ok",
+            ("Dry run: " if self.dry_run.value else "Sent: ")
+            + ", ".join(f"{s} {n}" for s, n in zip(counts["state"], counts["rows"], strict=True)),
         )
-        shown = [c for c in ("phone", "text", "state", "reason", "message_id", "sent_at") if c in results]
+        shown = [
+            c for c in ("phone", "text", "state", "reason", "message_id", "sent_at") if c in results
+        ]
         self.results_html.value = "<b>Results</b>" + _table(results[shown], "results-table")
         self.save_button.disabled = False
 

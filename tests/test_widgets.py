@@ -223,7 +223,9 @@ def test_dashboard_refresh_after_callbacks(tmp_path: Path, customers: pd.DataFra
         sandbox(status_url=rc.url, callback_delay=0.3, fail_ratio=0.0, seed=1) as server,
         MassivaClient(server.usuario, server.clave, server.base_url) as c,
     ):
-        results = send(customers, client=c, phone="telefono", template="Hola {nombre}", progress=False)
+        results = send(
+            customers, client=c, phone="telefono", template="Hola {nombre}", progress=False
+        )
         dash = DeliveryDashboard(results, logs=logdir)
         assert isinstance(dash, widgets.VBox)
         assert dash.error.value == "", dash.error.value
