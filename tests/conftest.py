@@ -1,0 +1,120 @@
+"""Shared fixtures: a fresh sandbox server, a callback sink, a free port.
+
+Every server here listens on 127.0.0.1 only and is stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from massiva_frames.sandbox import Sandbox, sandbox
+
+
+@pytest.fixture
+def sandbox_server() -> Iterator[Sandbox]:
+    """A fresh :class:`~massiva_frames.sandbox.Sandbox` on a free port, default settings.
+
+    Account ``sb.usuario``/``sb.clave`` with 1000 credits, callbacks off (set them with
+    ``sb.set_callback_urls``), ``callback_delay=0.5``, ``fail_ratio=0.1``, ``seed=0``.
+    Pass ``sb.base_url`` to the client.
+    """
+    with sandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Sink:
+    """A tiny HTTP server that records every GET (callbacks) and answers 200 ``OK``.
+
+    ``hits`` holds ``(path, [(key, value), ...])`` in arrival order, keys in the order
+    sent; ``fail_next(n, status)`` makes the next ``n`` requests answer ``status``.
+    """
+
+    def __init__(self) -> None:
+        self.hits: list[tuple[str, list[tuple[str, str]]]] = []
+        self.failures = 0
+        self._fail_left = 0
+        self._fail_status = 500
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                parts = urlsplit(self.path)
+                with sink._lock:
+                    if sink._fail_left > 0:
+                        sink._fail_left -= 1
+                        sink.failures += 1
+                        status = sink._fail_status
+                    else:
+                        status = 200
+                        sink.hits.append((parts.path, parse_qsl(parts.query, True)))
+                body = b"OK" if status == 200 else b"error"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/recepcionsms"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        self._thread.daemon = True
+        self._thread.start()
+
+    def fail_next(self, n: int, status: int = 500) -> None:
+        """Answer ``status`` to the next ``n`` requests (they are not recorded in hits)."""
+        with self._lock:
+            self._fail_left = n
+            self._fail_status = status
+
+    def params(self) -> list[dict[str, str]]:
+        """The recorded hits' parameters as dicts."""
+        with self._lock:
+            return [dict(p) for _, p in self.hits]
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> bool:
+        """Wait until at least ``n`` hits arrived; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.hits) >= n:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def http_sink() -> Iterator[Sink]:
+    """A :class:`Sink` callback receiver on a free port; ``http_sink.url`` ends in /recepcionsms."""
+    sink = Sink()
+    try:
+        yield sink
+    finally:
+        sink.close()

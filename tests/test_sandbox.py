@@ -1,0 +1,609 @@
+"""The sandbox over real HTTP, spoken to with ``requests`` directly (not the package client)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pytest
+import requests
+from lxml import etree
+
+from massiva_frames.errors import InputError
+from massiva_frames.sandbox import Sandbox, sandbox
+from massiva_frames.sandbox.state import CARACAS, LINES, REPLIES
+
+if TYPE_CHECKING:
+    from conftest import Sink
+
+SEED_PHONES = "584265207594;584242195147;584164248750;786786786;877668"
+VALID = ["584121234567", "584141234567", "584161234567", "584241234567", "584261234567"]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def parse(body: bytes) -> etree._Element:
+    return etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+
+
+def celulares(root: etree._Element) -> list[dict[str, str]]:
+    return [dict(c.attrib) for c in root.iter("celular")]
+
+
+def status_of(root: etree._Element) -> int:
+    return int(root.findtext("status") or "nan")
+
+
+def send(
+    sb: Sandbox,
+    phones: str,
+    texto: str = "Mensaje de prueba",
+    *,
+    method: str = "POST",
+    **extra: str,
+) -> requests.Response:
+    params = {"usuario": sb.usuario, "clave": sb.clave, "telefonos": phones, "texto": texto}
+    params.update(extra)
+    if method == "GET":
+        return requests.get(sb.send_url, params=params, timeout=5)
+    return requests.post(sb.send_url, data=params, timeout=5)
+
+
+def credit_query(sb: Sandbox, **params: str) -> etree._Element:
+    r = requests.get(sb.credit_url, params=params, timeout=5)
+    assert r.status_code == 200
+    return parse(r.content)
+
+
+# -- SendSms: the seed's sample -----------------------------------------------------------------
+def test_seed_php_post_sample(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    # The PHP sample posts its fields unencoded: '@' raw, spaces raw, ';' raw.
+    body = (
+        f"usuario={sb.usuario}&clave={sb.clave}&texto=Mensaje de prueba&telefonos={SEED_PHONES}"
+    ).encode()
+    r = requests.post(
+        sb.send_url,
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=5,
+    )
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/xml")
+    root = parse(r.content)
+    assert root.tag == "respuesta"
+    assert [child.tag for child in root] == ["mensaje", "status", "telefonos"]
+    assert root.findtext("mensaje") == "Envio Exitoso"
+    assert status_of(root) == 3
+    cels = celulares(root)
+    assert [c["num_celular"] for c in cels] == SEED_PHONES.split(";")
+    assert [c["status"] for c in cels] == ["0", "0", "0", "2", "2"]
+    assert {c["texto"] for c in cels} == {"Mensaje de prueba"}
+    assert [int(c["id"]) for c in cels] == [123451, 123452, 123453, 123454, 123455]
+    assert [c["sid"] for c in cels[3:]] == ["N/A", "N/A"]
+    for c in cels[:3]:
+        # like 584164248750000420111115161438: phone + 4-digit counter + timestamp
+        assert re.fullmatch(re.escape(c["num_celular"]) + r"\d{4}\d{14}", c["sid"])
+        stamp = datetime.strptime(c["sid"][-14:], "%Y%m%d%H%M%S").replace(tzinfo=CARACAS)
+        assert abs(stamp - datetime.now(CARACAS)) < timedelta(minutes=1)
+    msgs = sb.messages()
+    assert msgs["phone"].tolist() == SEED_PHONES.split(";")[:3]
+    assert msgs["id"].tolist() == [123451, 123452, 123453]
+    assert sb.credits() == 997
+
+
+def test_get_equals_post(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    got = parse(send(sb, SEED_PHONES, "prueba de envío", method="GET").content)
+    posted = parse(send(sb, SEED_PHONES, "prueba de envío").content)
+    assert status_of(got) == status_of(posted) == 3
+    strip = [{k: v for k, v in c.items() if k not in ("id", "sid")} for c in celulares(got)]
+    assert strip == [{k: v for k, v in c.items() if k not in ("id", "sid")} for c in celulares(posted)]
+    assert celulares(got)[0]["texto"] == "prueba de envío"
+    assert sb.requests()["method"].tolist() == ["GET", "POST"]
+
+
+def test_paired_texts_go_to_their_phone(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    phones = ";".join(VALID[:3])
+    root = parse(send(sb, phones, "uno|dos con ñ|tres ").content)
+    assert status_of(root) == 3
+    assert [(c["num_celular"], c["texto"]) for c in celulares(root)] == [
+        (VALID[0], "uno"),
+        (VALID[1], "dos con ñ"),
+        (VALID[2], "tres "),
+    ]
+    assert sb.messages()["text"].tolist() == ["uno", "dos con ñ", "tres "]
+
+
+def test_paired_text_too_long_rejects_only_its_phone(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    root = parse(send(sb, ";".join(VALID[:3]), f"ok|{'x' * 161}|").content)
+    assert status_of(root) == 1
+    assert [c["status"] for c in celulares(root)] == ["0", "2", "2"]
+
+
+# -- status codes ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"usuario": None}, -2),
+        ({"clave": None}, -2),
+        ({"usuario": ""}, -2),
+        ({"clave": ""}, -2),
+        ({"telefonos": None}, -3),
+        ({"texto": None}, -3),
+        ({"telefonos": ""}, -3),
+        ({"texto": ""}, -3),
+        ({"telefonos": ";;"}, -3),
+        ({"clave": "wrong"}, -1),
+        ({"usuario": "nobody@massiva.test"}, -1),
+        ({"telefonos": "786786786;877668"}, 0),
+        ({"texto": "x" * 161}, 0),
+        ({"texto": "uno|dos"}, 0),  # 2 texts for 3 phones
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_status_codes(
+    sandbox_server: Sandbox, fields: dict[str, str | None], expected: int, method: str
+) -> None:
+    sb = sandbox_server
+    params: dict[str, Any] = {
+        "usuario": sb.usuario,
+        "clave": sb.clave,
+        "telefonos": ";".join(VALID[:3]),
+        "texto": "hola",
+    }
+    for key, value in fields.items():
+        if value is None:
+            del params[key]
+        else:
+            params[key] = value
+    if method == "GET":
+        r = requests.get(sb.send_url, params=params, timeout=5)
+    else:
+        r = requests.post(sb.send_url, data=params, timeout=5)
+    assert r.status_code == 200
+    root = parse(r.content)
+    assert status_of(root) == expected
+    assert root.findtext("mensaje")
+    if expected < 0:
+        assert root.find("telefonos") is None
+    else:
+        cels = celulares(root)
+        assert [c["num_celular"] for c in cels] == params["telefonos"].split(";")
+        assert {c["status"] for c in cels} == {"2"}
+        assert {c["sid"] for c in cels} == {"N/A"}
+    assert sb.messages().empty
+    assert sb.credits() == 1000
+
+
+def test_plan_inactive_is_minus_4(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.set_plan(False)
+    assert status_of(parse(send(sb, VALID[0]).content)) == -4
+    # the credit query still answers
+    assert credit_query(sb, usuario=sb.usuario, clave=sb.clave).findtext("creditos") == "1000"
+    sb.set_plan(True)
+    assert status_of(parse(send(sb, VALID[0]).content)) == 1
+
+
+def test_company_credits_short_is_minus_5_and_refused_whole() -> None:
+    with sandbox(credits=100, company_credits=2, callback_delay=60) as sb:
+        root = parse(send(sb, ";".join(VALID[:3])).content)
+        assert status_of(root) == -5
+        assert sb.messages().empty and sb.credits() == 100 and sb.company_credits == 2
+        # two valid + one invalid needs only two credits
+        assert status_of(parse(send(sb, f"{VALID[0]};{VALID[1]};123").content)) == 2
+        assert sb.company_credits == 0 and sb.credits() == 98
+
+
+def test_user_credits_short_is_minus_6(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.set_credits(2)
+    assert status_of(parse(send(sb, ";".join(VALID[:3])).content)) == -6
+    assert sb.credits() == 2 and sb.messages().empty
+    sb.set_credits(5, company=1)
+    assert status_of(parse(send(sb, ";".join(VALID[:2])).content)) == -5
+
+
+def test_credits_decrement_per_accepted_message(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.set_credits(10, company=50)
+    send(sb, f"{VALID[0]};{VALID[1]};786786786")
+    send(sb, VALID[2], method="GET")
+    assert sb.credits() == 7 and sb.company_credits == 47
+    root = credit_query(sb, usuario=sb.usuario, clave=sb.clave)
+    assert [child.tag for child in root] == ["creditos", "mensaje"]
+    assert root.findtext("creditos") == "7"
+    assert root.findtext("mensaje") == "consulta exitosa"
+
+
+def test_second_account(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.add_account("otro@massiva.test", "s3cr3t", credits=5)
+    r = requests.post(
+        sb.send_url,
+        data={"usuario": "otro@massiva.test", "clave": "s3cr3t", "telefonos": VALID[0], "texto": "a"},
+        timeout=5,
+    )
+    assert status_of(parse(r.content)) == 1
+    assert sb.credits("otro@massiva.test") == 4 and sb.credits() == 1000
+    assert sb.messages()["usuario"].tolist() == ["otro@massiva.test"]
+
+
+# -- per-phone rules --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("phone", "accepted"),
+    [
+        *[(p, True) for p in VALID],
+        (" 584121234567 ", True),  # surrounding spaces are stripped
+        ("58412123456", False),  # 11 digits
+        ("5841212345678", False),  # 13 digits
+        ("584131234567", False),  # unknown operator
+        ("584151234567", False),
+        ("582121234567", False),  # Caracas landline
+        ("+584121234567", False),
+        ("04121234567", False),
+        ("4121234567", False),
+        ("58412123456a", False),
+        ("58412-123456", False),
+        ("١٢٣٤٥٦٧٨٩٠١٢", False),  # non-ASCII digits
+        ("786786786", False),
+        ("877668", False),
+    ],
+)
+def test_phone_rules(sandbox_server: Sandbox, phone: str, accepted: bool) -> None:
+    root = parse(send(sandbox_server, phone).content)
+    (cel,) = celulares(root)
+    assert cel["status"] == ("0" if accepted else "2")
+    assert status_of(root) == (1 if accepted else 0)
+    assert (cel["sid"] == "N/A") is not accepted
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [("x" * 160, True), ("x" * 161, False), ("á" * 160, True), ("é" * 161, False), ("😀", True)],
+)
+def test_text_length_rule(sandbox_server: Sandbox, text: str, accepted: bool) -> None:
+    root = parse(send(sandbox_server, VALID[0], text).content)
+    assert celulares(root)[0]["status"] == ("0" if accepted else "2")
+    assert celulares(root)[0]["texto"] == text
+
+
+def test_awkward_text_round_trips_through_xml(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    text = 'a & b < c > "d" \'e\'\nlínea\tdos; 100%+'
+    root = parse(send(sb, VALID[0], text, method="GET").content)
+    assert celulares(root)[0]["texto"] == text
+    assert sb.messages()["text"].iloc[0] == text
+    ctl = "bell\x07end"
+    root = parse(send(sb, VALID[1], ctl).content)
+    assert celulares(root)[0]["texto"] == "bell\ufffdend"
+    assert sb.messages()["text"].iloc[1] == ctl
+
+
+def test_ids_unique_and_auto_numbered_across_requests(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    ids: list[int] = []
+    for phones in (SEED_PHONES, "786786786", ";".join(VALID), "1;2"):
+        ids += [int(c["id"]) for c in celulares(parse(send(sb, phones).content))]
+    assert ids == list(range(123451, 123451 + len(ids)))
+    msgs = sb.messages()
+    assert msgs["id"].is_unique and msgs["request_no"].tolist() == [1] * 3 + [3] * 5
+    # each accepted request has its own send counter in the sid
+    assert msgs["sid"].str.slice(12, 16).tolist() == ["0001"] * 3 + ["0002"] * 5
+
+
+def test_concurrent_sends_are_counted_exactly(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with requests.Session() as s:
+                for _ in range(10):
+                    data = {
+                        "usuario": sb.usuario,
+                        "clave": sb.clave,
+                        "telefonos": ";".join(VALID),
+                        "texto": "hola",
+                    }
+                    assert status_of(parse(s.post(sb.send_url, data=data, timeout=5).content)) == 5
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    msgs = sb.messages()
+    assert len(msgs) == 400 and msgs["id"].is_unique and sb.credits() == 600
+
+
+# -- encodings, routing, limits -----------------------------------------------------------------
+def test_latin1_body_when_charset_says_so(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    body = f"usuario={sb.usuario}&clave={sb.clave}&telefonos={VALID[0]}&texto=envío ñandú".encode(
+        "latin-1"
+    )
+    for ctype in (
+        "application/x-www-form-urlencoded; charset=ISO-8859-1",
+        "application/x-www-form-urlencoded",  # not UTF-8: falls back to ISO-8859-1
+    ):
+        r = requests.post(sb.send_url, data=body, headers={"Content-Type": ctype}, timeout=5)
+        assert celulares(parse(r.content))[0]["texto"] == "envío ñandú"
+    assert sb.requests()["charset"].tolist() == ["latin-1", "latin-1"]
+
+
+def test_utf8_percent_encoded_by_default(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    send(sb, VALID[0], "¿Cómo está? 😀")
+    assert sb.messages()["text"].iloc[0] == "¿Cómo está? 😀"
+    assert sb.requests()["charset"].iloc[0] == "utf-8"
+
+
+def test_unknown_path_is_404(sandbox_server: Sandbox) -> None:
+    base = sandbox_server.base_url
+    for path in ("/SendSmsX", "/sendsms", "/../SendSms", ""):
+        assert requests.get(base + path, timeout=5).status_code == 404
+    assert requests.get(base.replace("/webservices", "/other/SendSms"), timeout=5).status_code == 404
+    assert requests.put(sandbox_server.send_url, timeout=5).status_code == 405
+
+
+def test_get_url_over_2048_is_414(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    base = f"{sb.send_url}?usuario=demo%40massiva.test&clave=demo&telefonos={VALID[0]}&texto="
+    fits = base + "x" * (2048 - len(base))
+    assert len(fits) == 2048
+    assert requests.get(fits, timeout=5).status_code == 200
+    assert requests.get(fits + "x", timeout=5).status_code == 414
+    assert sb.requests()["url_length"].tolist() == [2048, 2049]
+
+
+def test_request_log_never_holds_the_password() -> None:
+    with sandbox(clave="Sup3r-Secret!") as sb:
+        send(sb, VALID[0])
+        credit_query(sb, usuario=sb.usuario, clave="Sup3r-Secret!")
+        log = sb.requests()
+        assert list(log.columns) == [
+            "request_no", "received_at", "method", "path", "usuario", "n_phones", "n_texts",
+            "charset", "url_length", "http_status", "api_status", "accepted", "fault", "recorded",
+        ]  # fmt: skip
+        assert "Sup3r" not in log.to_csv() and "Sup3r" not in repr(sb)
+        assert "Sup3r" not in sb.messages().to_csv()
+        assert log["api_status"].tolist() == [1, 999]
+        assert log["n_phones"].tolist() == [1, 0]
+
+
+# -- credit query -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"usuario": "demo@massiva.test"}, {"clave": "demo"}, {"usuario": "x", "clave": "demo"}],
+)
+def test_credit_query_minus_1(sandbox_server: Sandbox, params: dict[str, str]) -> None:
+    root = credit_query(sandbox_server, **params)
+    assert root.findtext("creditos") == "-1"
+    assert root.findtext("mensaje") not in (None, "", "consulta exitosa")
+
+
+def test_credit_query_post(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    r = requests.post(sb.credit_url, data={"usuario": sb.usuario, "clave": sb.clave}, timeout=5)
+    assert parse(r.content).findtext("creditos") == "1000"
+
+
+def test_messages_frame_columns(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    empty = sb.messages()
+    send(sb, VALID[0])
+    frame = sb.messages()
+    cols = ["id", "sid", "phone", "text", "usuario", "accepted_at", "final", "updated_at"]
+    assert list(frame.columns[:8]) == list(empty.columns[:8]) == cols
+    assert {"line", "request_no"} <= set(frame.columns)
+    assert frame["id"].dtype == "int64" and empty["id"].dtype == "int64"
+    assert str(frame["accepted_at"].dtype) == "datetime64[us, UTC]"
+    assert frame["final"].iloc[0] == "pending" and pd.isna(frame["updated_at"].iloc[0])
+    assert frame["grupo"].iloc[0] == "CONTACTOS"
+
+
+# -- faults -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("fault", "code"), [("http503", 503), ("http429", 429)])
+def test_refusals_carry_retry_after_and_record_nothing(
+    sandbox_server: Sandbox, fault: str, code: int
+) -> None:
+    sb = sandbox_server
+    sb.inject(fault, count=1, retry_after=2)
+    r = send(sb, VALID[0])
+    assert r.status_code == code and r.headers["Retry-After"] == "2"
+    assert sb.messages().empty and sb.credits() == 1000
+    assert status_of(parse(send(sb, VALID[0]).content)) == 1  # count=1: next one is fine
+    sb.inject(fault, count=1)
+    r = send(sb, VALID[0])
+    assert r.status_code == code and "Retry-After" not in r.headers
+
+
+@pytest.mark.parametrize(("fault", "code"), [("http500", 500), ("http502", 502)])
+def test_server_errors_after_recording(sandbox_server: Sandbox, fault: str, code: int) -> None:
+    sb = sandbox_server
+    sb.inject(fault, count=1)
+    assert send(sb, VALID[0]).status_code == code
+    assert len(sb.messages()) == 1  # it went out: a re-send duplicates it
+    assert send(sb, VALID[0]).status_code == 200
+    assert sb.messages()["phone"].tolist() == [VALID[0], VALID[0]]
+    sb.inject(fault, count=1, before=True)
+    assert send(sb, VALID[1]).status_code == code
+    assert len(sb.messages()) == 2 and sb.credits() == 998
+    log = sb.requests()
+    assert log["fault"].fillna("-").tolist() == [fault, "-", fault]
+    assert log["recorded"].tolist() == [True, True, False]
+    assert log["http_status"].tolist() == [code, 200, code]
+
+
+def test_latency(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.inject("latency", count=1, seconds=0.3)
+    t0 = time.monotonic()
+    r = send(sb, VALID[0])
+    assert time.monotonic() - t0 >= 0.3
+    assert status_of(parse(r.content)) == 1
+    sb.inject("latency", count=1, seconds=0.8)
+    with pytest.raises(requests.ReadTimeout):
+        send_timeout(sb, VALID[1], 0.3)
+    # the server kept working after the client left: the message went out
+    assert wait_until(lambda: len(sb.messages()) == 2)
+
+
+def send_timeout(sb: Sandbox, phone: str, timeout: float) -> requests.Response:
+    data = {"usuario": sb.usuario, "clave": sb.clave, "telefonos": phone, "texto": "t"}
+    return requests.post(sb.send_url, data=data, timeout=(2, timeout))
+
+
+def wait_until(cond: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_truncated_body(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.inject("truncated", count=1)
+    r = send(sb, ";".join(VALID))
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/xml")
+    assert r.content.startswith(b"<respuesta>") and b"</respuesta>" not in r.content
+    assert int(r.headers["Content-Length"]) == len(r.content)
+    with pytest.raises(etree.XMLSyntaxError):
+        parse(r.content)
+    assert len(sb.messages()) == 5
+
+
+def test_html_page_with_200(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.inject("html", count=1)
+    r = send(sb, VALID[0])
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert r.text.lstrip().lower().startswith("<!doctype html")
+    assert len(sb.messages()) == 1
+
+
+def test_reset_drops_the_connection(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.inject("reset", count=1)
+    with pytest.raises(requests.ConnectionError):
+        send(sb, VALID[0])
+    assert len(sb.messages()) == 1
+    sb.inject("reset", count=1, before=True)
+    with pytest.raises(requests.ConnectionError):
+        send(sb, VALID[1])
+    assert len(sb.messages()) == 1
+    assert status_of(parse(send(sb, VALID[2]).content)) == 1  # the server is fine
+    assert sb.requests()["http_status"].tolist() == [0, 0, 200]
+
+
+def test_hang_times_out_the_client_and_records(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.inject("hang", count=1)
+    with pytest.raises(requests.ReadTimeout):
+        send_timeout(sb, VALID[0], 0.3)
+    assert len(sb.messages()) == 1
+    assert status_of(parse(send(sb, VALID[1]).content)) == 1
+
+
+def test_hang_bounded_by_seconds() -> None:
+    with sandbox(hang_seconds=0.3) as sb:
+        sb.inject("hang", count=1)
+        with pytest.raises(requests.ConnectionError):
+            send_timeout(sb, VALID[0], 5)
+
+
+def test_stop_ends_a_hang_promptly() -> None:
+    sb = Sandbox().start()
+    sb.inject("hang")
+    outcome: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            send_timeout(sb, VALID[0], 30)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+
+    t = threading.Thread(target=client)
+    t.start()
+    assert wait_until(lambda: len(sb.messages()) == 1)
+    t0 = time.monotonic()
+    sb.stop()
+    assert time.monotonic() - t0 < 5
+    t.join(10)
+    assert not t.is_alive() and isinstance(outcome[0], requests.ConnectionError)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(sb.credit_url, timeout=2)  # the port is closed
+
+
+def test_faults_hit_credit_queries_and_count_semantics(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.inject("http500", count=2)
+    codes = [requests.get(sb.credit_url, timeout=5).status_code for _ in range(3)]
+    assert codes == [500, 500, 200]
+    sb.inject("http503")  # no count, no ratio: every request until cleared
+    assert [send(sb, VALID[0]).status_code for _ in range(3)] == [503] * 3
+    sb.clear_faults()
+    assert send(sb, VALID[0]).status_code == 200
+
+
+def fault_pattern(seed: int | None, sandbox_seed: int = 0, n: int = 30) -> list[int]:
+    with sandbox(seed=sandbox_seed) as sb:
+        sb.inject("http502", ratio=0.5, seed=seed)
+        with requests.Session() as s:
+            return [s.get(sb.credit_url, timeout=5).status_code for _ in range(n)]
+
+
+def test_ratio_faults_are_reproducible_with_a_seed() -> None:
+    first = fault_pattern(7)
+    assert first == fault_pattern(7)
+    assert set(first) == {200, 502}
+    assert first != fault_pattern(8)
+    # without a fault seed the draws derive from the sandbox's seed
+    assert fault_pattern(None, 3) == fault_pattern(None, 3)
+
+
+def test_ratio_with_count_fires_at_most_count_times(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.inject("http500", ratio=0.9, count=2, seed=1)
+    codes = [requests.get(sb.credit_url, timeout=5).status_code for _ in range(10)]
+    assert codes.count(500) == 2
+
+
+def test_first_armed_fault_wins(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    sb.inject("http429", count=1)
+    sb.inject("http503", count=1)
+    codes = [requests.get(sb.credit_url, timeout=5).status_code for _ in range(3)]
+    assert codes == [429, 503, 200]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("explode",), {}),
+        (("latency",), {"retry_after": 1}),
+        (("http503",), {"count": 0}),
+        (("http503",), {"ratio": 1.5}),
+    ],
+)
+def test_inject_rejects_bad_arguments(
+    sandbox_server: Sandbox, args: tuple[str], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(InputError):
+        sandbox_server.inject(*args, **kwargs)
