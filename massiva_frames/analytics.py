@@ -341,7 +341,7 @@ def attach_delivery(
 
     # Start from a previous attach's values, so rows without a new event keep them.
     if "status_at" in out.columns:
-        status_at = _utc_numpy(_to_utc(out["status_at"], naive_tz="UTC"))
+        status_at = _utc_numpy(_to_utc(out["status_at"], naive_tz="UTC")).copy()
     else:
         status_at = np.full(len(out), np.datetime64("NaT", "us"))
     status_at[hit] = events["at"].to_numpy()[src]
@@ -608,7 +608,7 @@ def replies(
     left = pd.DataFrame(
         {
             "_pos": np.arange(len(inbound)),
-            "_phone": _objects(_normalise_phone(inbound["phone"])),
+            "_phone": _normalise_phone(inbound["phone"]).to_numpy(),
             "_t": _utc_numpy(received),
         }
     )
@@ -619,13 +619,16 @@ def replies(
     right = pd.DataFrame(
         {
             "_row": np.arange(len(results)),
-            "_phone": _objects(_normalise_phone(results["phone"])),
+            "_phone": _normalise_phone(results["phone"]).to_numpy(),
             "_t": _utc_numpy(sent_at),
         }
     )
     reachable = np.asarray(state.isin(_REACHABLE))
     right = right[reachable & right["_phone"].notna().to_numpy() & right["_t"].notna().to_numpy()]
     right = right.sort_values("_t", kind="stable")
+    # one dtype on both sides, whatever pandas inferred for an empty side
+    left["_phone"] = left["_phone"].astype(object)
+    right["_phone"] = right["_phone"].astype(object)
 
     tolerance = None if within is None else pd.Timedelta(within)
     matched = pd.merge_asof(
