@@ -122,8 +122,6 @@ class CallbackApp:
             data = (body + "\n").encode("utf-8")
             ctype = "application/json" if body.startswith("{") else "text/plain; charset=utf-8"
             headers = [("Content-Type", ctype), ("Content-Length", str(len(data))), *extra]
-            if code >= 500 or self.closing:
-                headers.append(("Connection", "close"))
             start_response(f"{code} {_REASONS.get(code, 'Error')}", headers)
             return [data]
         finally:
@@ -255,11 +253,13 @@ class Receiver:
         self._compact_interval = compact_interval
         self._log: _Log = DurableLog(self.logdir) if store else NullLog()
         self.app = CallbackApp(self._log, path=path, token=self._token, logdir=self.logdir)
+        socket_map: dict[int, Any] = {}
         try:
             self._server: Any = cast(
                 Any,
                 create_server(
                     self.app,
+                    map=socket_map,
                     host=host,
                     port=port,
                     threads=threads,
@@ -268,6 +268,9 @@ class Receiver:
                 ),
             )
         except BaseException:
+            from waitress import wasyncore
+
+            wasyncore.close_all(socket_map)  # the half-made listening socket and trigger
             self._log.close()
             raise
         self.host = str(self._server.effective_host)

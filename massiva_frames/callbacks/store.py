@@ -156,7 +156,7 @@ def _dedupe(table: pa.Table) -> pa.Table:
     firsts = order.group_by("k", use_threads=False).aggregate([("i", "min")])["i_min"]
     if len(firsts) == table.num_rows:
         return table
-    return table.take(pc.sort_indices(firsts))
+    return table.take(pa.array(np.sort(firsts.to_numpy())))
 
 
 @dataclass(frozen=True)
