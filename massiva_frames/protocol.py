@@ -229,16 +229,16 @@ def body_excerpt(body: bytes, secrets: Iterable[str | None] = ()) -> str:
     >>> body_excerpt(b"<html>   <p>bad clave=pw1</p></html>", ["pw1"])
     '<html> <p>bad clave=***</p></html>'
     """
-    secrets = tuple(str(s) for s in secrets if s)
+    names = tuple(str(s) for s in secrets if s)
     # Mask before cutting: a secret straddling the cut would otherwise leave its first
     # characters behind. A secret's longest encoded form is 12 characters per character
     # (a 4-byte UTF-8 character, percent-escaped), hence the margin.
-    margin = max((len(s) for s in secrets), default=0) * 12
+    margin = max((len(s) for s in names), default=0) * 12
     window = EXCERPT_CHARS * 4 + margin
     text = body[:window].decode("utf-8", errors="replace")
     if len(body) > window and margin:
         text = text[:-margin] if len(text) > margin else ""
-    return " ".join(mask(text, secrets).split())[:EXCERPT_CHARS]
+    return " ".join(mask(text, names).split())[:EXCERPT_CHARS]
 
 
 def _root(body: _Body) -> etree._Element:
