@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not logging.getLogger().handlers:  # a program, not a library: show our warnings
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        # waitress warns "Task queue depth is N" for every request that waits for a thread:
+        # normal under bursts of callbacks, noise in the service log.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
         rc = Receiver(
             args.dir,
