@@ -11,11 +11,11 @@ import codecs
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from email.utils import parsedate_to_datetime
-from types import TracebackType
 from urllib.parse import urlsplit
 
 import requests
@@ -333,12 +333,7 @@ class MassivaClient:
     def __enter__(self) -> MassivaClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -427,7 +422,7 @@ class MassivaClient:
                 allow_redirects=False,
             )
             try:
-                body = self._read_body(resp, start + self.timeout[1])
+                body = self._read_body(resp)
             finally:
                 resp.close()
         except (requests.RequestException, u3.HTTPError, OSError) as exc:
@@ -447,7 +442,9 @@ class MassivaClient:
         )
         return resp.status_code, body, resp.headers.get("Retry-After")
 
-    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
+    def _read_body(self, resp: requests.Response) -> bytes:
+        # The read timeout bounds each socket read; this bounds a body that trickles in.
+        deadline = time.monotonic() + self.timeout[1]
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
             raise ProtocolError(
@@ -456,7 +453,9 @@ class MassivaClient:
             )
         chunks: list[bytes] = []
         size = 0
-        for chunk in resp.iter_content(_CHUNK):
+        # read1 returns whatever one socket read brings (iter_content would block until
+        # a whole chunk is in), so the deadline is checked while a body trickles in.
+        while chunk := resp.raw.read1(_CHUNK, decode_content=True):
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
                 raise ProtocolError(
@@ -505,11 +504,12 @@ class MassivaClient:
         reason = mask(f"{type(inner).__name__}: {inner}", secrets)[:300]
         if isinstance(exc, _INVALID_REQUEST):
             return InputError(f"{method} {path}: invalid request: {reason}")
-        if isinstance(exc, requests.exceptions.ContentDecodingError):
+        if isinstance(exc, (requests.exceptions.ContentDecodingError, u3.DecodeError)):
             return ProtocolError(f"{method} {path}: response could not be decoded: {reason}")
         never_sent = isinstance(exc, requests.ConnectTimeout) or any(
-            isinstance(e, u3.ConnectTimeoutError)  # NewConnectionError is one too
-            or type(e).__name__ == "SSLCertVerificationError"
+            # NewConnectionError is a ConnectTimeoutError; a refused certificate stops the
+            # handshake before anything is sent.
+            isinstance(e, (u3.ConnectTimeoutError, ssl.SSLCertVerificationError))
             for e in chain
         )
         read_timeout = any(isinstance(e, u3.ReadTimeoutError) for e in chain)

@@ -145,6 +145,15 @@ def test_latin1_request_encoding(sb: Sandbox) -> None:
     assert sb.requests().iloc[-1]["charset"] == "latin-1"
 
 
+def test_connections_are_reused(client: MassivaClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+    for method in (*METHODS, *METHODS):
+        client.send_batch(PHONES, "Hola", method=method)
+    client.credits()
+    opened = [r for r in caplog.records if "Starting new HTTP" in r.getMessage()]
+    assert len(opened) == 1
+
+
 def test_threads_share_one_client(client: MassivaClient, sb: Sandbox) -> None:
     batches = [phones(30)[i : i + 3] for i in range(0, 30, 3)]
     with ThreadPoolExecutor(8) as pool:
@@ -454,6 +463,27 @@ def test_body_cut_off_mid_read_is_ambiguous(scripted: Callable[..., Scripted]) -
     assert server.hits == 1
 
 
+def test_trickling_body_is_bounded_by_the_read_timeout(scripted: Callable[..., Scripted]) -> None:
+    def respond(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", "100")
+        h.end_headers()
+        try:
+            for _ in range(100):  # one byte every 0.1 s: each read is quick, the whole is not
+                h.wfile.write(b" ")
+                h.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    server = scripted(respond)
+    start = time.monotonic()
+    with MassivaClient(USER, SECRET, server.base_url, timeout=(2, 0.5)) as c:
+        with pytest.raises(AmbiguousSendError, match="longer than"):
+            c.send_batch(PHONES, "Hola")
+    assert time.monotonic() - start < 2
+
+
 def test_retry_after_http_date_and_cap(scripted: Callable[..., Scripted]) -> None:
     server = scripted(_answer(429, b"slow down", {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}))
     with MassivaClient(USER, SECRET, server.base_url, max_refusals=1) as c:
@@ -565,6 +595,20 @@ def test_missing_credentials_name_the_variable(
     monkeypatch.delenv(missing)
     with pytest.raises(InputError, match=missing):
         MassivaClient()
+
+
+def test_environment_proxies_are_ignored_unless_trusted(
+    sb: Sandbox, free_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port}")
+    with MassivaClient(USER, SECRET, sb.base_url) as c:
+        assert c.credits() == 1000
+    with MassivaClient(USER, SECRET, sb.base_url, trust_env=True, backoff_factor=0.01) as c:
+        with pytest.raises(ConnectError) as info:
+            c.credits()
+    assert_masked_error(info.value)
 
 
 def test_default_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
