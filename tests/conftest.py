@@ -55,6 +55,7 @@ class Sink:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 parts = urlsplit(self.path)

@@ -105,7 +105,9 @@ def test_get_equals_post(sandbox_server: Sandbox) -> None:
     posted = parse(send(sb, SEED_PHONES, "prueba de envío").content)
     assert status_of(got) == status_of(posted) == 3
     strip = [{k: v for k, v in c.items() if k not in ("id", "sid")} for c in celulares(got)]
-    assert strip == [{k: v for k, v in c.items() if k not in ("id", "sid")} for c in celulares(posted)]
+    assert strip == [
+        {k: v for k, v in c.items() if k not in ("id", "sid")} for c in celulares(posted)
+    ]
     assert celulares(got)[0]["texto"] == "prueba de envío"
     assert sb.requests()["method"].tolist() == ["GET", "POST"]
 
@@ -231,7 +233,12 @@ def test_second_account(sandbox_server: Sandbox) -> None:
     sb.add_account("otro@massiva.test", "s3cr3t", credits=5)
     r = requests.post(
         sb.send_url,
-        data={"usuario": "otro@massiva.test", "clave": "s3cr3t", "telefonos": VALID[0], "texto": "a"},
+        data={
+            "usuario": "otro@massiva.test",
+            "clave": "s3cr3t",
+            "telefonos": VALID[0],
+            "texto": "a",
+        },
         timeout=5,
     )
     assert status_of(parse(r.content)) == 1
@@ -280,7 +287,7 @@ def test_text_length_rule(sandbox_server: Sandbox, text: str, accepted: bool) ->
 
 def test_awkward_text_round_trips_through_xml(sandbox_server: Sandbox) -> None:
     sb = sandbox_server
-    text = 'a & b < c > "d" \'e\'\nlínea\tdos; 100%+'
+    text = "a & b < c > \"d\" 'e'\nlínea\tdos; 100%+"
     root = parse(send(sb, VALID[0], text, method="GET").content)
     assert celulares(root)[0]["texto"] == text
     assert sb.messages()["text"].iloc[0] == text
@@ -356,7 +363,9 @@ def test_unknown_path_is_404(sandbox_server: Sandbox) -> None:
     base = sandbox_server.base_url
     for path in ("/SendSmsX", "/sendsms", "/../SendSms", ""):
         assert requests.get(base + path, timeout=5).status_code == 404
-    assert requests.get(base.replace("/webservices", "/other/SendSms"), timeout=5).status_code == 404
+    assert (
+        requests.get(base.replace("/webservices", "/other/SendSms"), timeout=5).status_code == 404
+    )
     assert requests.put(sandbox_server.send_url, timeout=5).status_code == 405
 
 
@@ -607,3 +616,234 @@ def test_inject_rejects_bad_arguments(
 ) -> None:
     with pytest.raises(InputError):
         sandbox_server.inject(*args, **kwargs)
+
+
+# -- callbacks ---------------------------------------------------------------------------------
+FECHA = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
+def test_status_callbacks_exactly_as_the_spec(http_sink: Sink) -> None:
+    url = http_sink.url + "?token=abc"
+    with sandbox(status_url=url, callback_delay=0, fail_ratio=0.3, seed=1) as sb:
+        phones = [f"58414{i:07d}" for i in range(40)]
+        for chunk in (phones[:25], phones[25:]):
+            assert status_of(parse(send(sb, ";".join(chunk)).content)) == len(chunk)
+        assert sb.wait_callbacks(10)
+        msgs = sb.messages()
+    assert http_sink.wait_for(40, 5)
+    assert {path for path, _ in http_sink.hits} == {"/recepcionsms"}
+    hits = [pairs for _, pairs in http_sink.hits]
+    assert all([k for k, _ in p] == KEYS for p in hits)
+    by_id = {int(dict(p)["id"]): dict(p) for p in hits}
+    assert sorted(by_id) == msgs["id"].tolist()
+    now = datetime.now(CARACAS).replace(tzinfo=None)
+    for row in msgs.itertuples():
+        hit = by_id[row.id]
+        assert hit["token"] == "abc" and hit["usuario"] == "demo@massiva.test"
+        assert FECHA.fullmatch(hit["fecha_actualizacion"])
+        assert abs(datetime.strptime(hit["fecha_actualizacion"], "%Y-%m-%d %H:%M:%S") - now) < (
+            timedelta(minutes=1)
+        )
+        if row.final == "failed":
+            assert (hit["estatus"], hit["detalle"]) == ("2", "ERROR EN ENVIO")
+        else:
+            assert row.final == "delivered" and hit["estatus"] == "1"
+            assert hit["detalle"] == f"+{row.line}" and row.line in LINES
+    failed = int((msgs["final"] == "failed").sum())
+    assert 3 <= failed <= 25  # 30% of 40, loosely
+    assert msgs["updated_at"].notna().all()
+
+
+KEYS = ["token", "id", "estatus", "fecha_actualizacion", "usuario", "detalle"]
+
+
+@pytest.mark.parametrize(("ratio", "expected"), [(0.0, {"delivered"}), (1.0, {"failed"})])
+def test_fail_ratio_extremes(http_sink: Sink, ratio: float, expected: set[str]) -> None:
+    with sandbox(status_url=http_sink.url, callback_delay=0, fail_ratio=ratio) as sb:
+        send(sb, ";".join(VALID))
+        assert sb.wait_callbacks(10)
+        assert set(sb.messages()["final"]) == expected
+    assert {p["estatus"] for p in http_sink.params()} == {"1" if ratio == 0 else "2"}
+
+
+def test_fates_are_reproducible_with_the_seed() -> None:
+    def fates(seed: int) -> list[tuple[str, str]]:
+        with sandbox(callback_delay=0, fail_ratio=0.5, seed=seed) as sb:
+            send(sb, ";".join(f"58424{i:07d}" for i in range(30)))
+            assert sb.wait_callbacks(10)
+            frame = sb.messages()
+            return list(zip(frame["final"], frame["line"], strict=True))
+
+    first = fates(5)
+    assert first == fates(5) and first != fates(6)
+    assert {f for f, _ in first} == {"delivered", "failed"}
+
+
+def test_failed_delivery_is_retried(http_sink: Sink) -> None:
+    http_sink.fail_next(2)
+    with sandbox(status_url=http_sink.url, callback_delay=0, fail_ratio=0) as sb:
+        send(sb, VALID[0])
+        assert sb.wait_callbacks(10)
+        cb = sb.callbacks()
+    assert http_sink.failures == 2 and len(http_sink.hits) == 1
+    assert cb["attempts"].tolist() == [3] and cb["delivered"].tolist() == [True]
+    assert cb["http_status"].tolist() == [200]
+
+
+def test_unreachable_receiver_is_given_up(free_port: int) -> None:
+    url = f"http://127.0.0.1:{free_port}/recepcionsms"
+    with sandbox(status_url=url, callback_delay=0, callback_attempts=2) as sb:
+        send(sb, VALID[0])
+        assert sb.wait_callbacks(10)
+        cb = sb.callbacks()
+    assert cb["gave_up"].tolist() == [True] and cb["attempts"].tolist() == [2]
+    assert cb["error"].iloc[0] == "ConnectionRefusedError"
+
+
+def test_wait_callbacks_times_out_while_a_receiver_fails(http_sink: Sink) -> None:
+    http_sink.fail_next(1000)
+    with sandbox(status_url=http_sink.url, callback_delay=0) as sb:
+        send(sb, VALID[0])
+        assert sb.wait_callbacks(0.2) is False
+
+
+def test_delay_and_dispatch_now(http_sink: Sink) -> None:
+    with sandbox(status_url=http_sink.url, callback_delay=60, fail_ratio=0) as sb:
+        send(sb, ";".join(VALID[:2]))
+        time.sleep(0.1)
+        assert set(sb.messages()["final"]) == {"pending"} and not http_sink.hits
+        assert sb.wait_callbacks(0.1)  # nothing is due before the deadline
+        sb.dispatch_now()
+        assert sb.wait_callbacks(10)
+        assert set(sb.messages()["final"]) == {"delivered"}
+    assert len(http_sink.hits) == 2
+
+
+def test_callback_delay_is_honoured(http_sink: Sink) -> None:
+    with sandbox(status_url=http_sink.url, callback_delay=0.3) as sb:
+        send(sb, VALID[0])
+        assert sb.messages()["final"].tolist() == ["pending"]
+        assert sb.wait_callbacks(10)
+        msgs = sb.messages()
+    lag = msgs["updated_at"].iloc[0] - msgs["accepted_at"].iloc[0]
+    assert lag >= pd.Timedelta(seconds=0.29)
+
+
+def test_callback_urls_can_be_set_later(sandbox_server: Sandbox, http_sink: Sink) -> None:
+    sb = sandbox_server
+    with pytest.raises(InputError):
+        sb.set_callback_urls(status_url="ftp://example.invalid/x")
+    sb.set_callback_urls(status_url=http_sink.url)
+    assert sb.status_url == http_sink.url and sb.inbound_url is None
+    send(sb, VALID[0])
+    sb.dispatch_now()
+    assert sb.wait_callbacks(10) and len(http_sink.hits) == 1
+
+
+def test_replies_from_delivered_phones(http_sink: Sink) -> None:
+    url = http_sink.url
+    with sandbox(
+        status_url=url, inbound_url=url, callback_delay=0, fail_ratio=0, reply_ratio=1.0
+    ) as sb:
+        send(sb, ";".join(VALID))
+        assert sb.wait_callbacks(10)
+        msgs = sb.messages()
+    inbound = [dict(p) for _, p in http_sink.hits if p[0][0] == "msg"]
+    assert all([k for k, _ in p] == ["msg", "phone", "linea", "email"] for _, p in http_sink.hits
+               if p[0][0] == "msg")  # fmt: skip
+    assert sorted(p["phone"] for p in inbound) == sorted(VALID)
+    lines = dict(zip(msgs["phone"], msgs["line"], strict=True))
+    for p in inbound:
+        assert p["msg"] in REPLIES and p["email"] == "demo@massiva.test"
+        assert p["linea"] == lines[p["phone"]]
+
+
+def test_send_inbound_on_demand(sandbox_server: Sandbox, http_sink: Sink) -> None:
+    sb = sandbox_server
+    with pytest.raises(InputError):
+        sb.send_inbound("584121234567", "Hola")
+    sb.set_callback_urls(inbound_url=http_sink.url + "?token=t")
+    sb.send_inbound("584121234567", "Hola Mundo ñ & más")
+    sb.send_inbound("584241112233", "BAJA", linea="584161234567")
+    assert sb.wait_callbacks(10)
+    assert [pairs for _, pairs in http_sink.hits] == [
+        [
+            ("token", "t"),
+            ("msg", "Hola Mundo ñ & más"),
+            ("phone", "584121234567"),
+            ("linea", LINES[0]),
+            ("email", "demo@massiva.test"),
+        ],
+        [
+            ("token", "t"),
+            ("msg", "BAJA"),
+            ("phone", "584241112233"),
+            ("linea", "584161234567"),
+            ("email", "demo@massiva.test"),
+        ],
+    ]
+
+
+def test_thousands_of_callbacks(http_sink: Sink) -> None:
+    n = 3000
+    with sandbox(status_url=http_sink.url, callback_delay=0, credits=n) as sb:
+        with requests.Session() as s:
+            for start in range(0, n, 500):
+                phones = ";".join(f"58416{i:07d}" for i in range(start, start + 500))
+                data = {"usuario": sb.usuario, "clave": sb.clave, "telefonos": phones, "texto": "x"}
+                assert status_of(parse(s.post(sb.send_url, data=data, timeout=10).content)) == 500
+        assert sb.wait_callbacks(30)
+        assert (sb.messages()["final"] != "pending").all()
+    assert len({p["id"] for p in http_sink.params()}) == n
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 20) -> str:
+    """Read the process's stdout until a line matches (bounded by a watchdog)."""
+    seen: list[str] = []
+    found: list[str] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if re.search(pattern, line):
+                found.append(line)
+                return
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert found, f"no line matching {pattern!r} in {seen!r}"
+    return "".join(seen)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_sandbox_serves_until_signalled(sig: signal.Signals) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "massiva_frames.cli", "sandbox", "--port", "0", "--credits", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        head = read_until(proc, r"Ctrl\+C")
+        base = re.search(r"(http://127\.0\.0\.1:\d+/webservices)", head)
+        assert base, head
+        assert "demo@massiva.test" in head and "clave:" in head
+        r = requests.get(
+            f"{base.group(1)}/obtenerCreditoDisponible",
+            params={"usuario": "demo@massiva.test", "clave": "demo"},
+            timeout=5,
+        )
+        assert parse(r.content).findtext("creditos") == "1000"
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 0, out
+        assert "stopped: 1 request(s)" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=5)

@@ -3,7 +3,7 @@
 One scheduler thread keeps a heap of due jobs. A *dispatch* job decides a message's
 final status (its fate was drawn when it was accepted) and queues the status callback
 (API.md §2) and, for a share of delivered messages, an inbound reply (API.md §3). A
-small pool of worker threads, each with its own ``requests.Session``, delivers the
+small pool of worker threads, each keeping its connections alive, delivers the
 callbacks; a failed delivery (connection refused, timeout, non-200) goes back on the
 heap with exponential backoff, a bounded number of times. Like the provider, the
 sandbox may therefore deliver the same callback twice.
@@ -12,6 +12,7 @@ sandbox may therefore deliver the same callback twice.
 from __future__ import annotations
 
 import heapq
+import http.client
 import itertools
 import logging
 import queue
@@ -21,18 +22,63 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from .state import CARACAS, SandboxState
 
 if TYPE_CHECKING:
     import pandas as pd
-    import requests
 
 __all__ = ["CallbackRecord", "Dispatcher", "callback_url"]
 
 logger = logging.getLogger("massiva_frames.sandbox")
 _UTC = "datetime64[us, UTC]"
+
+
+class _Poster:
+    """GETs URLs over kept-alive ``http.client`` connections, one per host.
+
+    Twice the rate of a ``requests.Session`` on loopback; a worker owns one.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._conns: dict[tuple[str, str], http.client.HTTPConnection] = {}
+
+    def _connect(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        if scheme == "https":
+            return http.client.HTTPSConnection(netloc, timeout=self.timeout)
+        return http.client.HTTPConnection(netloc, timeout=self.timeout)
+
+    def get(self, url: str) -> int:
+        """GET ``url``, read the body, return the HTTP status (raises OSError/HTTPException)."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        reused = key in self._conns
+        while True:
+            conn = self._conns.get(key) or self._conns.setdefault(key, self._connect(*key))
+            try:
+                conn.request("GET", target, headers={"User-Agent": "massiva-sandbox"})
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                del self._conns[key]
+                if reused:  # a kept-alive connection the server had closed: once more
+                    reused = False
+                    continue
+                raise
+            if resp.will_close:
+                conn.close()
+                del self._conns[key]
+            return resp.status
+
+    def close(self) -> None:
+        """Close every connection."""
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
 
 
 def callback_url(base: str, params: dict[str, str]) -> str:
@@ -104,7 +150,11 @@ class Dispatcher:
         self.backoff = backoff
         self.timeout = timeout
         self._n_workers = workers
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # Two conditions on one lock: the scheduler is woken by new work, waiters only
+        # when nothing is outstanding (waking them per callback would cost O(n) each).
+        self._wake = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
         self._ready: queue.SimpleQueue[CallbackRecord | None] = queue.SimpleQueue()
@@ -126,9 +176,10 @@ class Dispatcher:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every thread; pending dispatches and callbacks are abandoned."""
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            self._cond.notify_all()
+            self._wake.notify_all()
+            self._idle.notify_all()
         for _ in range(self._n_workers):
             self._ready.put(None)
         deadline = time.monotonic() + timeout
@@ -142,31 +193,31 @@ class Dispatcher:
     def schedule(self, ids: tuple[int, ...]) -> None:
         """Dispatch the messages ``ids`` after the delay."""
         due = time.monotonic() + self.delay
-        with self._cond:
+        with self._lock:
             for mid in ids:
                 self._push(due, "dispatch", mid)
             self._outstanding += len(ids)
-            self._cond.notify_all()
+            self._wake.notify()
 
     def emit(self, kind: str, url: str, params: dict[str, str], *, delay: float = 0.0) -> None:
         """Deliver one callback to ``url`` after ``delay`` seconds."""
         rec = CallbackRecord(kind, None, params, url)
-        with self._cond:
+        with self._lock:
             self._records.append(rec)
             self._outstanding += 1
             self._push(time.monotonic() + delay, "deliver", rec)
-            self._cond.notify_all()
+            self._wake.notify()
 
     def dispatch_now(self) -> None:
         """Make every pending dispatch due now (retries keep their backoff)."""
         now = time.monotonic()
-        with self._cond:
+        with self._lock:
             self._heap = [
                 (now if kind == "dispatch" else due, seq, kind, payload)
                 for due, seq, kind, payload in self._heap
             ]
             heapq.heapify(self._heap)
-            self._cond.notify_all()
+            self._wake.notify()
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Wait until every callback due before the deadline is delivered or given up.
@@ -175,7 +226,7 @@ class Dispatcher:
         deadline do not hold it back (call :meth:`dispatch_now` first to include them).
         """
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while True:
                 if self._outstanding == 0:
                     return True
@@ -187,11 +238,11 @@ class Dispatcher:
                     return True
                 if now >= deadline:
                     return False
-                self._cond.wait(min(deadline - now, 0.05))
+                self._idle.wait(min(deadline - now, 0.05))
 
     def records(self) -> list[CallbackRecord]:
         """Every callback created so far, in creation order."""
-        with self._cond:
+        with self._lock:
             return list(self._records)
 
     def frame(self) -> pd.DataFrame:
@@ -217,12 +268,12 @@ class Dispatcher:
     # -- threads --------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._stopping and (
                     not self._heap or self._heap[0][0] > time.monotonic()
                 ):
                     wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(wait)
+                    self._wake.wait(wait)
                 if self._stopping:
                     return
                 due: list[tuple[str, Any]] = []
@@ -255,7 +306,7 @@ class Dispatcher:
             # API.md §3: msg, phone, linea, email.
             params = {"msg": msg.reply, "phone": msg.phone, "linea": msg.line, "email": msg.usuario}
             new.append((self.delay, CallbackRecord("inbound", msg.id, params, inbound_url)))
-        with self._cond:
+        with self._lock:
             for delay, rec in new:
                 self._records.append(rec)
                 if delay <= 0:
@@ -263,43 +314,39 @@ class Dispatcher:
                 else:
                     self._push(time.monotonic() + delay, "deliver", rec)
             self._outstanding += len(new) - 1
-            self._cond.notify_all()
+            if len(new) > 1 or (new and new[0][0] > 0):
+                self._wake.notify()
+            if self._outstanding == 0:
+                self._idle.notify_all()
 
     def _work_loop(self) -> None:
-        import requests
-
-        session = requests.Session()
-        session.trust_env = False  # callbacks go to the URL given, never through a proxy
+        poster = _Poster(self.timeout[1])
         try:
             while True:
                 rec = self._ready.get()
                 if rec is None:
                     return
-                self._deliver(session, rec)
+                self._deliver(poster, rec)
         finally:
-            session.close()
+            poster.close()
 
-    def _deliver(self, session: requests.Session, rec: CallbackRecord) -> None:
-        import requests
-
+    def _deliver(self, poster: _Poster, rec: CallbackRecord) -> None:
         rec.attempts += 1
         try:
-            resp = session.get(callback_url(rec.url, rec.params), timeout=self.timeout)
-            rec.http_status = resp.status_code
-            ok = resp.status_code == 200
-            rec.error = None if ok else f"HTTP {resp.status_code}"
-            resp.close()
-        except requests.RequestException as exc:
+            rec.http_status = poster.get(callback_url(rec.url, rec.params))
+            ok = rec.http_status == 200
+            rec.error = None if ok else f"HTTP {rec.http_status}"
+        except (OSError, http.client.HTTPException) as exc:
             ok = False
             rec.error = type(exc).__name__
-        with self._cond:
+        with self._lock:
             if ok:
                 rec.delivered = True
                 rec.delivered_at = datetime.now(UTC)
             elif rec.attempts < self.max_attempts and not self._stopping:
                 pause = min(2.0, self.backoff * 2 ** (rec.attempts - 1))
                 self._push(time.monotonic() + pause, "deliver", rec)
-                self._cond.notify_all()
+                self._wake.notify()
                 return
             else:
                 rec.gave_up = True
@@ -311,4 +358,5 @@ class Dispatcher:
                     rec.error,
                 )
             self._outstanding -= 1
-            self._cond.notify_all()
+            if self._outstanding == 0:
+                self._idle.notify_all()

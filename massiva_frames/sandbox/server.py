@@ -37,6 +37,12 @@ class _Unset:
 _UNSET: Any = _Unset()
 
 
+def _check_url(name: str, url: str | None) -> str | None:
+    if url is not None and not url.lower().startswith(("http://", "https://")):
+        raise InputError(f"{name} must be an http:// or https:// URL")
+    return url
+
+
 class _DroppingTask(WSGITask):
     """A WSGI task that can end in a dropped connection instead of a response."""
 
@@ -104,8 +110,8 @@ class Sandbox:
         self.usuario = usuario
         self._clave = clave
         self.threads = threads
-        self._status_url = status_url
-        self._inbound_url = inbound_url
+        self._status_url = _check_url("status_url", status_url)
+        self._inbound_url = _check_url("inbound_url", inbound_url)
         self._state = SandboxState(
             company_credits=company_credits,
             plan_active=plan_active,
@@ -383,9 +389,9 @@ class Sandbox:
     ) -> None:
         """Set the callback URLs; an argument left out keeps its value, None disables."""
         if status_url is not _UNSET:
-            self._status_url = status_url
+            self._status_url = _check_url("status_url", status_url)
         if inbound_url is not _UNSET:
-            self._inbound_url = inbound_url
+            self._inbound_url = _check_url("inbound_url", inbound_url)
 
     def send_inbound(
         self, phone: str, msg: str, *, linea: str | None = None, usuario: str | None = None
