@@ -70,6 +70,7 @@ _INVALID_REQUEST = (
     requests.exceptions.InvalidHeader,
 )
 _CHUNK = 64 * 1024
+_IANA_CHARSETS = {"iso8859-1": "iso-8859-1", "cp1252": "windows-1252"}
 # urllib3 logs request lines, URL included, at DEBUG (and retries at WARNING): a GET
 # carries the password in its query string, so these loggers get a masking filter.
 _URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager")
@@ -226,8 +227,9 @@ class MassivaClient:
         self.backoff_factor = float(backoff_factor)
         self.max_refusals = max_refusals
         self._random = random.Random()
+        charset = _IANA_CHARSETS.get(self.encoding, self.encoding)
         self._post_headers = {
-            "Content-Type": f"application/x-www-form-urlencoded; charset={self.encoding}"
+            "Content-Type": f"application/x-www-form-urlencoded; charset={charset}"
         }
         self._owns_session = session is None
         self._session = (
@@ -410,6 +412,7 @@ class MassivaClient:
         """One HTTP exchange (plus urllib3's connect retries); body read with bounds."""
         start = time.monotonic()
         failure: BaseException | None = None
+        error: MassivaError | None = None
         try:
             resp = self._session.request(
                 method,
@@ -427,9 +430,11 @@ class MassivaClient:
                 resp.close()
         except (requests.RequestException, u3.HTTPError, OSError) as exc:
             failure = exc
+            error = self._translate(exc, method, path)
+        except MassivaError as exc:  # the body broke one of _read_body's bounds
+            error = exc
         elapsed = time.monotonic() - start
-        if failure is not None:
-            error = self._translate(failure, method, path)
+        if error is not None:
             logger.debug(
                 "%s %s phones=%d failed after %.3f s: %s",
                 *(method, path, n_phones, elapsed, type(error).__name__),
