@@ -176,6 +176,18 @@ def test_bad_requests_get_their_code_and_the_service_keeps_serving(
     assert read_callbacks(logdir, kind="inbound").empty
 
 
+def test_chunked_post(rc: Receiver, http: requests.Session, logdir: Path) -> None:
+    def body() -> Iterator[bytes]:
+        yield b"msg=por+"
+        yield b"partes&phone=584121234567"
+
+    r = http.post(rc.url, data=body(), timeout=10,
+                  headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.request.headers.get("Transfer-Encoding") == "chunked"
+    assert r.status_code == 200
+    assert read_callbacks(logdir, kind="inbound")["text"].tolist() == ["por partes"]
+
+
 def test_other_refusals(rc: Receiver, http: requests.Session, logdir: Path) -> None:
     big = b"msg=" + b"x" * (70 * 1024) + b"&phone=1"
     assert http.post(rc.url, data=big, timeout=10).status_code == 413

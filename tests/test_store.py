@@ -96,6 +96,9 @@ def test_classify() -> None:
     assert (kind, values) == ("status", (" 7 ", "2", None, None, None))
     kind, values = classify({"msg": "", "phone": "584121234567", "linea": "1"})
     assert (kind, values) == ("inbound", ("", "584121234567", "1", None))
+    # An id beside msg and phone does not make it a status callback.
+    kind, values = classify({"id": "9", "msg": "hola", "phone": "1"})
+    assert (kind, values) == ("inbound", ("hola", "1", None, None))
     with pytest.raises(CallbackRejected) as err:
         classify({"id": "1", "estatus": "1", "usuario": "x" * 2001})
     assert err.value.code == 413 and "usuario" in err.value.reason
@@ -334,3 +337,15 @@ def test_reading_while_compacting_never_fails_nor_misses(logdir: Path) -> None:
         log.close()
     assert not errors
     assert read_callbacks(logdir)["message_id"].tolist() == list(range(written))
+
+
+def test_compactions_are_serialised(logdir: Path) -> None:
+    from massiva_frames.callbacks.store import _lock, _unlock
+
+    fd = _lock(logdir, 1.0)
+    try:
+        with pytest.raises(TimeoutError):
+            compact(logdir, timeout=0.2)
+    finally:
+        _unlock(fd)
+    assert compact(logdir, timeout=0.2).moved == 0

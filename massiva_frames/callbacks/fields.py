@@ -186,8 +186,10 @@ def classify(params: Mapping[str, str]) -> tuple[str, tuple[str | None, ...]]:
         if "\x00" in value:
             raise CallbackRejected(400, f"{name} contains a NUL character")
     # API.md §3: one path takes both kinds, told apart by id + estatus versus msg + phone.
-    is_status = "id" in params or "estatus" in params
+    # An `id` beside msg/phone is not enough to call it a status callback (an inbound
+    # message id is a plausible addition); `estatus` beside them is ambiguous.
     is_inbound = "msg" in params or "phone" in params
+    is_status = "estatus" in params or ("id" in params and not is_inbound)
     if is_status and is_inbound:
         raise CallbackRejected(
             400, "ambiguous callback: both status (id, estatus) and inbound (msg, phone) fields"

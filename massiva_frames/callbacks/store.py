@@ -24,9 +24,10 @@ no zone: API.md §2), ``user``, ``detail``, ``line``. Inbound: ``event_key``,
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import os
 import sqlite3
+import sys
+import threading
 import time
 import uuid
 import zoneinfo
@@ -171,21 +172,41 @@ class CompactionStats:
     files_merged: int = 0
 
 
+if sys.platform == "win32":  # pragma: no cover - no flock: serialise within the process
+    _PROCESS_LOCK = threading.Lock()
+
+    def _try_lock(fd: int) -> bool:
+        return _PROCESS_LOCK.acquire(blocking=False)
+
+    def _unlock(fd: int) -> None:
+        _PROCESS_LOCK.release()
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def _lock(logdir: Path, timeout: float) -> int:
     """Take the compaction lock (a flock, released by the kernel if the process dies)."""
     path = logdir / "_journal" / "compact.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise TimeoutError(f"another compaction of {logdir} is running") from None
-            time.sleep(0.05)
+    while not _try_lock(fd):
+        if time.monotonic() >= deadline:
+            os.close(fd)
+            raise TimeoutError(f"another compaction of {logdir} is running")
+        time.sleep(0.05)
+    return fd
 
 
 def _move(logdir: Path, conn: sqlite3.Connection, kind: str) -> tuple[int, int]:
@@ -288,7 +309,7 @@ def compact(
                     files += bool(n)
         return CompactionStats(moved=moved, files_written=files, files_merged=merged)
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        _unlock(fd)
         os.close(fd)
 
 
