@@ -254,7 +254,7 @@ def _root(body: _Body) -> etree._Element:
     if _HTML_RE.search(data[:512]):
         # An error page from the server or a proxy in front of it, not the API.
         raise body.error("response is an HTML page, not the API's XML")
-    if _DTD_RE.search(data):
+    if b"<!" in data and _DTD_RE.search(data):
         raise body.error("response carries a DTD or entity declarations; refused")
     match = _XML_DECL_RE.match(data)
     declared = match.group(1).decode("ascii").lower() if match else None
@@ -285,9 +285,12 @@ def _root(body: _Body) -> etree._Element:
 
 
 def _int(value: str | None, what: str, body: _Body) -> int:
+    if value is not None and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)  # the common case, 1,000 times per 500-phone answer
     text = (value or "").strip()
+    digits = text[1:] if text[:1] in ("+", "-") else text
     # int() alone would also take '1_000' and non-ASCII digits.
-    if not re.fullmatch(r"[+-]?[0-9]{1,18}", text):
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
         raise body.error(f"{what} is not an integer: {text[:40]!r}")
     return int(text)
 
@@ -330,17 +333,19 @@ def parse_send_response(
     celulares: list[Celular] = []
     telefonos = root.find("telefonos")
     if telefonos is not None:
+        missing = (None, "", "N/A")
         for node in telefonos.iterfind("celular"):
-            raw_id = node.get("id")
-            sid = node.get("sid")
+            get = node.get
+            raw_id = get("id")
+            sid = get("sid")
             celulares.append(
                 Celular(
                     # API.md §1: sid may be 'N/A' for a rejected phone; so, defensively, id.
-                    id=None if raw_id in (None, "", "N/A") else _int(raw_id, "celular id", raw),
-                    sid=None if sid in (None, "", "N/A") else sid,
-                    status=_int(node.get("status"), "celular status", raw),
-                    num_celular=node.get("num_celular") or "",
-                    texto=node.get("texto") or "",
+                    None if raw_id in missing else _int(raw_id, "celular id", raw),
+                    None if sid in missing else sid,
+                    _int(get("status"), "celular status", raw),
+                    get("num_celular") or "",
+                    get("texto") or "",
                 )
             )
     return SendResponse(status=status, mensaje=mensaje, celulares=tuple(celulares))
