@@ -23,7 +23,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Hashable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -142,18 +142,15 @@ def _utc_numpy(values: pd.Series) -> np.ndarray[Any, Any]:
     return array
 
 
-def _objects(values: pd.Series) -> np.ndarray[Any, Any]:
-    """A Series as an object array with ``None`` for every missing value."""
-    array: np.ndarray[Any, Any] = values.to_numpy(dtype=object).copy()
-    array[pd.isna(array)] = None
-    return array
-
-
 def _as_state(values: pd.Series) -> pd.Categorical:
     """The ``state`` column as a categorical carrying every state in :data:`STATES`."""
     if isinstance(values.dtype, pd.CategoricalDtype):
-        extra = [c for c in values.cat.categories if c not in STATES]
-        return pd.Categorical(values, categories=[*STATES, *extra])
+        current = pd.Categorical(values)  # the same codes, no refactorising
+        extra = [c for c in current.categories if c not in STATES]
+        wanted = [*STATES, *extra]
+        if list(current.categories) == wanted:
+            return current
+        return current.set_categories(wanted)
     as_str = values.astype("string")
     extra = sorted(set(as_str.dropna().unique()) - set(STATES))
     return pd.Categorical(as_str, categories=[*STATES, *extra])
@@ -211,50 +208,70 @@ def operator_of(phones: pd.Series, *, codes: bool = False) -> pd.Series:
 # ---------------------------------------------------------------- attach_delivery
 
 
-def _final_events(log: pd.DataFrame, tz: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """One row per message id: its latest status event (API.md §2; later events win)."""
+#: Status values of a log (API.md §2: raw ``estatus`` codes mean the same).
+_STATUS_CODES = {"delivered": 1, "failed": 0, "1": 1, "2": 0}
+
+
+class _Final(NamedTuple):
+    """The final event of each message: aligned arrays, one entry per message id."""
+
+    ids: np.ndarray[Any, Any]  # int64, unique
+    delivered: np.ndarray[Any, Any]  # bool: delivered, else failed
+    at: np.ndarray[Any, Any]  # datetime64[us], UTC
+    line: pd.Series  # string
+
+
+def _int_ids(values: pd.Series, what: str) -> pd.Series:
+    """Message ids as ``Int64`` (cheap when they already are integers)."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.astype("Int64")
+    try:
+        return pd.to_numeric(values, errors="coerce" if what == "log" else "raise").astype("Int64")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{what} column 'message_id' must hold integer ids") from exc
+
+
+def _final_events(log: pd.DataFrame, tz: str) -> tuple[_Final, dict[str, int]]:
+    """One entry per message id: its latest status event (API.md §2; later events win)."""
     _require(log, ("message_id", "status", "updated_at"), "the status log")
     stats = {"events": len(log)}
-    mid = pd.to_numeric(log["message_id"], errors="coerce").astype("Int64")
-    status = log["status"].astype("string").str.strip().str.lower()
-    # API.md §2: raw estatus codes, should a log carry them, mean the same
-    status = status.replace({"1": "delivered", "2": "failed"})
-    at = _to_utc(log["updated_at"], naive_tz=tz)
+    mid = _int_ids(log["message_id"], "log")
+    # normalise the few distinct status values, not the million rows
+    codes, uniques = pd.factorize(log["status"])
+    known = [_STATUS_CODES.get(str(u).strip().lower(), -1) for u in uniques]
+    status = np.array([*known, -1], dtype=np.int8)[codes]  # code -1 (missing) -> -1
+    usable = np.flatnonzero(mid.notna().to_numpy(dtype=bool) & (status >= 0))
+    stats["unusable_events"] = len(log) - len(usable)
+
+    at = _utc_numpy(_to_utc(log["updated_at"], naive_tz=tz))[usable]
     if "received_at" in log.columns:
-        received = _to_utc(log["received_at"], naive_tz=tz)
+        received = _utc_numpy(_to_utc(log["received_at"], naive_tz=tz))[usable]
     else:
-        received = pd.Series(pd.NaT, index=log.index, dtype=_US)
+        received = np.full(len(usable), np.datetime64("NaT", "us"))
+    # Later events win: order by the provider's time, then by arrival (a repeated
+    # callback, API.md §3, is harmless), then by position in the log (lexsort is
+    # stable). Events without a time lose to dated ones: NaT is the smallest int64.
+    order = np.lexsort((received.view("int64"), at.view("int64")))
+    ids = mid.to_numpy(dtype="int64", na_value=0)[usable][order]
+    last = ~pd.Index(ids).duplicated(keep="last")
+    chosen = usable[order[last]]  # row positions in the log
+
     if "line" in log.columns:
-        line = log["line"].astype("string")
+        line = log["line"].iloc[chosen].astype("string")
     elif "detail" in log.columns:
         # API.md §2: on success ``detalle`` is the dispatching line (+58414xxxxxxx)
-        detail = log["detail"].astype("string").str.strip()
+        detail = log["detail"].iloc[chosen].astype("string").str.strip()
         line = detail.where(detail.str.fullmatch(r"\+?\d{10,15}").fillna(False))
     else:
-        line = pd.Series(pd.NA, index=log.index, dtype="string")
-    usable = (mid.notna() & status.isin(["delivered", "failed"])).to_numpy(bool)
-    stats["unusable_events"] = int((~usable).sum())
-    events = pd.DataFrame(
-        {
-            "message_id": mid.to_numpy(dtype="int64", na_value=0)[usable],
-            "status": _objects(status)[usable],
-            "at": _utc_numpy(at)[usable],
-            "received": _utc_numpy(received)[usable],
-            "line": _objects(line)[usable],
-        }
+        line = pd.Series(pd.NA, index=range(len(chosen)), dtype="string")
+    final = _Final(
+        ids=ids[last],
+        delivered=status[chosen] == 1,
+        at=at[order[last]],
+        line=line.reset_index(drop=True),
     )
-    # Later events win: order by the provider's time, then by arrival (a repeated
-    # callback, API.md §3, is harmless). Events without a time lose to dated ones.
-    order = np.lexsort(
-        (
-            events["received"].to_numpy().view("int64"),
-            events["at"].to_numpy().view("int64"),  # NaT is the smallest int64
-        )
-    )
-    events = events.iloc[order]
-    events = events.drop_duplicates("message_id", keep="last")
-    stats["messages"] = len(events)
-    return events, stats
+    stats["messages"] = len(chosen)
+    return final, stats
 
 
 def attach_delivery(
@@ -303,56 +320,50 @@ def attach_delivery(
     """
     _require(results, ("state", "message_id"), "results")
     log = _read_log(status_log, "status", tz)
-    events, stats = _final_events(log, tz)
+    final, stats = _final_events(log, tz)
 
     out = results.copy()
+    n = len(out)
     state = _as_state(out["state"])
-    try:
-        mid = pd.to_numeric(out["message_id"], errors="raise").astype("Int64")
-    except (ValueError, TypeError) as exc:
-        raise InputError("results column 'message_id' must hold integer ids") from exc
-    eligible = np.asarray(state.isin(_PROVIDER_ACCEPTED)) & mid.notna().to_numpy(bool)
+    mid = _int_ids(out["message_id"], "results")
+    eligible = np.asarray(state.isin(_PROVIDER_ACCEPTED)) & mid.notna().to_numpy(dtype=bool)
 
-    # A hash lookup of each row's id in the (unique) event ids: no sort of the results,
-    # and the results' index and order are kept as they are.
-    pos = np.full(len(out), -1, dtype=np.intp)
+    # A hash lookup of each row's id in the (unique) final ids: no sort of the results,
+    # and the results' index and order stay as they are.
+    pos = np.full(n, -1, dtype=np.intp)
     ids = mid.to_numpy(dtype="int64", na_value=0)
-    pos[eligible] = pd.Index(events["message_id"].to_numpy()).get_indexer(ids[eligible])
+    pos[eligible] = pd.Index(final.ids).get_indexer(ids[eligible])
     hit = pos >= 0
     src = pos[hit]
+    now_delivered = np.zeros(n, dtype=bool)
+    now_delivered[hit] = final.delivered[src]
+    now_failed = hit & ~now_delivered
 
     codes = state.codes.copy()
     cats = list(state.categories)
-    ev_status = events["status"].to_numpy()[src]
-    codes[hit] = np.where(
-        ev_status == "delivered", cats.index("delivered"), cats.index("failed")
-    ).astype(codes.dtype)
+    codes[now_delivered] = cats.index("delivered")
+    codes[now_failed] = cats.index("failed")
     new_state = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(cats))
     out["state"] = pd.Series(new_state, index=out.index)
 
     if "reason" in out.columns:
-        reason = _objects(out["reason"].astype("string"))
+        reason = out["reason"].astype("string")
     else:
-        reason = np.full(len(out), None, dtype=object)
-    reason[hit] = np.array([None, DELIVERY_FAILED], dtype=object)[
-        (ev_status == "failed").astype(np.intp)
-    ]
-    out["reason"] = pd.Series(reason, index=out.index, dtype="string")
+        reason = pd.Series(pd.NA, index=out.index, dtype="string")
+    out["reason"] = reason.mask(now_failed, DELIVERY_FAILED).mask(now_delivered, pd.NA)
 
     # Start from a previous attach's values, so rows without a new event keep them.
     if "status_at" in out.columns:
         status_at = _utc_numpy(_to_utc(out["status_at"], naive_tz="UTC")).copy()
     else:
-        status_at = np.full(len(out), np.datetime64("NaT", "us"))
-    status_at[hit] = events["at"].to_numpy()[src]
+        status_at = np.full(n, np.datetime64("NaT", "us"))
+    status_at[hit] = final.at[src]
     out["status_at"] = pd.Series(status_at, index=out.index).dt.tz_localize("UTC")
 
+    taken = pd.Series(final.line.array.take(pos, allow_fill=True), index=out.index)
     if "line" in out.columns:
-        line = _objects(out["line"].astype("string"))
-    else:
-        line = np.full(len(out), None, dtype=object)
-    line[hit] = events["line"].to_numpy()[src]
-    out["line"] = pd.Series(line, index=out.index, dtype="string")
+        taken = taken.where(hit, out["line"].astype("string"))
+    out["line"] = taken
 
     delivered = np.asarray(new_state == "delivered")
     out["delivered_at"] = out["status_at"].where(delivered)
@@ -365,10 +376,10 @@ def attach_delivery(
     else:
         out["latency"] = pd.Series(pd.NaT, index=out.index, dtype="timedelta64[us]")
 
-    matched_ids = np.zeros(len(events), dtype=bool)
-    matched_ids[np.unique(src)] = True
+    matched = np.zeros(len(final.ids), dtype=bool)
+    matched[src] = True
     stats["matched_rows"] = int(hit.sum())
-    stats["unmatched_ids"] = int((~matched_ids).sum())
+    stats["unmatched_ids"] = int((~matched).sum())
     out.attrs["delivery"] = stats
     return out
 
