@@ -249,7 +249,7 @@ def test_connect_refused_is_retried_then_connect_error(
     with MassivaClient(USER, SECRET, url, connect_retries=2, backoff_factor=0.01) as c:
         with pytest.raises(ConnectError) as info:
             c.send_batch(PHONES, "Hola")
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 5  # no long backoff
     err = info.value
     assert not err.may_have_been_received
     assert "3 attempts" in str(err)
@@ -318,7 +318,7 @@ def test_hang_is_ambiguous_and_not_retried(sb: Sandbox, method: str) -> None:
     with MassivaClient(USER, SECRET, sb.base_url, timeout=(2, 0.5)) as c:
         with pytest.raises(AmbiguousSendError) as info:
             c.send_batch(PHONES, "Hola", method=method)
-    assert 0.4 < time.monotonic() - start < 3
+    assert 0.4 < time.monotonic() - start < 5  # the server would hang 10 s
     assert type(info.value) is AmbiguousSendError and info.value.may_have_been_received
     assert "read timeout" in str(info.value)
     assert n_requests(sb) == 1
@@ -481,7 +481,7 @@ def test_trickling_body_is_bounded_by_the_read_timeout(scripted: Callable[..., S
     with MassivaClient(USER, SECRET, server.base_url, timeout=(2, 0.5)) as c:
         with pytest.raises(AmbiguousSendError, match="longer than"):
             c.send_batch(PHONES, "Hola")
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 5  # the trickle lasts 10 s
 
 
 def test_retry_after_http_date_and_cap(scripted: Callable[..., Scripted]) -> None:
@@ -490,7 +490,7 @@ def test_retry_after_http_date_and_cap(scripted: Callable[..., Scripted]) -> Non
         start = time.monotonic()
         with pytest.raises(RateLimitedError):
             c.credits()
-        assert time.monotonic() - start < 1  # a date in the past means "now"
+        assert time.monotonic() - start < 3  # a date in the past means "now"
         assert c._refusal_delay("86400", 0) == 30.0
         assert 0.05 <= c._refusal_delay("soon", 0) <= 0.31
     assert server.hits == 2
