@@ -1,0 +1,296 @@
+"""The results frame's shape: states, columns and dtypes, and index labels that survive.
+
+The results frame has one row per input row, the input's index, and only these columns
+(DESIGN.md), so ``df.join(results)`` never collides with the input's own columns::
+
+    phone, text, state, reason, batch, message_id, sid, request_status, api_message,
+    sent_at, encoding, segments
+
+Index labels are stored in the journal JSON-encoded (tagged for what JSON lacks:
+tuples, timestamps, NaN...), with the index's kind, names and dtype beside them, so
+``results_from_journal`` gives back the very index the input had.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+__all__ = [
+    "REASON_PROCESS_STOPPED",
+    "RESULT_COLUMNS",
+    "RESULT_DTYPES",
+    "STATES",
+    "decode_label",
+    "empty_results",
+    "encode_label",
+    "index_meta",
+    "rebuild_index",
+    "results_frame",
+]
+
+#: Result states, in the fixed order of the ``state`` category (DESIGN.md).
+STATES: tuple[str, ...] = (
+    "invalid",
+    "suppressed",
+    "scheduled",
+    "accepted",
+    "rejected",
+    "unknown",
+    "delivered",
+    "failed",
+)
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "phone",
+    "text",
+    "state",
+    "reason",
+    "batch",
+    "message_id",
+    "sid",
+    "request_status",
+    "api_message",
+    "sent_at",
+    "encoding",
+    "segments",
+)
+
+#: dtypes of the results frame, in column order.
+RESULT_DTYPES: dict[str, Any] = {
+    "phone": pd.StringDtype(),
+    "text": pd.StringDtype(),
+    "state": pd.CategoricalDtype(list(STATES)),
+    "reason": pd.StringDtype(),
+    "batch": pd.Int64Dtype(),
+    "message_id": pd.Int64Dtype(),
+    "sid": pd.StringDtype(),
+    "request_status": pd.Int64Dtype(),
+    "api_message": pd.StringDtype(),
+    "sent_at": pd.DatetimeTZDtype("us", "UTC"),
+    "encoding": pd.StringDtype(),
+    "segments": pd.Int64Dtype(),
+}
+
+#: reason given to messages of a batch found in flight (the sending process died).
+REASON_PROCESS_STOPPED = "in_doubt_process_stopped"
+
+
+# --- index labels ------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able form of one index label (tagged dicts for what JSON lacks)."""
+    if isinstance(value, tuple):
+        return {"~tuple": [_plain(v) for v in value]}
+    if value is None or value is pd.NA:
+        return None
+    if value is pd.NaT:
+        return {"~nat": 1}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"~float": repr(value)}
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        return {"~ts": pd.Timestamp(value).isoformat()}
+    if isinstance(value, pd.Timedelta | dt.timedelta):
+        return {"~td": int(pd.Timedelta(value).value)}
+    if isinstance(value, dt.date):
+        return {"~date": value.isoformat()}
+    if isinstance(value, bytes):
+        return {"~bytes": value.hex()}
+    return {"~str": str(value)}
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    tag, payload = next(iter(value.items()))
+    if tag == "~tuple":
+        return tuple(_unplain(v) for v in payload)
+    if tag == "~nat":
+        return pd.NaT
+    if tag == "~float":
+        return float(payload)
+    if tag == "~ts":
+        return pd.Timestamp(payload)
+    if tag == "~td":
+        return pd.Timedelta(payload)
+    if tag == "~date":
+        return dt.date.fromisoformat(payload)
+    if tag == "~bytes":
+        return bytes.fromhex(payload)
+    return payload
+
+
+def encode_label(value: Any) -> str:
+    """JSON-encode one index label so that it survives any index dtype.
+
+    Examples
+    --------
+    >>> encode_label(("a", 1))
+    '{"~tuple":["a",1]}'
+    """
+    return json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_label(text: str) -> Any:
+    """Inverse of :func:`encode_label`."""
+    return _unplain(json.loads(text))
+
+
+def index_meta(index: pd.Index) -> dict[str, Any]:
+    """What is needed, beyond the labels, to rebuild ``index`` exactly."""
+    names = [_plain(n) for n in index.names]
+    if isinstance(index, pd.RangeIndex):
+        return {
+            "kind": "range",
+            "start": index.start,
+            "stop": index.stop,
+            "step": index.step,
+            "names": names,
+        }
+    if isinstance(index, pd.MultiIndex):
+        return {
+            "kind": "multi",
+            "names": names,
+            "dtypes": [str(level.dtype) for level in index.levels],
+        }
+    meta: dict[str, Any] = {"kind": "index", "names": names, "dtype": str(index.dtype)}
+    freq = getattr(index, "freqstr", None)
+    if freq:
+        meta["freq"] = freq
+    return meta
+
+
+def _astype_or_keep(index: pd.Index, dtype: str) -> pd.Index:
+    try:
+        return index.astype(dtype)
+    except (TypeError, ValueError):
+        return index
+
+
+def rebuild_index(meta: dict[str, Any], labels: list[str]) -> pd.Index:
+    """Rebuild an index from :func:`index_meta` and the JSON-encoded labels."""
+    names = [_unplain(n) for n in meta.get("names", [None])]
+    kind = meta.get("kind")
+    if kind == "range" and len(labels) == len(range(meta["start"], meta["stop"], meta["step"])):
+        return pd.RangeIndex(meta["start"], meta["stop"], meta["step"], name=names[0])
+    values = [decode_label(label) for label in labels]
+    if kind == "multi":
+        tuples = [v if isinstance(v, tuple) else (v,) for v in values]
+        multi = pd.MultiIndex.from_tuples(tuples, names=names) if tuples else None
+        if multi is None:
+            arrays: list[list[Any]] = [[] for _ in names]
+            multi = pd.MultiIndex.from_arrays(arrays, names=names)
+        levels = [
+            _astype_or_keep(multi.get_level_values(i), dtype)
+            for i, dtype in enumerate(meta.get("dtypes", []))
+        ]
+        if len(levels) == multi.nlevels:
+            return pd.MultiIndex.from_arrays(levels, names=names)
+        return multi
+    index = pd.Index(values, name=names[0] if names else None, tupleize_cols=False)
+    if not values and meta.get("dtype"):
+        return pd.Index([], dtype=meta["dtype"], name=index.name) if meta["dtype"] else index
+    rebuilt: pd.Index = _astype_or_keep(index, str(meta.get("dtype", "object")))
+    if meta.get("freq"):
+        try:
+            if isinstance(rebuilt, pd.DatetimeIndex):
+                rebuilt = pd.DatetimeIndex(rebuilt, freq=meta["freq"])
+            elif isinstance(rebuilt, pd.TimedeltaIndex):
+                rebuilt = pd.TimedeltaIndex(rebuilt, freq=meta["freq"])
+        except ValueError:
+            pass  # the labels no longer fit the frequency: keep them without it
+    return rebuilt
+
+
+# --- the results frame -------------------------------------------------------------------
+
+
+def results_frame(raw: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """Turn the journal's joined rows (one per input row) into the typed results frame."""
+    n = len(raw)
+    if len(index) != n:
+        raise InputError(f"index has {len(index)} labels for {n} journalled rows")
+    if n == 0:
+        return empty_results(index)
+    input_state = raw["input_state"].astype(object)
+    m_state = raw["m_state"].astype(object)
+    ready = input_state.eq("ready").to_numpy()
+    # journal state -> result state; 'inflight' is a request whose process died.
+    state = m_state.map(
+        {
+            "pending": "scheduled",
+            "inflight": "unknown",
+            "accepted": "accepted",
+            "rejected": "rejected",
+            "unknown": "unknown",
+        }
+    )
+    reason = raw["m_reason"].astype(object).where(m_state.ne("inflight"), REASON_PROCESS_STOPPED)
+    # A split row (several parts) is accepted only if every part is (documented in send).
+    multi = raw["n"].notna().to_numpy()
+    if multi.any():
+        n_parts = raw["n"].fillna(0).astype(int)
+        n_unknown = raw["n_unknown"].fillna(0).astype(int)
+        n_rejected = raw["n_rejected"].fillna(0).astype(int)
+        n_accepted = raw["n_accepted"].fillna(0).astype(int)
+        agg = np.select(
+            [n_unknown > 0, n_rejected > 0, n_accepted == n_parts],
+            ["unknown", "rejected", "accepted"],
+            "scheduled",
+        )
+        agg_s = pd.Series(agg, index=raw.index, dtype=object)
+        differs = multi & (agg_s.to_numpy() != state.to_numpy())
+        reason = reason.where(~differs, "some_parts_" + agg_s.astype(str))
+        state = state.where(~multi, agg_s)
+    missing = ready & m_state.isna().to_numpy()
+    state = state.where(~missing, "unknown")
+    reason = reason.where(~missing, "not_journalled")
+    state = state.where(ready, input_state)
+    reason = reason.where(ready, raw["input_reason"].astype(object))
+
+    sent_at = pd.to_datetime(raw["sent_at"].astype("Float64").astype("Int64"), unit="us", utc=True)
+    out = pd.DataFrame(
+        {
+            "phone": raw["phone"],
+            "text": raw["text"],
+            "state": state,
+            "reason": reason,
+            "batch": raw["batch"].where(ready, None),
+            "message_id": raw["message_id"].where(ready, None),
+            "sid": raw["sid"].where(ready, None),
+            "request_status": raw["request_status"].where(ready, None),
+            "api_message": raw["api_message"].where(ready, None),
+            "sent_at": sent_at.where(ready),
+            "encoding": raw["encoding"],
+            "segments": raw["segments"],
+        }
+    )
+    out = out.astype(RESULT_DTYPES)
+    out.index = index
+    return out
+
+
+def empty_results(index: pd.Index | None = None) -> pd.DataFrame:
+    """A results frame with no rows (or with ``index`` and every value missing)."""
+    index = pd.RangeIndex(0) if index is None else index
+    return pd.DataFrame(
+        {
+            c: pd.Series(pd.NA if t != RESULT_DTYPES["sent_at"] else pd.NaT, index=index, dtype=t)
+            for c, t in RESULT_DTYPES.items()
+        },
+        index=index,
+    )

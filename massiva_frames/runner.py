@@ -1,0 +1,334 @@
+"""The request loop of a send: batches over a thread pool, paced, journalled, mapped.
+
+Every journal write happens on the calling thread: a batch is committed *in flight*
+before its request is submitted, and its outcome right after the answer (or the error)
+comes back. Worker threads only make requests, sharing one client (one pooled session).
+
+How an answer or an error becomes message states (API.md §1, §5):
+
+- an answer: its ``<celular>`` entries are matched to the batch's phones by position
+  and checked (same digits); a mismatch makes the whole batch ``unknown``
+  (``in_doubt_mismatch``), never misassigned. Entry status 0 = ``accepted``, else
+  ``rejected`` (``provider_rejected``); status 0 without entries rejects every message.
+- an error that proves the request never reached the provider (ConnectError,
+  RateLimitedError, URLTooLongError, InputError) or that the account refused it
+  (AccountError): the messages stay pending (``scheduled``) with a ``not_sent_*`` reason.
+- an error after the request may have been received (AmbiguousSendError and
+  HTTPStatusError, ProtocolError, anything unexpected): ``unknown``.
+- MissingFieldsError or another API status: ``rejected`` (``missing_fields``,
+  ``api_error``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .errors import (
+    AccountError,
+    AmbiguousSendError,
+    APIError,
+    AuthenticationError,
+    ConnectError,
+    HTTPStatusError,
+    InputError,
+    InsufficientCreditsError,
+    MassivaError,
+    MissingFieldsError,
+    NoActivePlanError,
+    ProtocolError,
+    RateLimitedError,
+    URLTooLongError,
+)
+from .journal import Journal, now_us
+from .scheduling import RateLimiter, Window, next_open
+
+if TYPE_CHECKING:
+    from .client import MassivaClient
+    from .protocol import SendResponse
+
+__all__ = ["Batch", "Key", "ProgressArg", "RunStats", "outcomes", "run_batches", "short_error"]
+
+logger = logging.getLogger("massiva_frames.sending")
+
+ProgressArg = bool | Callable[[int, int], Any]
+Key = tuple[str, int]
+
+
+@dataclass
+class Batch:
+    number: int
+    keys: list[Key]
+    phones: tuple[str, ...]
+    texts: tuple[str, ...]
+
+
+@dataclass
+class RunStats:
+    requests: int = 0
+    messages_sent: int = 0  # messages in requests that got an answer
+    accepted: int = 0
+    rejected: int = 0
+    unknown: int = 0
+    not_sent: int = 0
+    mismatches: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def short_error(exc: BaseException) -> str:
+    """``Type: message`` of an error, cut to 300 characters (messages are masked)."""
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+_ACCOUNT_REASONS: list[tuple[type[AccountError], str]] = [
+    (AuthenticationError, "not_sent_authentication_failed"),
+    (NoActivePlanError, "not_sent_no_active_plan"),
+    (InsufficientCreditsError, "not_sent_insufficient_credits"),
+    (AccountError, "not_sent_account_error"),
+]
+
+
+def outcomes(
+    batch: Batch, result: SendResponse | BaseException, at: int, requested_at: int
+) -> tuple[list[tuple[Any, ...]], str, int | None, str | None]:
+    """Journal outcomes of one batch: (per-message outcomes, batch state, status, detail)."""
+    n = len(batch.keys)
+
+    def every(state: str, reason: str | None, api: str | None, sent: int | None) -> list[Any]:
+        return [(k, p, state, reason, None, None, api, sent) for k, p in batch.keys]
+
+    if isinstance(result, BaseException):
+        exc = result
+        if isinstance(exc, AccountError):
+            reason = next(r for cls, r in _ACCOUNT_REASONS if isinstance(exc, cls))
+            return every("pending", reason, exc.mensaje or None, None), "refused", exc.code, reason
+        if isinstance(exc, MissingFieldsError):
+            return every("rejected", "missing_fields", exc.mensaje, at), "done", exc.code, None
+        if isinstance(exc, APIError):
+            return every("rejected", "api_error", exc.mensaje, at), "done", exc.code, None
+        if isinstance(exc, ConnectError):
+            reason = "not_sent_connect_failed"
+        elif isinstance(exc, RateLimitedError):
+            reason = "not_sent_rate_limited"
+        elif isinstance(exc, URLTooLongError):
+            reason = "not_sent_url_too_long"
+        elif isinstance(exc, InputError):
+            reason = "not_sent_input_error"
+        else:
+            reason = ""
+        if reason:  # provably never reached the provider: a re-run may send these
+            return every("pending", reason, short_error(exc), None), "not_sent", None, reason
+        if isinstance(exc, HTTPStatusError):
+            reason = "in_doubt_http_status"
+        elif isinstance(exc, AmbiguousSendError):
+            reason = "in_doubt_no_response"
+        elif isinstance(exc, ProtocolError):
+            reason = "in_doubt_bad_response"
+        else:
+            reason = "in_doubt_error"
+        return every("unknown", reason, short_error(exc), requested_at), "unknown", None, reason
+
+    resp = result
+    mensaje = resp.mensaje or None
+    if resp.status == 0 and not resp.celulares:
+        # API.md §1: status 0 = nothing sent; no entries to go by.
+        return every("rejected", "provider_rejected", mensaje, at), "done", 0, None
+    # API.md §1: one <celular> per phone, in request order; checked, never assumed.
+    problem = None
+    if len(resp.celulares) != n:
+        problem = f"{len(resp.celulares)} <celular> entries for {n} phones"
+    else:
+        for i, (phone, cel) in enumerate(zip(batch.phones, resp.celulares, strict=True)):
+            if _digits(cel.num_celular) != _digits(phone):
+                problem = f"entry {i} is for {cel.num_celular!r}, the request's phone is {phone!r}"
+                break
+    if problem is not None:
+        detail = f"response did not match the request: {problem}"
+        logger.warning("batch %d: %s; its %d rows are unknown", batch.number, detail, n)
+        return (
+            every("unknown", "in_doubt_mismatch", detail, requested_at),
+            "unknown",
+            resp.status,
+            "in_doubt_mismatch",
+        )
+    out: list[tuple[Any, ...]] = []
+    for (k, p), cel in zip(batch.keys, resp.celulares, strict=True):
+        if cel.accepted:
+            out.append((k, p, "accepted", None, cel.id, cel.sid, mensaje, at))
+        else:
+            out.append((k, p, "rejected", "provider_rejected", cel.id, cel.sid, mensaje, at))
+    return out, "done", resp.status, None
+
+
+def _request(client: MassivaClient, batch: Batch, group: str | None, method: str) -> SendResponse:
+    texts: str | Sequence[str] = batch.texts[0] if len(batch.texts) == 1 else batch.texts
+    return client.send_batch(list(batch.phones), texts, group, method=method)
+
+
+class _Progress:
+    def __init__(self, progress: ProgressArg, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self._callback = progress if callable(progress) else None
+        self._bar: Any = None
+        if progress is True and total:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="msg", desc="massiva send", leave=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        if self._callback is not None:
+            self._callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def run_batches(
+    journal: Journal,
+    client: MassivaClient,
+    batches: Sequence[Batch],
+    *,
+    method: str,
+    group: str | None,
+    concurrency: int,
+    rate: float | None,
+    message_rate: float | None,
+    window: Window | None,
+    clock: Callable[[], pd.Timestamp],
+    progress: ProgressArg,
+) -> tuple[RunStats, BaseException | None]:
+    """Send ``batches`` over a thread pool; every journal write happens on this thread.
+
+    Returns the figures and the account-level error that stopped the run, if any.
+    """
+    stats = RunStats()
+    todo = deque(batches)
+    requests_limit, messages_limit = RateLimiter(rate), RateLimiter(message_rate)
+    running: dict[Future[SendResponse], tuple[Batch, int]] = {}
+    stop: BaseException | None = None
+    bar = _Progress(progress, sum(len(b.keys) for b in batches))
+    started = time.monotonic()
+
+    def settle(future: Future[SendResponse]) -> None:
+        nonlocal stop
+        batch, requested_at = running.pop(future)
+        exc = future.exception()
+        result: SendResponse | BaseException = exc if exc is not None else future.result()
+        settled, batch_state, status, detail = outcomes(batch, result, now_us(), requested_at)
+        journal.record_outcome(
+            batch.number, settled, batch_state=batch_state, request_status=status, detail=detail
+        )
+        for o in settled:
+            state = o[2]
+            if state == "accepted":
+                stats.accepted += 1
+            elif state == "rejected":
+                stats.rejected += 1
+            elif state == "unknown":
+                stats.unknown += 1
+            else:
+                stats.not_sent += 1
+        if batch_state != "not_sent":
+            stats.messages_sent += len(batch.keys)
+        if detail == "in_doubt_mismatch":
+            stats.mismatches += 1
+        if exc is not None:
+            stats.errors.append(short_error(exc))
+            if isinstance(exc, AccountError) and stop is None:
+                stop = exc
+            elif not isinstance(exc, MassivaError):
+                logger.error("batch %d failed unexpectedly", batch.number, exc_info=exc)
+            else:
+                logger.warning("batch %d: %s", batch.number, short_error(exc))
+        bar.update(len(batch.keys))
+
+    def halt(reason: str, send_at: int | None = None) -> None:
+        keys = [k for b in todo for k in b.keys]
+        journal.set_pending(
+            keys, reason=reason, send_at=send_at, update_send_at=send_at is not None
+        )
+        bar.update(len(keys))
+        todo.clear()
+
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="massiva-send")
+    try:
+        while todo or running:
+            timeout: float | None = None
+            if todo and stop is None and len(running) < concurrency:
+                batch = todo[0]
+                if window is not None:
+                    moment = clock()
+                    opening = next_open(moment, window)
+                    if opening > moment:  # the window closed mid-run: wait for the next one
+                        halt("not_due", int(opening.value // 1000))
+                        continue
+                delay = max(requests_limit.delay(1), messages_limit.delay(len(batch.keys)))
+                if delay <= 0:
+                    todo.popleft()
+                    requests_limit.take(1)
+                    messages_limit.take(len(batch.keys))
+                    requested_at = now_us()
+                    # Committed before the request: a crash from here on leaves the batch
+                    # in flight, and the next run reports its rows unknown (never resent).
+                    journal.mark_inflight(
+                        batch.number, batch.keys, method=method, requested_at=requested_at
+                    )
+                    stats.requests += 1
+                    future = pool.submit(_request, client, batch, group, method)
+                    running[future] = (batch, requested_at)
+                    continue
+                timeout = delay
+            elif todo and stop is not None:
+                halt("run_stopped")
+                continue
+            if running:
+                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in done:
+                    settle(future)
+            elif timeout:
+                time.sleep(timeout)
+    except BaseException:
+        # Interrupted (Ctrl-C): send nothing more, record what is in flight, re-raise.
+        todo.clear()
+        for future in list(running):
+            future.cancel()
+        for future in list(running):
+            if future.cancelled():
+                batch, _ = running.pop(future)
+                journal.record_outcome(
+                    batch.number,
+                    [
+                        (k, p, "pending", "run_stopped", None, None, None, None)
+                        for k, p in batch.keys
+                    ],
+                    batch_state="not_sent",
+                    request_status=None,
+                    detail="run_stopped",
+                )
+            else:
+                wait([future], timeout=120)
+                if future.done():
+                    settle(future)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        stats.seconds = time.monotonic() - started
+    return stats, stop

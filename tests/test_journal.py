@@ -1,0 +1,368 @@
+"""The send journal (real SQLite files) and the results frame's shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from massiva_frames.errors import InputError
+from massiva_frames.journal import (
+    Journal,
+    JournalBusyError,
+    results_from_journal,
+    row_key,
+    user_row_key,
+)
+from massiva_frames.results import (
+    RESULT_COLUMNS,
+    RESULT_DTYPES,
+    STATES,
+    decode_label,
+    empty_results,
+    encode_label,
+    index_meta,
+    rebuild_index,
+)
+
+PHONES = [f"58414{n:07d}" for n in range(1000000, 1000010)]
+
+
+def _fill(journal: Journal, n: int = 4, *, index: pd.Index | None = None) -> list[str]:
+    """Journal ``n`` ready rows (one message each); return their keys."""
+    index = pd.RangeIndex(n) if index is None else index
+    keys = [row_key("c", PHONES[i], f"hola {i}") for i in range(n)]
+    labels = [encode_label(x) for x in index]
+    rows = [
+        (i, labels[i], keys[i], "ready", None, PHONES[i], f"hola {i}", "GSM-7", 1, 1)
+        for i in range(n)
+    ]
+    journal.replace_rows(rows, {"index": index_meta(index)})
+    journal.add_messages((keys[i], 1, PHONES[i], f"hola {i}", "c", None) for i in range(n))
+    return keys
+
+
+def test_row_key_is_stable_and_distinguishes_its_parts() -> None:
+    material = '["v1", "promo", "584141234567", "Hola", 0]'
+    assert row_key("promo", "584141234567", "Hola") == hashlib.sha256(material.encode()).hexdigest()
+    keys = {
+        row_key("promo", "584141234567", "Hola"),
+        row_key("other", "584141234567", "Hola"),
+        row_key("promo", "584241234567", "Hola"),
+        row_key("promo", "584141234567", "Hola!"),
+        row_key("promo", "584141234567", "Hola", 1),
+        user_row_key("promo", "584141234567"),
+    }
+    assert len(keys) == 6
+    # the separator cannot be forged by moving characters between fields
+    assert row_key("a", "b\x1fc", "d") != row_key("a\x1fb", "c", "d")
+    assert row_key("a", 'b", "c', "d") != row_key('a", "b', "c", "d")
+
+
+def test_file_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        assert journal.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert journal.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        tables = {
+            r[0] for r in journal.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+    assert {"meta", "rows", "messages", "batches", "runs"} <= tables
+
+
+def test_messages_are_added_once(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        keys = _fill(journal)
+        again = journal.add_messages((k, 1, PHONES[0], "x", "c", None) for k in keys)
+        assert again == 0
+        assert journal.counts() == {"pending": 4}
+        assert list(journal.pending()["row_key"]) == keys
+
+
+def test_inflight_then_outcome_then_results(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        keys = _fill(journal)
+        number = journal.next_batch_number()
+        assert number == 1
+        batch = [(keys[0], 1), (keys[1], 1), (keys[2], 1)]
+        journal.mark_inflight(number, batch, method="POST", requested_at=1_700_000_000_000_000)
+        assert journal.counts() == {"inflight": 3, "pending": 1}
+        journal.record_outcome(
+            number,
+            [
+                (
+                    keys[0],
+                    1,
+                    "accepted",
+                    None,
+                    123451,
+                    "sid-a",
+                    "Envio Exitoso",
+                    1_700_000_000_500_000,
+                ),
+                (keys[1], 1, "rejected", "provider_rejected", 123452, None, "Envio Exitoso", 1),
+                (keys[2], 1, "pending", "not_sent_connect_failed", None, None, "x", None),
+            ],
+            batch_state="done",
+            request_status=1,
+            detail=None,
+        )
+        assert journal.next_batch_number() == 2
+    results = results_from_journal(path)
+    assert list(results.columns) == list(RESULT_COLUMNS)
+    assert results.dtypes.to_dict() == RESULT_DTYPES
+    assert list(results["state"]) == ["accepted", "rejected", "scheduled", "scheduled"]
+    assert list(results["reason"].fillna("-")) == [
+        "-",
+        "provider_rejected",
+        "not_sent_connect_failed",
+        "-",
+    ]
+    assert results.loc[0, "message_id"] == 123451
+    assert results.loc[0, "sent_at"] == pd.Timestamp("2023-11-14 22:13:20.5", tz="UTC")
+    assert results.loc[0, "batch"] == 1 and results.loc[0, "request_status"] == 1
+    # a message sent back to pending leaves its batch
+    assert pd.isna(results.loc[2, "batch"])
+
+
+def test_recover_turns_inflight_into_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        keys = _fill(journal, 2)
+        journal.mark_inflight(1, [(keys[0], 1)], method="POST", requested_at=5_000_000)
+    # read-only: an in-flight batch reads as unknown, and the file is not changed
+    before = results_from_journal(path)
+    assert list(before["state"]) == ["unknown", "scheduled"]
+    assert before.loc[0, "reason"] == "in_doubt_process_stopped"
+    with Journal(path) as journal:
+        assert journal.recover() == 1
+        assert journal.recover() == 0
+        assert journal.counts() == {"unknown": 1, "pending": 1}
+        state = journal.conn.execute("SELECT state FROM batches").fetchone()[0]
+        assert state == "unknown"
+    after = results_from_journal(path)
+    assert list(after["state"]) == ["unknown", "scheduled"]
+    assert after.loc[0, "sent_at"] == pd.Timestamp(5, unit="s", tz="UTC")
+
+
+def test_requeue_only_touches_the_given_states(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        keys = _fill(journal, 2)
+        journal.mark_inflight(1, [(keys[0], 1), (keys[1], 1)], method="POST")
+        journal.record_outcome(
+            1,
+            [
+                (keys[0], 1, "unknown", "in_doubt_no_response", None, None, "t", 1),
+                (keys[1], 1, "accepted", None, 9, "s", "ok", 1),
+            ],
+            batch_state="unknown",
+            request_status=None,
+            detail=None,
+        )
+        assert journal.requeue([(keys[0], 1), (keys[1], 1)], states=("unknown",)) == 1
+        assert journal.counts() == {"pending": 1, "accepted": 1}
+
+
+def test_split_rows_are_accepted_only_when_every_part_is(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        k1, k2 = row_key("c", PHONES[0], "long"), row_key("c", PHONES[1], "long")
+        journal.replace_rows(
+            [
+                (0, "0", k1, "ready", None, PHONES[0], "long", "GSM-7", 2, 2),
+                (1, "1", k2, "ready", None, PHONES[1], "long", "GSM-7", 2, 2),
+            ],
+            {"index": index_meta(pd.RangeIndex(2))},
+        )
+        journal.add_messages(
+            [
+                (k, p, ph, f"part {p}", "c", None)
+                for k, ph in ((k1, PHONES[0]), (k2, PHONES[1]))
+                for p in (1, 2)
+            ]
+        )
+        journal.mark_inflight(1, [(k1, 1), (k1, 2), (k2, 1), (k2, 2)], method="POST")
+        journal.record_outcome(
+            1,
+            [
+                (k1, 1, "accepted", None, 10, "a", "ok", 1),
+                (k1, 2, "accepted", None, 11, "b", "ok", 1),
+                (k2, 1, "accepted", None, 12, "c", "ok", 1),
+                (k2, 2, "rejected", "provider_rejected", 13, None, "ok", 1),
+            ],
+            batch_state="done",
+            request_status=3,
+            detail=None,
+        )
+    results = results_from_journal(path)
+    assert list(results["state"]) == ["accepted", "rejected"]
+    assert list(results["message_id"]) == [10, 12]  # the first part's id
+    assert results.loc[1, "reason"] == "some_parts_rejected"
+
+
+def test_invalid_rows_keep_validation_state_and_reason(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        journal.replace_rows(
+            [
+                (0, "0", None, "invalid", "phone_landline", None, "hola", "GSM-7", 1, 1),
+                (1, "1", None, "suppressed", "duplicate", PHONES[0], "hola", "GSM-7", 1, 1),
+            ],
+            {"index": index_meta(pd.RangeIndex(2))},
+        )
+    results = results_from_journal(path)
+    assert list(results["state"]) == ["invalid", "suppressed"]
+    assert list(results["reason"]) == ["phone_landline", "duplicate"]
+    assert results["message_id"].isna().all() and results["sent_at"].isna().all()
+    assert list(results["state"].cat.categories) == list(STATES)
+
+
+INDEXES = {
+    "range": pd.RangeIndex(2, 12, 2, name="n"),
+    "int": pd.Index([7, 3, 9, 1, 5], dtype="int64", name="id"),
+    "str": pd.Index(["a", "b", "c", "d", "e"], name="k"),
+    "object-mixed": pd.Index(["a", 1, None, 2.5, ("t", 1)], dtype=object, tupleize_cols=False),
+    "datetime-tz": pd.date_range("2025-01-01", periods=5, freq="h", tz="America/Caracas"),
+    "datetime": pd.DatetimeIndex(["2025-01-01", "2025-01-02", "NaT", "2025-01-04", "2025-01-05"]),
+    "float-nan": pd.Index([1.5, np.nan, 2.0, np.inf, -0.0]),
+    "multi": pd.MultiIndex.from_tuples(
+        [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1)], names=["grp", "n"]
+    ),
+    "date-objects": pd.Index([dt.date(2025, 1, d) for d in range(1, 6)], dtype=object),
+    "categorical": pd.CategoricalIndex(["x", "y", "x", "z", "y"], name="cat"),
+    "timedelta": pd.to_timedelta([1, 2, 3, 4, 5], unit="s"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INDEXES))
+def test_index_survives_the_journal(tmp_path: Path, name: str) -> None:
+    index = INDEXES[name]
+    with Journal(tmp_path / "j.db") as journal:
+        _fill(journal, len(index), index=index)
+    rebuilt = results_from_journal(tmp_path / "j.db").index
+    pd.testing.assert_index_equal(rebuilt, index, exact=name != "categorical")
+    assert rebuilt.names == index.names
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        0,
+        -3,
+        2.5,
+        "x",
+        "",
+        None,
+        True,
+        ("a", 1),
+        (("n", 2), 3),
+        b"\x00\xff",
+        pd.Timestamp("2025-01-01", tz="UTC"),
+    ],
+)
+def test_labels_round_trip(label: object) -> None:
+    assert decode_label(encode_label(label)) == label
+
+
+def test_rebuild_empty_index() -> None:
+    meta = index_meta(pd.Index([], dtype="int64"))
+    assert rebuild_index(meta, []).dtype == "int64"
+    frame = empty_results()
+    assert frame.empty and frame.dtypes.to_dict() == RESULT_DTYPES
+
+
+def test_lock_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    first = Journal(path)
+    first.lock()
+    second = Journal(path)
+    with pytest.raises(JournalBusyError, match="in use"):
+        second.lock()
+    first.close()
+    second.lock()  # free again once the holder closed
+    second.close()
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from massiva_frames.journal import Journal; "
+            "j = Journal(sys.argv[1]); j.lock(); print('locked', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with Journal(path) as third, pytest.raises(JournalBusyError):
+            third.lock()
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        deadline = time.monotonic() + 10
+        with Journal(path) as fourth:
+            while True:
+                try:
+                    fourth.lock()
+                    break
+                except JournalBusyError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_readonly_open_refuses_missing_or_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        results_from_journal(tmp_path / "missing.db")
+    foreign = tmp_path / "other.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(InputError, match="not a massiva-frames journal"):
+        results_from_journal(foreign)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(InputError, match="not a massiva-frames journal"):
+        results_from_journal(garbage)
+
+
+def test_snapshot_is_independent(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        _fill(journal, 3)
+        copy = journal.snapshot()
+        copy.set_pending([], reason=None)
+        copy.conn.execute("DELETE FROM messages")
+        assert copy.counts() == {}
+        assert journal.counts() == {"pending": 3}
+        copy.close()
+
+
+def test_many_rows_in_one_transaction(tmp_path: Path) -> None:
+    n = 10_000
+    with Journal(tmp_path / "j.db") as journal:
+        keys = [row_key("c", f"58414{i:07d}", "t") for i in range(n)]
+        journal.replace_rows(
+            [(i, str(i), keys[i], "ready", None, "p", "t", "GSM-7", 1, 1) for i in range(n)],
+            {"index": index_meta(pd.RangeIndex(n))},
+        )
+        assert journal.add_messages((k, 1, "p", "t", "c", None) for k in keys) == n
+        assert journal.counts() == {"pending": n}
+        results = journal.results(index=pd.RangeIndex(n))
+    assert len(results) == n and (results["state"] == "scheduled").all()
