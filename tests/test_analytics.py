@@ -852,3 +852,101 @@ class TestPlots:
         assert analytics.plot_latency is plots.plot_latency
         with pytest.raises(AttributeError):
             analytics.plot_nothing  # noqa: B018
+
+
+# -------------------------------------------------- end to end: sandbox -> receiver
+
+
+def _wait_for_status(logdir: Any, expected: int, timeout: float = 15.0) -> pd.DataFrame:
+    import time
+
+    from massiva_frames.callbacks import read_callbacks
+
+    deadline = time.monotonic() + timeout
+    while True:
+        log = read_callbacks(logdir, kind="status")
+        if log["message_id"].nunique() >= expected or time.monotonic() > deadline:
+            return log
+        time.sleep(0.1)
+
+
+def _results_from_response(resp: Any, sent_at: pd.Timestamp) -> pd.DataFrame:
+    """The results rows send() would make of one response (DESIGN.md shape)."""
+    return results_frame(
+        [
+            {
+                "phone": c.num_celular,
+                "text": c.texto,
+                "state": "accepted" if c.accepted else "rejected",
+                "reason": None if c.accepted else "rejected_by_api",
+                "message_id": c.id,
+                "sid": c.sid,
+                "request_status": resp.status,
+                "sent_at": sent_at,
+            }
+            for c in resp.celulares
+        ]
+    )
+
+
+def test_sandbox_callbacks_reach_a_receiver_and_attach_marks_them(tmp_path: Any) -> None:
+    import requests
+
+    from massiva_frames.callbacks import receiver
+    from massiva_frames.client import MassivaClient
+    from massiva_frames.sandbox import sandbox
+
+    logdir = tmp_path / "logs"
+    phones = [f"58{code}{i:07d}" for i, code in enumerate(["414", "424", "412", "416"] * 10)]
+    phones.append("584151234567")  # not an operator the API knows: rejected
+    with (
+        receiver(logdir) as rc,
+        sandbox(
+            status_url=rc.url,
+            inbound_url=rc.url,
+            callback_delay=0.1,
+            fail_ratio=0.3,
+            reply_ratio=0.5,
+            seed=11,
+        ) as sb,
+        MassivaClient(sb.usuario, sb.clave, sb.base_url) as client,
+    ):
+        sent_at = pd.Timestamp.now(tz="UTC")
+        results = _results_from_response(client.send_batch(phones, "Hola, prueba"), sent_at)
+        accepted = int((results["state"] == "accepted").sum())
+        assert accepted == 40
+        assert sb.wait_callbacks(timeout=20)
+        # a callback for a message this run never sent, straight to the receiver
+        stray = {"id": "999", "estatus": "1", "fecha_actualizacion": "2024-01-01 12:00:00"}
+        assert requests.get(rc.url, params=stray, timeout=5).status_code == 200
+        status = _wait_for_status(logdir, accepted + 1)
+        truth = sb.messages()
+
+    final = attach_delivery(results, logdir)  # the LOGDIR itself
+    assert len(status) >= accepted + 1
+    by_id = final.set_index("message_id")["state"].astype(str)
+    for outcome in ("delivered", "failed"):
+        expected = set(truth.loc[truth["final"] == outcome, "id"])
+        assert expected, outcome
+        assert set(by_id[by_id == outcome].index) == expected
+    assert (final["state"] == "accepted").sum() == 0
+    assert state_list(final)[-1] == "rejected"
+    assert final.attrs["delivery"]["unmatched_ids"] == 1
+    delivered = final[final["state"] == "delivered"]
+    assert delivered["line"].notna().all()
+    assert (delivered["latency"] >= pd.Timedelta(0)).all()
+    assert (delivered["latency"] < pd.Timedelta(minutes=1)).all()
+
+    summary = delivery_summary(final, by="operator", total=True)
+    assert summary.loc["total", "sent"] == 40
+    assert summary.loc["total", "delivered"] == (truth["final"] == "delivered").sum()
+
+    # the sandbox's replies come back as inbound callbacks: each is attributed to the
+    # one message sent to its phone, and BAJA/STOP replies make the opt-out list
+    got = replies(final, logdir)
+    assert len(got) > 0
+    phone_to_id = dict(zip(final["phone"], final["message_id"], strict=True))
+    assert got["message_id"].tolist() == [phone_to_id[p] for p in got["phone"]]
+    stops = got[got["text"].str.strip().str.upper().isin(["BAJA", "STOP"])]
+    assert len(stops) > 0
+    assert set(opt_outs(logdir)["phone"]) == set(stops["phone"])
