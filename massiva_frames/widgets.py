@@ -1,8 +1,8 @@
 """Notebook widgets: a send form and a delivery dashboard.
 
 Both are ipywidgets composites (``VBox`` subclasses) that only wire controls to the
-public functions — :func:`~massiva_frames.validate.validate`,
-:func:`~massiva_frames.batching.plan_batches`, :meth:`MassivaClient.credits`,
+public functions — :func:`~massiva_frames.validate.validate` (preview and summary),
+``send(..., dry_run=True)`` (the counts to confirm), :meth:`MassivaClient.credits`,
 :func:`~massiva_frames.sending.send`, :func:`~massiva_frames.analytics.attach_delivery`,
 :func:`~massiva_frames.analytics.delivery_summary` and the plots. They hold no business
 rule of their own.
@@ -159,7 +159,6 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         self.validate_options = validate_options
         self.results: pd.DataFrame | None = None
         self.validated: pd.DataFrame | None = None
-        self.planned: pd.DataFrame | None = None
         self.available_credits: int | None = None
 
         columns = [str(c) for c in df.columns]
@@ -231,6 +230,8 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
 
         for control in (self.phone_column, self.text_column, self.template):
             control.observe(self._on_change, names="value")
+        # a confirmation is for the choices it showed: any change withdraws it
+        self.dry_run.observe(lambda _change: self._hide_confirm(), names="value")
         self.refresh_credits_button.on_click(self._on_refresh_credits)
         self.send_button.on_click(self._on_send)
         self.confirm_button.on_click(self._on_confirm)
@@ -268,7 +269,6 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
     def _refresh_inputs(self) -> None:
         self.template.disabled = self.text_column.value != TEMPLATE_CHOICE
         self.validated = None
-        self.planned = None
         self.preview.value = ""
         self.validation.value = ""
         self.cost.value = ""
@@ -278,7 +278,6 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         self._run(self._validate)
 
     def _validate(self) -> None:
-        from .batching import plan_batches
         from .validate import failure_cases, validation_summary
         from .validate import validate as validate_frame
 
@@ -299,60 +298,82 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
             ]
         self.validation.value = "".join(parts)
 
-        valid = checked[checked["valid"].astype(bool)]
-        method = getattr(self._client, "method", "POST")
-        self.planned = plan_batches(checked, method=method, client=self._client)
-        requests = int(self.planned["batch"].dropna().nunique())
-        encodings = ", ".join(f"{k}: {v}" for k, v in valid["encoding"].value_counts().items())
+        ready = checked[checked["valid"].astype(bool)]
+        encodings = ", ".join(f"{k} {v}" for k, v in ready["encoding"].value_counts().items() if v)
         self.cost.value = (
-            f"<div class='massiva-cost'>{len(valid)} of {len(checked)} rows ready · "
-            f"{requests} request(s) · encodings {html.escape(encodings) or '-'} · "
-            f"{self.credits_needed} credit(s) needed</div>"
+            f"<div class='massiva-cost'>{len(ready)} of {len(checked)} rows ready · "
+            f"{self.messages_ready} message(s), {int(ready['segments'].fillna(1).sum())} "
+            f"segment(s) · encodings: {html.escape(encodings) or '-'} · "
+            f"{self.messages_ready} credit(s) needed</div>"
         )
 
     @property
-    def credits_needed(self) -> int:
-        """Credits the send would use: one per message segment of the valid rows."""
+    def messages_ready(self) -> int:
+        """Messages the valid rows make (a row split into parts makes several)."""
         if self.validated is None:
             return 0
-        valid = self.validated[self.validated["valid"].astype(bool)]
-        return int(valid["segments"].fillna(1).sum())
+        ready = self.validated[self.validated["valid"].astype(bool)]
+        return int(ready["parts"].fillna(1).sum())
 
     def _hide_confirm(self) -> None:
         self.confirm_box.layout.display = "none"
+
+    def _call_send(self, *, dry_run: bool, progress: Any = False) -> pd.DataFrame:
+        from .sending import send
+
+        return send(
+            self.df,
+            client=self.client,
+            **self._choices(),
+            journal=self.journal,
+            campaign=self.campaign,
+            dry_run=dry_run,
+            progress=progress,
+            **self.validate_options,
+        )
+
+    def _refresh_credits(self) -> int:
+        self.available_credits = None
+        self.credits_label.value = "credits: ..."
+        try:
+            self.available_credits = self.client.credits()
+        finally:
+            shown = "?" if self.available_credits is None else self.available_credits
+            self.credits_label.value = f"<span class='massiva-credits'>credits: {shown}</span>"
+        return self.available_credits
 
     # -- callbacks ---------------------------------------------------------------------
 
     @_guarded
     def _on_refresh_credits(self, _button: Any = None) -> None:
-        self.credits_label.value = "credits: ..."
-        self.available_credits = self.client.credits()
-        self.credits_label.value = (
-            f"<span class='massiva-credits'>credits: {self.available_credits}</span>"
-        )
+        self._refresh_credits()
 
     @_guarded
     def _on_send(self, _button: Any = None) -> None:
+        """First step: a dry run gives the counts; Confirm then sends."""
         self._hide_confirm()
         self.status.value = ""
         if self.validated is None:
             self._validate()
-        assert self.validated is not None and self.planned is not None
+        assert self.validated is not None
         ready = int(self.validated["valid"].astype(bool).sum())
-        requests = int(self.planned["batch"].dropna().nunique())
-        lines = [f"{ready} of {len(self.validated)} rows will be sent in {requests} request(s)."]
+        if ready == 0:
+            raise InputError("no valid rows to send")
+        plan = self._call_send(dry_run=True).attrs["dry_run"]
+        lines = [
+            f"{ready} of {len(self.validated)} rows will be sent: {plan['messages']} "
+            f"message(s) in {plan['requests']} request(s)."
+        ]
+        if plan.get("messages_scheduled_later"):
+            lines.append(f"{plan['messages_scheduled_later']} message(s) are scheduled for later.")
         if self.dry_run.value:
             lines.append("Dry run: nothing will reach the provider.")
         else:
-            self._on_refresh_credits()
-            if self.available_credits is None:
-                return  # the error area already says why
-            lines.append(
-                f"Credits needed: {self.credits_needed}; available: {self.available_credits}."
-            )
-        if ready == 0:
-            self._show_error("No valid rows to send.")
-            return
+            available = self._refresh_credits()
+            needed = int(plan["credits_needed"])
+            lines.append(f"Credits needed: {needed}; available: {available}.")
+            if needed > available:
+                lines.append("Not enough credits: the provider would refuse this send.")
         self.confirm_text.value = _message("info", "\n".join(lines))
         self.confirm_box.layout.display = "flex"
 
@@ -362,32 +383,28 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
 
     @_guarded
     def _on_confirm(self, _button: Any = None) -> None:
-        from .sending import send
+        from .errors import AccountError
 
         self._hide_confirm()
         self.send_button.disabled = True
         self.progress.value = 0
-        self.progress.max = max(
-            int(self.validated["valid"].sum()) if self.validated is not None else 1, 1
-        )
+        self.progress.max = max(self.messages_ready, 1)
         self.progress.layout.display = "flex"
 
-        def progress(done: int, total: int | None = None) -> None:
-            if total:
-                self.progress.max = total
+        def progress(done: int, total: int) -> None:
+            # send() calls this after each request with messages done / to do
+            self.progress.max = max(total, 1)
             self.progress.value = done
 
         try:
-            results = send(
-                self.df,
-                client=self.client,
-                **self._choices(),
-                journal=self.journal,
-                campaign=self.campaign,
-                dry_run=bool(self.dry_run.value),
-                progress=progress,
-                **self.validate_options,
-            )
+            results = self._call_send(dry_run=bool(self.dry_run.value), progress=progress)
+        except AccountError as exc:
+            # the run stopped: what was sent before is on the exception (sending.py)
+            partial = getattr(exc, "results", None)
+            if partial is not None:
+                self.results = partial
+                self._show_results(partial)
+            raise
         finally:
             self.send_button.disabled = False
             self.progress.layout.display = "none"

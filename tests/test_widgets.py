@@ -87,7 +87,7 @@ def test_full_send_through_the_widget(
     assert not shown(w.confirm_box)
     w.send_button.click()
     assert shown(w.confirm_box)
-    assert "3 of 4 rows will be sent in 1 request(s)" in w.confirm_text.value
+    assert "3 of 4 rows will be sent: 3 message(s) in 1 request(s)" in w.confirm_text.value
     assert "Credits needed: 3; available: 100" in w.confirm_text.value
     assert len(sb.messages()) == 0
 
@@ -192,10 +192,13 @@ def test_authentication_error(sb: Any, customers: pd.DataFrame) -> None:
         w.send_button.click()
         assert not shown(w.confirm_box)
         assert "AuthenticationError" in w.error.value
-        # a dry run does not need the account; a real send is refused readably
+        # a dry run does not need the account
         w.dry_run.value = True
         w.send_button.click()
+        assert shown(w.confirm_box)
         w.dry_run.value = False
+        assert not shown(w.confirm_box)
+        # a real send is refused readably, even from a stale Confirm
         w.confirm_button.click()
         assert "AuthenticationError" in w.error.value
     text = all_text(w)
@@ -246,7 +249,7 @@ def test_dashboard_refresh_after_callbacks(tmp_path: Path, customers: pd.DataFra
     assert (dash.delivery["state"].astype(str) == "delivered").sum() == 3
     images = dash.plots.children
     assert len(images) == 3
-    assert all(img.value.startswith(b"\x89PNG") for img in images)
+    assert all(bytes(img.value).startswith(b"\x89PNG") for img in images)
 
 
 def test_dashboard_shows_a_missing_log_readably(tmp_path: Path, customers: pd.DataFrame) -> None:
