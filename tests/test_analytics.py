@@ -950,3 +950,24 @@ def test_sandbox_callbacks_reach_a_receiver_and_attach_marks_them(tmp_path: Any)
     stops = got[got["text"].str.strip().str.upper().isin(["BAJA", "STOP"])]
     assert len(stops) > 0
     assert set(opt_outs(logdir)["phone"]) == set(stops["phone"])
+
+
+def test_validate_accepts_the_opt_out_list(tmp_path: Any) -> None:
+    from massiva_frames.validate import validate
+
+    inbound = inbound_log(
+        [
+            {"phone": "584141111111", "text": "BAJA"},
+            {"phone": "584241111112", "text": "gracias"},
+        ]
+    )
+    stops = opt_outs(inbound)
+    campaign = pd.DataFrame(
+        {"telefono": ["0414-111.11.11", "0424 1111112"], "nombre": ["Ana", "Luis"]}
+    )
+    for suppress in (stops, stops["phone"], tmp_path / "stops.parquet"):
+        if not isinstance(suppress, pd.DataFrame | pd.Series):
+            stops.to_parquet(suppress)
+        checked = validate(campaign, phone="telefono", template="Hola {nombre}", suppress=suppress)
+        assert [str(s) for s in checked["state"]] == ["suppressed", "ready"]
+        assert checked["reason"].tolist()[0] == "opted_out"
