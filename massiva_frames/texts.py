@@ -1,0 +1,541 @@
+"""SMS texts: templates filled from columns, checks, GSM-7/UCS-2 encoding and segments.
+
+Everything works on whole columns with Arrow string kernels. Python runs once per
+*distinct* value of a formatted column (``{saldo:,.2f}``), and only for the rare rows that
+need exact per-character work (long texts split across segments).
+
+Carrier rules (3GPP TS 23.038 / 23.040): a text made only of GSM-7 characters is sent in
+7-bit form, 160 septets in one SMS or 153 per part of a concatenated SMS; the extension
+table characters (``^ { } \\ [ ~ ] | €`` and form feed) take two septets and are never
+split across parts. Any other character forces UCS-2: 70 UTF-16 code units in one SMS or
+67 per part; an emoji outside the BMP takes two units and is never split.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError
+
+__all__ = [
+    "GSM7_BASIC",
+    "GSM7_EXTENSION",
+    "LONG_TEXT_POLICIES",
+    "MAX_TEXT_LENGTH",
+    "TRANSLITERATION",
+    "TemplateField",
+    "TextCheck",
+    "check_texts",
+    "column_text",
+    "render_template",
+    "segment_count",
+    "split_text",
+    "template_fields",
+    "transliterate",
+]
+
+#: API.md §1: a text is at most 160 characters.
+MAX_TEXT_LENGTH = 160
+LONG_TEXT_POLICIES = ("error", "truncate", "split")
+#: What ``long_text="truncate"`` appends: plain dots, so the text stays GSM-7.
+ELLIPSIS = "..."
+
+#: GSM 03.38 default alphabet (the escape code 0x1B is not a character of its own).
+GSM7_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+#: GSM 03.38 extension table: each takes two septets (escape + code).
+GSM7_EXTENSION = "\f^{}\\[~]|€"
+
+#: ``transliterate=True``: characters GSM-7 lacks -> nearest GSM-7 text. Characters
+#: GSM-7 has (ñ, é, ü, ¿, ¡, à, è ...) are left alone.
+TRANSLITERATION: dict[str, str] = {
+    **dict(zip("áíóúâêîôûãõëïÿýçšžł", "aiouaeiouaoeiyycszl", strict=True)),
+    **dict(zip("ÁÍÓÚÂÊÎÔÛÃÕËÏŸÝÀÈÌÒÙŠŽŁ", "AIOUAEIOUAOEIYYAEIOUSZL", strict=True)),
+    "œ": "oe",
+    "Œ": "OE",
+    "‘": "'",
+    "’": "'",
+    "‚": "'",
+    "‛": "'",
+    "´": "'",
+    "`": "'",
+    "“": '"',
+    "”": '"',
+    "„": '"',
+    "‟": '"',
+    "«": '"',
+    "»": '"',
+    "‐": "-",
+    "‑": "-",
+    "‒": "-",
+    "–": "-",
+    "—": "-",
+    "―": "-",
+    "−": "-",
+    "…": "...",
+    "•": "-",
+    "·": ".",
+    "º": "o",
+    "ª": "a",
+    "°": "o",
+    "\t": " ",
+    "\u00a0": " ",
+    "\u2007": " ",
+    "\u2009": " ",
+    "\u202f": " ",
+    "\u200b": "",
+    "\ufeff": "",
+}
+
+MISSING_VALUE = "text_missing_value"
+FORMAT_ERROR = "text_format_error"
+EMPTY = "text_empty"
+CONTROL = "text_control_chars"
+SEPARATOR = "text_separator"
+TOO_LONG = "text_too_long"
+#: Text reason codes in precedence order; index + 1 is the internal int8 code.
+TEXT_REASONS: tuple[str, ...] = (MISSING_VALUE, FORMAT_ERROR, EMPTY, CONTROL, SEPARATOR, TOO_LONG)
+_CODE = {name: i + 1 for i, name in enumerate(TEXT_REASONS)}
+
+_LARGE = pa.large_string()
+
+
+def _re_class(chars: str) -> str:
+    return "[" + "".join(f"\\x{{{ord(c):04X}}}" for c in chars) + "]"
+
+
+_GSM_ALL = _re_class(GSM7_BASIC + GSM7_EXTENSION)
+_GSM_FULLMATCH = f"^{_GSM_ALL}*$"
+_GSM_EXT = _re_class(GSM7_EXTENSION)
+_ASTRAL = r"[\x{10000}-\x{10FFFF}]"
+# API.md §1 lets a text carry newlines (GSM-7 has LF and CR); every other C0/C1 control
+# character is refused: carriers drop or mangle them.
+_CONTROL = r"[\x{00}-\x{09}\x{0B}-\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
+# Strings that mean "no value" (what ``astype(str)`` makes of NaN/None/NA/NaT).
+_MISSING_TOKENS = ["nan", "NaN", "NAN", "None", "none", "NONE", "<NA>", "NaT", "null", "NULL"]
+_NUMBER_RE = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+@dataclass(frozen=True)
+class TemplateField:
+    """One ``{...}`` of a template: the column it reads and how it formats it."""
+
+    column: Hashable
+    rest: str
+    conversion: str | None
+    spec: str
+
+    @property
+    def simple(self) -> bool:
+        """No attribute/index access and no conversion: ``format(value, spec)``."""
+        return not self.rest and not self.conversion
+
+
+def _lookup_column(columns: pd.Index, name: str) -> Hashable:
+    if name in columns:
+        return name
+    if name.isdigit() and int(name) in columns:
+        return int(name)
+    raise InputError(f"template field {{{name}}}: no column {name!r} in the frame")
+
+
+def template_fields(
+    template: str, columns: pd.Index | None = None
+) -> tuple[list[str], list[TemplateField]]:
+    """Parse a ``str.format`` template into literal pieces and fields.
+
+    Returns ``(literals, fields)`` with ``len(literals) == len(fields) + 1``: the text is
+    ``literals[0] + field0 + literals[1] + ...``.
+
+    Raises
+    ------
+    InputError
+        Malformed template, a positional ``{}``, a nested ``{x:{w}}``, or (with
+        ``columns``) a field that names no column.
+
+    Examples
+    --------
+    >>> lits, fields = template_fields("Hola {nombre}, {saldo:,.2f}")
+    >>> lits, [(f.column, f.spec) for f in fields]
+    (['Hola ', ', ', ''], [('nombre', ''), ('saldo', ',.2f')])
+    """
+    if not isinstance(template, str):
+        raise InputError(f"template: expected a str, got {type(template).__name__}")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InputError(f"template: {exc} in {template[:60]!r}") from None
+    literals = [""]
+    fields: list[TemplateField] = []
+    for literal, name, spec, conversion in parsed:
+        literals[-1] += literal
+        if name is None:
+            continue
+        if name == "":
+            raise InputError("template: positional fields '{}' are not supported; name a column")
+        if spec and ("{" in spec or "}" in spec):
+            raise InputError(f"template field {{{name}}}: nested format fields are not supported")
+        cut = min((i for i in (name.find("."), name.find("[")) if i >= 0), default=len(name))
+        base, rest = name[:cut], name[cut:]
+        column: Hashable = base if columns is None else _lookup_column(columns, base)
+        if spec:
+            _check_spec(name, spec)
+        fields.append(TemplateField(column, rest, conversion, spec or ""))
+        literals.append("")
+    return literals, fields
+
+
+def _check_spec(name: str, spec: str) -> None:
+    for sample in (1.5, 1, "a", pd.Timestamp("2024-01-01")):
+        try:
+            format(sample, spec)
+        except (ValueError, TypeError):
+            continue
+        return
+    raise InputError(f"template field {{{name}:{spec}}}: invalid format spec {spec!r}")
+
+
+def _combine(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    return arr
+
+
+def _np(arr: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _is_string_dtype(dtype: Any) -> bool:
+    return isinstance(dtype, pd.StringDtype) or (
+        isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype)
+    )
+
+
+def _formatter(field: TemplateField) -> Callable[[Any], str]:
+    if field.simple:
+        spec = field.spec
+
+        def simple(value: Any) -> str:
+            try:
+                return format(value, spec)
+            except (ValueError, TypeError):
+                # A number stored as text (a CSV column with one stray word).
+                if spec and isinstance(value, str) and _NUMBER_RE.match(value):
+                    return format(float(value), spec)
+                raise
+
+        return simple
+    conv = f"!{field.conversion}" if field.conversion else ""
+    mini = "{0" + field.rest + conv + (f":{field.spec}" if field.spec else "") + "}"
+    return mini.format
+
+
+def _format_uniques(
+    uniques: Sequence[Any], fmt: Callable[[Any], str]
+) -> tuple[list[str | None], np.ndarray[Any, Any]]:
+    out: list[str | None] = []
+    failed = np.zeros(len(uniques), dtype=bool)
+    for i, value in enumerate(uniques):
+        try:
+            out.append(fmt(value))
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError):
+            out.append(None)
+            failed[i] = True
+    return out, failed
+
+
+def _strip_and_missing(text: pa.Array) -> tuple[pa.Array, np.ndarray[Any, Any]]:
+    """Trim a value; blank, null and ``nan``-like strings are missing (never sent)."""
+    text = pc.utf8_trim_whitespace(text)
+    missing = _np(pc.is_null(text)) | _np(pc.equal(text, ""))
+    missing |= _np(pc.is_in(text, value_set=pa.array(_MISSING_TOKENS, _LARGE)))
+    return text, missing
+
+
+def column_text(
+    series: pd.Series, field: TemplateField | None = None
+) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """One column rendered as text for a template field (or as the text column).
+
+    Returns ``(text, missing, failed)``: Arrow text (null where missing or failed) and
+    the two masks. String values are trimmed; blank or ``nan``-like strings count as
+    missing. Formatting runs once per distinct value.
+    """
+    field = field or TemplateField(series.name, "", None, "")
+    n = len(series)
+    dtype = series.dtype
+    failed = np.zeros(n, dtype=bool)
+    if field.simple and not field.spec and _is_string_dtype(dtype):
+        text = _combine(pa.array(series.array)).cast(_LARGE)
+    elif field.simple and not field.spec and pd.api.types.is_integer_dtype(dtype):
+        text = _combine(pa.array(series.array)).cast(_LARGE)
+    else:
+        text, failed = _format_by_uniques(series, _formatter(field))
+    text, missing = _strip_and_missing(text)
+    missing &= ~failed
+    text = pc.if_else(pa.array(missing | failed), pa.scalar(None, _LARGE), text)
+    return _combine(text), missing, failed
+
+
+def _format_by_uniques(
+    series: pd.Series, fmt: Callable[[Any], str]
+) -> tuple[pa.Array, np.ndarray[Any, Any]]:
+    n = len(series)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy()
+        uniques: Any = series.cat.categories
+    else:
+        try:
+            codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        except TypeError:  # unhashable cells (lists, dicts): one by one
+            values = series.to_numpy(dtype=object)
+            keep = ~pd.isna(pd.Series(values)).to_numpy(dtype=bool)
+            out, failed = _format_uniques(list(values[keep]), fmt)
+            full: list[str | None] = [None] * n
+            fail = np.zeros(n, dtype=bool)
+            for i, pos in enumerate(np.flatnonzero(keep)):
+                full[pos] = out[i]
+                fail[pos] = failed[i]
+            return pa.array(full, type=_LARGE), fail
+    values_list = list(uniques)
+    out, failed_u = _format_uniques(values_list, fmt)
+    table = pa.array(out, type=_LARGE)
+    indices = pa.array(codes, mask=codes < 0, type=pa.int64())
+    text = _combine(table.take(indices))
+    failed = np.zeros(n, dtype=bool)
+    if failed_u.any():
+        failed = np.where(codes >= 0, failed_u[np.maximum(codes, 0)], False)
+    return text, failed
+
+
+def render_template(
+    df: pd.DataFrame, template: str
+) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any], list[Hashable]]:
+    """Fill ``template`` from ``df``'s columns, vectorised.
+
+    Returns ``(text, missing_field, failed_field, columns)``: text (null where a used
+    value is missing or cannot be formatted), the position in ``columns`` of the first
+    field whose value is missing (-1 if none), the same for a format failure, and the
+    columns the fields read, in template order.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"nombre": ["Ana", None], "saldo": [1234.5, 2.0]})
+    >>> text, missing, failed, cols = render_template(df, "Hola {nombre}: {saldo:,.2f}")
+    >>> text.to_pylist(), missing.tolist()
+    (['Hola Ana: 1,234.50', None], [-1, 0])
+    """
+    literals, fields = template_fields(template, df.columns)
+    n = len(df)
+    pieces: list[Any] = []
+    missing_at = np.full(n, -1, dtype=np.int64)
+    failed_at = np.full(n, -1, dtype=np.int64)
+    columns = [f.column for f in fields]
+    for i, field in enumerate(fields):
+        column = df[field.column]
+        if isinstance(column, pd.DataFrame):
+            raise InputError(f"template field {{{field.column}}}: the column name is not unique")
+        text, missing, failed = column_text(column, field)
+        missing_at[(missing_at < 0) & missing] = i
+        failed_at[(failed_at < 0) & failed] = i
+        if literals[i]:
+            pieces.append(pa.scalar(literals[i], _LARGE))
+        pieces.append(text)
+    if literals[-1]:
+        pieces.append(pa.scalar(literals[-1], _LARGE))
+    if not fields:
+        return pa.array([literals[0]] * n, type=_LARGE), missing_at, failed_at, columns
+    if len(pieces) == 1:
+        return _combine(pieces[0]), missing_at, failed_at, columns
+    joined = pc.binary_join_element_wise(*pieces, pa.scalar("", _LARGE))
+    return _combine(joined), missing_at, failed_at, columns
+
+
+def transliterate(text: pa.Array | pd.Series) -> pa.Array:
+    """Replace what GSM-7 lacks with its nearest GSM-7 text (á->a, “->", —->-, …->...).
+
+    Characters GSM-7 has (ñ, é, ü, ¿, ¡) are kept. Only the characters present in the
+    column are replaced, each with one vectorised pass.
+
+    Examples
+    --------
+    >>> transliterate(pa.array(["¿Está en Mérida? “sí”"])).to_pylist()
+    ['¿Esta en Mérida? "si"']
+    """
+    arr = _combine(pa.array(text.array) if isinstance(text, pd.Series) else text).cast(_LARGE)
+    leftover = pc.replace_substring_regex(arr, f"{_GSM_ALL}+", "")
+    present = set("".join(s for s in pc.unique(leftover).to_pylist() if s))
+    for char in sorted(present & TRANSLITERATION.keys()):
+        arr = pc.replace_substring(arr, char, TRANSLITERATION[char])
+    return _combine(arr)
+
+
+def _segments_exact(text: str, gsm: bool) -> int:
+    """Carrier segment count for one text, never splitting an escape or a surrogate pair."""
+    if gsm:
+        units = [2 if c in GSM7_EXTENSION else 1 for c in text]
+        single, part = 160, 153
+    else:
+        units = [2 if ord(c) > 0xFFFF else 1 for c in text]
+        single, part = 70, 67
+    if sum(units) <= single:
+        return 1
+    count, used = 1, 0
+    for size in units:
+        if used + size > part:
+            count += 1
+            used = 0
+        used += size
+    return count
+
+
+def segment_count(text: str) -> tuple[str, int]:
+    """``(encoding, segments)`` of one text as carriers count them.
+
+    Examples
+    --------
+    >>> segment_count("Hola"), segment_count("Acción"), segment_count("a" * 161)
+    (('GSM-7', 1), ('UCS-2', 1), ('GSM-7', 2))
+    """
+    gsm = all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text)
+    return ("GSM-7" if gsm else "UCS-2"), _segments_exact(text, gsm)
+
+
+def split_text(text: str, limit: int = MAX_TEXT_LENGTH) -> list[str]:
+    """Split a long text into parts of at most ``limit`` characters, at spaces if possible.
+
+    A part ends at the last space before the limit when that space is in the last 40% of
+    the part; otherwise the word is cut. Parts are stripped and never empty.
+
+    Examples
+    --------
+    >>> [len(p) for p in split_text("palabra " * 50)]
+    [159, 159, 79]
+    """
+    parts: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = rest.rfind(" ", 0, limit + 1)
+        if cut < limit * 0.6:
+            cut = limit
+        part = rest[:cut].rstrip()
+        if part:
+            parts.append(part)
+        rest = rest[cut:].lstrip()
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+def _truncate(text: str, limit: int = MAX_TEXT_LENGTH) -> str:
+    return text[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+
+
+@dataclass
+class TextCheck:
+    """Per-row outcome of :func:`check_texts` (arrays aligned with the input)."""
+
+    text: pa.Array
+    code: np.ndarray[Any, Any]
+    gsm: np.ndarray[Any, Any]
+    segments: np.ndarray[Any, Any]
+    parts: np.ndarray[Any, Any]
+
+    def reasons(self) -> list[str | None]:
+        """Reason codes as strings (None where the text is fine)."""
+        return [None if c == 0 else TEXT_REASONS[c - 1] for c in self.code]
+
+
+def check_texts(
+    text: pa.Array,
+    *,
+    missing: np.ndarray[Any, Any] | None = None,
+    failed: np.ndarray[Any, Any] | None = None,
+    long_text: str = "error",
+    do_transliterate: bool = False,
+) -> TextCheck:
+    """Check final texts; compute encoding, segments and parts, vectorised.
+
+    Parameters
+    ----------
+    text : pyarrow string array
+        The texts (null where a value was missing or failed to format).
+    missing, failed : bool arrays, optional
+        Rows whose text is null because a used value is missing / failed to format.
+    long_text : {"error", "truncate", "split"}
+        Texts over 160 characters: a ``text_too_long`` reason; cut to 157 characters plus
+        ``...``; or kept whole and sent as ``parts`` messages (see :func:`split_text`).
+    do_transliterate : bool
+        Apply :func:`transliterate` first.
+    """
+    if long_text not in LONG_TEXT_POLICIES:
+        raise InputError(f"long_text: expected one of {LONG_TEXT_POLICIES}, got {long_text!r}")
+    text = _combine(text).cast(_LARGE)
+    n = len(text)
+    if do_transliterate:
+        text = transliterate(text)
+    code = np.zeros(n, dtype=np.int8)
+    null = _np(pc.is_null(text))
+    blank = _np(pc.equal(pc.utf8_trim_whitespace(text), "")) & ~null
+    control = _np(pc.match_substring_regex(text, _CONTROL))
+    separator = _np(pc.match_substring(text, "|"))
+    length = pc.fill_null(pc.utf8_length(text), 0).to_numpy().astype(np.int64)
+    long = length > MAX_TEXT_LENGTH
+
+    parts = np.ones(n, dtype=np.int64)
+    if long_text == "error":
+        code[long] = _CODE[TOO_LONG]
+    long_rows = np.flatnonzero(long & ~control & ~separator & ~blank)
+    if len(long_rows) and long_text == "truncate":
+        cut = [_truncate(str(t)) for t in text.take(pa.array(long_rows)).to_pylist()]
+        mask = np.zeros(n, dtype=bool)
+        mask[long_rows] = True
+        text = _combine(pc.replace_with_mask(text, pa.array(mask), pa.array(cut, _LARGE)))
+        length[long_rows] = [len(t) for t in cut]
+    elif len(long_rows) and long_text == "split":
+        parts[long_rows] = [
+            len(split_text(str(t))) for t in text.take(pa.array(long_rows)).to_pylist()
+        ]
+    code[separator] = _CODE[SEPARATOR]
+    code[control] = _CODE[CONTROL]
+    code[blank] = _CODE[EMPTY]
+    code[null] = _CODE[MISSING_VALUE]
+    if failed is not None:
+        code[null & failed & ~(missing if missing is not None else False)] = _CODE[FORMAT_ERROR]
+    gsm = _np(pc.match_substring_regex(text, _GSM_FULLMATCH)) & ~null
+    extra = np.where(
+        gsm,
+        pc.fill_null(pc.count_substring_regex(text, _GSM_EXT), 0).to_numpy(),
+        pc.fill_null(pc.count_substring_regex(text, _ASTRAL), 0).to_numpy(),
+    )
+    units = length + extra
+    single = np.where(gsm, 160, 70)
+    per_part = np.where(gsm, 153, 67)
+    segments = np.where(units <= single, 1, -(-units // per_part))
+    # Exact count where a double unit could straddle a part boundary, or parts differ.
+    exact = np.flatnonzero(((units > single) & (extra > 0)) | (parts > 1))
+    if len(exact):
+        values = text.take(pa.array(exact)).to_pylist()
+        segments[exact] = [
+            _row_segments(str(t), bool(g), int(p))
+            for t, g, p in zip(values, gsm[exact], parts[exact], strict=True)
+        ]
+    segments = np.where(null, 0, segments)
+    return TextCheck(text=text, code=code, gsm=gsm, segments=segments, parts=parts)
+
+
+def _row_segments(text: str, gsm: bool, parts: int) -> int:
+    if parts > 1:
+        return sum(segment_count(part)[1] for part in split_text(text))
+    return _segments_exact(text, gsm)
