@@ -85,6 +85,11 @@ def _frame_text(frame: pd.DataFrame, **options: Any) -> str:
         return frame.to_string(**options)
 
 
+def _short(text: object, width: int = 50) -> str:
+    text = "" if text is None or text is pd.NA else str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _fresh(out: Path) -> None:
     """Remove what an earlier demo run wrote (only those names), so runs never mix."""
     for name in OUTPUTS:
@@ -148,9 +153,11 @@ def run_demo(
     with (
         receiver(logdir) as rc,
         sandbox(
+            credits=5000,
             status_url=rc.url,
             inbound_url=rc.url,
-            callback_delay=0.2,
+            # a second's delay: the callbacks' clock has one-second resolution (API.md §2)
+            callback_delay=1.0,
             fail_ratio=0.1,
             reply_ratio=0.15,
             seed=seed,
@@ -165,7 +172,9 @@ def run_demo(
         # -- validation -------------------------------------------------------------
         validated = validate(campaign, phone=SAMPLE_PHONE, template=SAMPLE_TEMPLATE)
         _section(report_stream, "Validation")
-        write(_frame_text(validation_summary(validated), index=False) + "\n")
+        summary_table = validation_summary(validated)
+        summary_table["message"] = summary_table["message"].map(_short)
+        write(_frame_text(summary_table, index=False) + "\n")
         failures = failure_cases(validated)
         if len(failures):
             write("\nsome rows that will not be sent:\n")
@@ -188,13 +197,17 @@ def run_demo(
         credits_after = client.credits()
         _section(report_stream, "Send")
         states = results["state"].value_counts()
-        states = states[states > 0]
-        write(_frame_text(states.rename("rows").to_frame()) + "\n")
-        requests = int(results["batch"].dropna().nunique())
+        write(_frame_text(states[states > 0].rename("rows").to_frame()) + "\n")
+        figures = results.attrs.get("send", {})
+        requests = figures.get("requests", int(results["batch"].dropna().nunique()))
         write(
             f"\n{requests} request(s) in {send_seconds:.2f} s; "
             f"credits {credits_before} -> {credits_after}\n"
         )
+        refused = results[results["state"] == "rejected"]
+        if len(refused):
+            write(f"refused by the provider ({len(refused)}):\n")
+            write(_frame_text(refused[["phone", "reason"]].head(5)) + "\n")
 
         # -- callbacks ----------------------------------------------------------------
         accepted = int((results["state"] == "accepted").sum())
@@ -209,6 +222,7 @@ def run_demo(
 
     delivery = analytics.attach_delivery(results, status)
     summary = analytics.delivery_summary(delivery, by="operator", total=True)
+    summary = summary[summary["sent"] > 0]
     _section(report_stream, f"Delivery ({len(status)} status callbacks in {waited:.1f} s)")
     columns = ["sent", "delivered", "failed", "pending", "delivery_rate", "median_latency_s"]
     write(_frame_text(summary[columns], float_format=lambda v: f"{v:.2f}") + "\n")
@@ -224,7 +238,7 @@ def run_demo(
 
     files = _write_outputs(folder, delivery, analytics)
     _section(report_stream, "Files")
-    for path in (*files.values(), logdir):
+    for path in (*files.values(), logdir, folder / "journal.sqlite"):
         write(f"{path}\n")
     seconds = time.monotonic() - started
     write(f"\ndone in {seconds:.1f} s\n")

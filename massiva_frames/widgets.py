@@ -43,11 +43,19 @@ TEMPLATE_CHOICE = "(template)"
 #: rows of a table shown in a widget; the full frame stays reachable from code
 MAX_TABLE_ROWS = 50
 
+_STYLE = (
+    "<style>.massiva-table{border-collapse:collapse;font-size:12px;margin:4px 0}"
+    ".massiva-table th,.massiva-table td{padding:2px 8px;text-align:left;"
+    "border-bottom:1px solid #ddd}</style>"
+)
+
 
 def _table(frame: pd.DataFrame, css: str, *, index: bool = True) -> str:
     """Render a frame as an HTML table with a CSS class (values escaped)."""
     shown = frame.head(MAX_TABLE_ROWS)
-    table = shown.to_html(classes=["massiva-table", css], index=index, border=0, escape=True)
+    table = shown.to_html(
+        classes=["massiva-table", css], index=index, border=0, escape=True, na_rep=""
+    )
     if len(frame) > len(shown):
         table += f"<p><i>first {len(shown)} of {len(frame)} rows</i></p>"
     return table
@@ -210,7 +218,7 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
 
         super().__init__(
             [
-                widgets.HTML("<b>Massiva send</b>"),
+                widgets.HTML(_STYLE + "<b>Massiva send</b>"),
                 widgets.HBox([self.phone_column, self.text_column]),
                 self.template,
                 self.preview,
@@ -483,7 +491,7 @@ class DeliveryDashboard(_Guarded, widgets.VBox):  # type: ignore[misc]
         self.inbound_html = widgets.HTML()
         super().__init__(
             [
-                widgets.HBox([widgets.HTML("<b>Delivery</b>"), self.refresh_button]),
+                widgets.HBox([widgets.HTML(_STYLE + "<b>Delivery</b>"), self.refresh_button]),
                 self.status,
                 self.error,
                 self.summary_html,
