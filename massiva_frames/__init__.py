@@ -39,12 +39,35 @@ _EXPORTS: dict[str, str] = {
     "ResponseMismatchError": "massiva_frames.errors",
     "TransportError": "massiva_frames.errors",
     "URLTooLongError": "massiva_frames.errors",
+    # transport and sandbox
+    "MassivaClient": "massiva_frames.client",
+    "Sandbox": "massiva_frames.sandbox",
+    "sandbox": "massiva_frames.sandbox",
+    # callbacks
+    "CompactionStats": "massiva_frames.callbacks",
+    "Receiver": "massiva_frames.callbacks",
+    "compact": "massiva_frames.callbacks",
+    "read_callbacks": "massiva_frames.callbacks",
+    "receiver": "massiva_frames.callbacks",
+    # analytics
+    "attach_delivery": "massiva_frames.analytics",
+    "delivery_summary": "massiva_frames.analytics",
+    "operator_of": "massiva_frames.analytics",
+    "opt_outs": "massiva_frames.analytics",
+    "replies": "massiva_frames.analytics",
+    "delivery_report_figure": "massiva_frames.plots",
+    "plot_deliveries_over_time": "massiva_frames.plots",
+    "plot_delivery_by_operator": "massiva_frames.plots",
+    "plot_latency": "massiva_frames.plots",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from .errors import (  # noqa: F401
+    from .analytics import attach_delivery, delivery_summary, operator_of, opt_outs, replies
+    from .callbacks import CompactionStats, Receiver, compact, read_callbacks, receiver
+    from .client import MassivaClient
+    from .errors import (
         AccountError,
         AmbiguousSendError,
         APIError,
@@ -63,13 +86,23 @@ if TYPE_CHECKING:
         TransportError,
         URLTooLongError,
     )
+    from .plots import (
+        delivery_report_figure,
+        plot_deliveries_over_time,
+        plot_delivery_by_operator,
+        plot_latency,
+    )
+    from .sandbox import Sandbox, sandbox
 
 
 def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'massiva_frames' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
+    module = importlib.import_module(module_name)
+    # ``sandbox`` is both a subpackage and its entry point: the (callable) package
+    # itself is returned, so ``massiva_frames.sandbox()`` and ``.sandbox.Sandbox`` work.
+    value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
     globals()[name] = value
     return value
 

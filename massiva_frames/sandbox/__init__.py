@@ -66,6 +66,25 @@ Where the provider's document is silent, the sandbox decides:
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 from .server import Sandbox, sandbox
 
 __all__ = ["Sandbox", "sandbox"]
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``massiva_frames.sandbox(...)`` work although ``sandbox`` is also a package.
+
+    Importing a submodule binds the package attribute ``massiva_frames.sandbox`` to this
+    module, whatever the top level imported under that name; making the module callable
+    keeps ``with massiva_frames.sandbox() as sb:`` working in every import order.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return sandbox(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
