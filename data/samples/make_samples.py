@@ -270,11 +270,11 @@ def make_callbacks(campaign_csv: Path, out: Path, *, seed: int, timeout: float =
     partitioned by day) and ``out/results.parquet``.
     """
     import pandas as pd
-    from massiva_frames.sending import send
 
-    from massiva_frames.callbacks import read_callbacks, receiver
+    from massiva_frames.callbacks import compact, read_callbacks, receiver
     from massiva_frames.client import MassivaClient
     from massiva_frames.sandbox import sandbox
+    from massiva_frames.sending import send
 
     campaign = pd.read_csv(campaign_csv, dtype=str, keep_default_na=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -285,7 +285,7 @@ def make_callbacks(campaign_csv: Path, out: Path, *, seed: int, timeout: float =
                 credits=10_000,
                 status_url=rc.url,
                 inbound_url=rc.url,
-                callback_delay=0.3,
+                callback_delay=2.0,  # latencies of a couple of seconds
                 fail_ratio=0.08,
                 reply_ratio=0.06,
                 seed=seed,
@@ -300,6 +300,8 @@ def make_callbacks(campaign_csv: Path, out: Path, *, seed: int, timeout: float =
                 campaign="cobranza-junio",
                 progress=False,
                 concurrency=1,  # one request at a time: ids follow the file's order
+                max_phones=100,
+                message_rate=100.0,  # ~11 s of sending, so the timeline has a shape
             )
             accepted = int((results["state"] == "accepted").sum())
             sb.wait_callbacks(timeout=timeout)
@@ -309,13 +311,16 @@ def make_callbacks(campaign_csv: Path, out: Path, *, seed: int, timeout: float =
                     break
                 time.sleep(0.2)
             time.sleep(1.0)  # let the last inbound replies land
-        # the receiver compacted its journal into parquet when it stopped; ship the
-        # dataset only (the SQLite journal and lock are the running receiver's state)
+        # the receiver compacted its journal into parquet when it stopped; merge the
+        # day's small files into one, and ship the dataset only (the SQLite journal and
+        # the lock are a running receiver's state)
+        compact(logdir, max_small_files=1)
         target = out / "callbacks"
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(logdir, target, ignore=shutil.ignore_patterns("_journal", "*.lock"))
-    results.to_parquet(out / "results.parquet")
+    # zstd at its highest level: the file is committed, so small beats fast
+    results.to_parquet(out / "results.parquet", compression="zstd", compression_level=19)
     status = read_callbacks(target, kind="status")
     inbound = read_callbacks(target, kind="inbound")
     print(
