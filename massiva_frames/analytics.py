@@ -420,8 +420,12 @@ def _group_key(frame: pd.DataFrame, key: Hashable, tz: str) -> pd.Series:
         ).rename(key)
         return derived
     if key == "campaign":
-        if frame.attrs.get("campaign") is not None:
-            return pd.Series(str(frame.attrs["campaign"]), index=frame.index, name="campaign")
+        send_info = frame.attrs.get("send")
+        name = frame.attrs.get("campaign")
+        if name is None and isinstance(send_info, dict):
+            name = send_info.get("campaign")
+        if name is not None:
+            return pd.Series(str(name), index=frame.index, name="campaign")
         raise InputError("cannot group by 'campaign': the frame has no 'campaign' column")
     raise InputError(
         f"cannot group by {key!r}: not a column, nor one of operator, prefix, hour, date"
@@ -472,7 +476,8 @@ def delivery_summary(
     by : str, list of str or None, default "operator"
         ``"operator"`` (carrier from the phone's code: Movistar 414/424, Digitel 412,
         Movilnet 416/426), ``"prefix"`` (the 3-digit code), ``"batch"``,
-        ``"campaign"`` (a ``campaign`` column, else ``frame.attrs["campaign"]``),
+        ``"campaign"`` (a ``campaign`` column, else ``frame.attrs["campaign"]`` or
+        ``frame.attrs["send"]["campaign"]``),
         ``"hour"`` (hour of day of ``sent_at`` in ``tz``, 0-23), ``"date"`` (local day
         of ``sent_at``), or any column name. A column of that name always wins. A list
         groups by several keys; ``None`` gives one overall row.

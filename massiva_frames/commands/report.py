@@ -77,11 +77,12 @@ def _table_text(summary: pd.DataFrame) -> str:
     formatters: dict[Any, Any] = {}
     for column in summary.columns:
         if column.endswith("_rate"):
-            formatters[column] = lambda v: "-" if pd.isna(v) else f"{v:.1%}"
+            formatters[column] = lambda v: f"{v:.1%}"
         elif column.endswith("_latency_s"):
-            formatters[column] = lambda v: "-" if pd.isna(v) else f"{v:.1f}"
+            formatters[column] = lambda v: f"{v:.1f}"
     with pd.option_context("display.width", 200, "display.max_columns", 50):
-        return summary.to_string(formatters=formatters)
+        # nothing sent in a group: its rates and latencies are "-", not NaN
+        return summary.to_string(formatters=formatters, na_rep="-")
 
 
 def run(args: argparse.Namespace) -> int:
