@@ -971,3 +971,52 @@ def test_validate_accepts_the_opt_out_list(tmp_path: Any) -> None:
         checked = validate(campaign, phone="telefono", template="Hola {nombre}", suppress=suppress)
         assert [str(s) for s in checked["state"]] == ["suppressed", "ready"]
         assert checked["reason"].tolist()[0] == "opted_out"
+
+
+def test_send_then_attach_marks_exactly_the_sandbox_outcomes(tmp_path: Any) -> None:
+    """The whole path: send() a messy campaign, callbacks over HTTP, attach_delivery."""
+    from pathlib import Path
+
+    from massiva_frames.callbacks import receiver
+    from massiva_frames.client import MassivaClient
+    from massiva_frames.sandbox import sandbox
+    from massiva_frames.sending import send
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "samples" / "campaign.csv"
+    campaign = pd.read_csv(sample, dtype=str, keep_default_na=False).head(300)
+    campaign.index = pd.Index([f"c{i}" for i in range(len(campaign))])
+    template = "Hola {nombre}, tu saldo es {saldo}. Paga antes del {vence}."
+    logdir = tmp_path / "logs"
+    with (
+        receiver(logdir) as rc,
+        sandbox(status_url=rc.url, callback_delay=0.2, fail_ratio=0.25, seed=5) as sb,
+        MassivaClient(sb.usuario, sb.clave, sb.base_url) as client,
+    ):
+        results = send(campaign, client=client, phone="telefono", template=template, progress=False)
+        accepted = int((results["state"] == "accepted").sum())
+        assert accepted > 250
+        assert sb.wait_callbacks(timeout=30)
+        _wait_for_status(logdir, accepted)
+        truth = sb.messages()
+
+    final = attach_delivery(results, logdir)
+    assert final.index.equals(campaign.index)
+    assert isinstance(final["state"].dtype, pd.CategoricalDtype)
+    sent = final[final["message_id"].notna()]
+    outcome = dict(zip(truth["id"], truth["final"], strict=True))
+    for mid, state in zip(sent["message_id"], sent["state"], strict=True):
+        if mid in outcome:  # accepted by the sandbox
+            assert state == outcome[mid], mid
+        else:
+            assert state == "rejected"
+    assert set(truth["final"]) == {"delivered", "failed"}
+    unchanged = results["state"] != "accepted"
+    assert (
+        final.loc[unchanged, "state"]
+        .astype(str)
+        .equals(results.loc[unchanged, "state"].astype(str))
+    )
+    table = delivery_summary(final, by="operator", total=True)
+    assert table.loc["total", "delivered"] == (truth["final"] == "delivered").sum()
+    assert table.loc["total", "failed"] == (truth["final"] == "failed").sum()
+    assert table.loc["total", "rows"] == len(campaign)
