@@ -37,8 +37,11 @@ logger = logging.getLogger("massiva_frames.callbacks")
 #: raw columns stored per kind, after ``seq``, ``received_us`` and ``event_key``
 COLUMNS: dict[str, tuple[str, ...]] = {"status": STATUS_FIELDS, "inbound": INBOUND_FIELDS}
 
+# seq is the rowid: max(seq) + 1 for a new row. Compaction deletes only rows with
+# seq <= the last one it read, and while those exist every new row gets a larger seq, so
+# AUTOINCREMENT (an extra page written per commit) is not needed.
 _SCHEMA = "".join(
-    f"CREATE TABLE IF NOT EXISTS {kind} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    f"CREATE TABLE IF NOT EXISTS {kind} (seq INTEGER PRIMARY KEY, "
     f"received_us INTEGER NOT NULL, event_key TEXT NOT NULL, "
     + ", ".join(f"{c} TEXT" for c in cols)
     + ");\n"
@@ -149,6 +152,7 @@ class NullLog:
 
     durable = False
     stored = 0
+    commits = 0
     failures = 0
     last_error: str | None = None
 
@@ -193,6 +197,7 @@ class DurableLog:
         self._queue: queue.SimpleQueue[_Ticket | None] = queue.SimpleQueue()
         self._closed = False
         self.stored = 0
+        self.commits = 0
         self.failures = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(
@@ -260,6 +265,7 @@ class DurableLog:
                 self._conn.executemany(_INSERT[kind], rows)
             self._conn.execute("COMMIT")
             self.stored += len(batch)
+            self.commits += 1
             self.last_error = None
         except Exception as exc:  # disk full, I/O error, locked: the caller answers 503
             error = f"storage failed: {type(exc).__name__}"

@@ -50,6 +50,7 @@ StartResponse = Callable[..., Any]
 class _Log(Protocol):
     durable: bool
     stored: int
+    commits: int
     failures: int
     last_error: str | None
 
@@ -179,6 +180,7 @@ class CallbackApp:
             "status": "ok" if healthy else "failing",
             "durable": self.log.durable,
             "stored": self.log.stored,
+            "commits": self.log.commits,
             "rejected": self.rejected,
             "queued": self.log.queued(),
             "pending": pending_rows(self._logdir) if self._logdir is not None else 0,

@@ -228,8 +228,8 @@ def _move(logdir: Path, conn: sqlite3.Connection, kind: str) -> tuple[int, int]:
         for day, day_rows in sorted(by_day.items()):
             _write_part(rows_to_table(kind, day_rows), _day_dir(logdir, kind, day))
             files += 1
-        # Only now that the parquet files are durable; seq only grows, so this deletes
-        # exactly the rows read above.
+        # Only now that the parquet files are durable. Rows added since the SELECT have a
+        # larger seq (the rows read still exist), so this deletes exactly the rows read.
         conn.execute(f"DELETE FROM {kind} WHERE seq <= ?", (rows[-1][0],))
         moved += len(rows)
         if len(rows) < _MOVE_BATCH:
