@@ -82,7 +82,8 @@ def _section(stream: IO[str], title: str) -> None:
 
 def _frame_text(frame: pd.DataFrame, **options: Any) -> str:
     with pd.option_context("display.width", 120, "display.max_columns", 20):
-        return frame.to_string(**options)
+        text: str = frame.to_string(**options)
+    return text
 
 
 def _short(text: object, width: int = 50) -> str:
