@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .phones import OPERATOR_NAMES
 
 __all__ = [
     "DEFAULT_OPT_OUT_KEYWORDS",
@@ -60,14 +61,9 @@ STATES: tuple[str, ...] = (
 #: States of rows the provider accepted: the only ones a status callback may change.
 _PROVIDER_ACCEPTED = ("accepted", "delivered", "failed")
 
-#: API.md §1: Venezuelan mobile operator codes (the 3 digits after ``58``) and carriers.
-OPERATORS: dict[str, str] = {
-    "412": "Digitel",
-    "414": "Movistar",
-    "424": "Movistar",
-    "416": "Movilnet",
-    "426": "Movilnet",
-}
+#: API.md §1: Venezuelan mobile operator codes (the 3 digits after ``58``) and their
+#: carriers, as phones.py knows them (422 is Digitel's newer range).
+OPERATORS: dict[str, str] = dict(OPERATOR_NAMES)
 _OPERATOR_ORDER = ("Movistar", "Digitel", "Movilnet", "other", "(none)")
 
 #: Opt-out keywords (Spanish and English), matched accent- and case-insensitively as

@@ -540,6 +540,7 @@ def test_operator_of() -> None:
             "584151234567",
             "12025550100",
             None,
+            "584221234567",
         ],
         dtype="string",
     )
@@ -552,6 +553,7 @@ def test_operator_of() -> None:
         "other",
         "other",
         "(none)",
+        "Digitel",
     ]
     assert operator_of(phones, codes=True).tolist()[:6] == [
         "412",
