@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
+import pandas as pd
 
 from .errors import InputError, MassivaError, mask
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from .client import MassivaClient
 
 __all__ = ["DeliveryDashboard", "SendWidget"]
@@ -42,6 +41,10 @@ TEMPLATE_CHOICE = "(template)"
 
 #: rows of a table shown in a widget; the full frame stays reachable from code
 MAX_TABLE_ROWS = 50
+
+#: up to this many rows the template re-validates on every keystroke; above, when the
+#: editor loses focus (validating a million rows takes a couple of seconds)
+LIVE_ROWS = 50_000
 
 _STYLE = (
     "<style>.massiva-table{border-collapse:collapse;font-size:12px;margin:4px 0}"
@@ -159,6 +162,8 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         preview_rows: int = 5,
         **validate_options: Any,
     ) -> None:
+        if not isinstance(df, pd.DataFrame):
+            raise InputError(f"SendWidget takes a DataFrame, got {type(df).__name__}")
         self.df = df
         self._client = client
         self.journal = journal
@@ -176,8 +181,9 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
                 columns[0] if columns else None,
             )
         text_options = [TEMPLATE_CHOICE, *columns]
-        if text is not None and text not in columns:
-            raise InputError(f"text column {text!r} is not in the frame")
+        for what, name in (("phone", phone), ("text", text)):
+            if name is not None and name not in columns:
+                raise InputError(f"{what} column {name!r} is not in the frame")
 
         self.phone_column = widgets.Dropdown(options=columns, value=phone, description="Phone")
         self.text_column = widgets.Dropdown(
@@ -187,6 +193,7 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
             value=template or "",
             placeholder="Hola {nombre}, ...",
             description="Template",
+            continuous_update=len(df) <= LIVE_ROWS,
             layout=widgets.Layout(width="90%"),
         )
         self.preview = widgets.HTML()

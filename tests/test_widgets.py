@@ -17,6 +17,7 @@ import pytest
 
 from massiva_frames.callbacks import read_callbacks, receiver
 from massiva_frames.client import MassivaClient
+from massiva_frames.errors import InputError
 from massiva_frames.sandbox import sandbox
 from massiva_frames.sending import send
 from massiva_frames.widgets import TEMPLATE_CHOICE, DeliveryDashboard, SendWidget
@@ -257,3 +258,21 @@ def test_dashboard_shows_a_missing_log_readably(tmp_path: Path, customers: pd.Da
     dash = DeliveryDashboard(results, logs=tmp_path / "nothing-here")
     assert "massiva-error" in dash.error.value
     assert "Traceback" not in all_text(dash)
+
+
+def test_wrong_arguments_raise_input_error(customers: pd.DataFrame) -> None:
+    with pytest.raises(InputError, match="'nope'"):
+        SendWidget(customers, None, phone="nope")
+    with pytest.raises(InputError, match="DataFrame"):
+        SendWidget(customers.to_dict(), None)  # type: ignore[arg-type]
+
+
+def test_nothing_valid_to_send(sb: Any, client: MassivaClient) -> None:
+    bad = pd.DataFrame({"telefono": ["123", "0212 5551234"], "nombre": ["A", "B"]})
+    w = SendWidget(bad, client, template="Hola {nombre}")
+    assert w.phone_column.value == "telefono"  # guessed from the column name
+    assert "0 of 2 rows ready" in w.cost.value
+    w.send_button.click()
+    assert "no valid rows" in w.error.value
+    assert not shown(w.confirm_box)
+    assert len(sb.messages()) == 0
