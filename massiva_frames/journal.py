@@ -95,6 +95,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (row_key, part)
 );
+CREATE INDEX IF NOT EXISTS rows_key ON rows (row_key);
 CREATE INDEX IF NOT EXISTS messages_state ON messages (state, send_at);
 CREATE INDEX IF NOT EXISTS messages_batch ON messages (batch);
 CREATE TABLE IF NOT EXISTS batches (

@@ -202,8 +202,8 @@ def rebuild_index(meta: dict[str, Any], labels: list[str]) -> pd.Index:
             return pd.MultiIndex.from_arrays(levels, names=names)
         return multi
     index = pd.Index(values, name=names[0] if names else None, tupleize_cols=False)
-    if not values and meta.get("dtype"):
-        return pd.Index([], dtype=meta["dtype"], name=index.name) if meta["dtype"] else index
+    if not values:
+        return _astype_or_keep(index, str(meta.get("dtype", "object")))
     rebuilt: pd.Index = _astype_or_keep(index, str(meta.get("dtype", "object")))
     if meta.get("freq"):
         try:

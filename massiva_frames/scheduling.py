@@ -252,8 +252,10 @@ def due_times(
     ([True, False], Timestamp('2025-01-07 12:00:00+0000', tz='UTC'))
     """
     wanted = pd.Series(pd.to_datetime(wanted, utc=True), index=wanted.index)
+    wanted = wanted.astype("datetime64[us, UTC]")
+    now = pd.Timestamp(now).tz_convert("UTC").as_unit("us")
     explicit = wanted.notna()
-    effective = wanted.fillna(now).astype("datetime64[us, UTC]")
+    effective = wanted.fillna(now)
     if window is not None:
         effective = apply_window(effective, window, tz=tz)
         explicit |= effective > now

@@ -69,6 +69,24 @@ def _us(stamp: pd.Timestamp) -> int:
     return int(pd.Timestamp(stamp).as_unit("us").value)
 
 
+def _plan_options(client: MassivaClient | None) -> dict[str, Any]:
+    if client is not None:
+        return {"client": client}
+    # a dry run without credentials: the GET bound with placeholder ones
+    return {"usuario": "usuario@example.com", "clave": "x" * 16}
+
+
+def _mark_too_long_for_get(
+    validated: pd.DataFrame, *, client: MassivaClient | None, max_phones: int, group: str | None
+) -> pd.DataFrame:
+    from .batching import plan_batches
+
+    planned = plan_batches(
+        validated, method="GET", max_phones=max_phones, group=group, **_plan_options(client)
+    )
+    return planned.drop(columns=["batch", "batch_pos"])
+
+
 def _plan(
     messages: pd.DataFrame,
     *,
@@ -94,12 +112,9 @@ def _plan(
         },
         index=pd.RangeIndex(len(messages)),
     )
-    options: dict[str, Any] = {"method": method, "max_phones": max_phones, "group": group}
-    if client is not None:
-        options["client"] = client
-    else:  # a dry run without credentials: the URL bound with placeholder ones
-        options.update(usuario="usuario@example.com", clave="x" * 16)
-    planned = plan_batches(frame, **options)
+    planned = plan_batches(
+        frame, method=method, max_phones=max_phones, group=group, **_plan_options(client)
+    )
     keys = list(zip(messages["row_key"], messages["part"].astype(int), strict=True))
     batches = []
     for i, b in enumerate(iter_batches(planned)):
@@ -214,6 +229,10 @@ def _deliver(
         group=opts.group,
         first_number=journal.next_batch_number(),
     )
+    planned_keys = {k for b in batches for k in b.keys}
+    unplanned = [k for k in _keys(due_frame) if k not in planned_keys]
+    if unplanned:  # a GET part too long for any URL: it can only go by POST
+        journal.set_pending(unplanned, reason="not_sent_url_too_long")
     summary["requests"] = len(batches)
     summary["messages"] = int(sum(len(b.keys) for b in batches))
     if opts.dry_run:
@@ -293,7 +312,7 @@ def _open(journal: str | os.PathLike[str] | None, dry_run: bool) -> Journal:
     if dry_run:  # plan on a throw-away copy: a dry run writes nothing
         if not os.path.exists(journal):
             return Journal(None)
-        with Journal(journal) as real:
+        with Journal(journal, readonly=True) as real:
             return real.snapshot()
     return Journal(journal)
 
@@ -417,12 +436,17 @@ def send(
     from .validate import validate
 
     validated = validate(df, phone=phone, text=text, template=template, **validate_options)
-    campaign_key = "" if campaign is None else str(campaign)
-    rows, messages = prepare_rows(df, validated, campaign=campaign_key, key=key, send_at=send_at)
     own_client = client is None
     if client is None:
         client = _default_client(method, required=not dry_run)
     verb = str(method or (client.method if client is not None else "POST")).upper()
+    if verb == "GET":
+        # A row too long for any GET URL becomes invalid (url_too_long) before journalling.
+        validated = _mark_too_long_for_get(
+            validated, client=client, max_phones=max_phones, group=group
+        )
+    campaign_key = "" if campaign is None else str(campaign)
+    rows, messages = prepare_rows(df, validated, campaign=campaign_key, key=key, send_at=send_at)
     settings = {
         "campaign": campaign,
         "phone": phone,
