@@ -282,6 +282,10 @@ def plot_deliveries_over_time(
         _empty(ax, "no messages sent")
         return fig
     bin_width = freq or _auto_freq(list(local.values()))
+    try:
+        pd.Timedelta(bin_width)
+    except ValueError as exc:
+        raise InputError(f"freq must be a fixed bin width such as '5min', not {freq!r}") from exc
     floor = {k: v.dt.floor(bin_width) for k, v in local.items()}
     starts = pd.concat(list(floor.values()))
     edges = pd.date_range(starts.min(), starts.max(), freq=bin_width)

@@ -846,6 +846,10 @@ class TestPlots:
             assert isinstance(fig, Figure)
             assert fig.axes[0].texts[0].get_text().startswith("no ")
 
+    def test_bad_freq(self) -> None:
+        with pytest.raises(InputError, match="fixed bin width"):
+            plots.plot_deliveries_over_time(delivered_frame(), freq="ME")
+
     def test_needs_attach_delivery(self) -> None:
         with pytest.raises(InputError, match="attach_delivery"):
             plots.plot_latency(results_frame([{"message_id": 1}]))
