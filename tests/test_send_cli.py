@@ -1,0 +1,206 @@
+"""``massiva-frames send`` and ``dispatch`` against the sandbox: files, exit codes, secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from massiva_frames.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, main
+from massiva_frames.sandbox import Sandbox, sandbox
+
+SECRET = "Zx9-s3cr3t;|&="
+USER = "cli@massiva.test"
+
+
+@pytest.fixture
+def sb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    with sandbox(usuario=USER, clave=SECRET, credits=1_000, callback_delay=60) as server:
+        monkeypatch.setenv("MASSIVA_USUARIO", USER)
+        monkeypatch.setenv("MASSIVA_CLAVE", SECRET)
+        monkeypatch.setenv("MASSIVA_BASE_URL", server.base_url)
+        yield server
+
+
+def sends(sb: Sandbox) -> int:
+    return int((sb.requests()["path"] == "/webservices/SendSms").sum())
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("telefono,nombre\n" + "".join(f"{p},{n}\n" for p, n in rows))
+    return path
+
+
+GOOD = [("04141234567", "Ana"), ("0424-1234568", "Luis"), ("04161234569", "Eva")]
+MIXED = [*GOOD, ("0212-5551234", "Fijo"), ("04141234567", "Ana")]  # landline, duplicate
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert SECRET not in out + err and "s3cr3t" not in out + err
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_all_accepted_exits_0_and_rerun_sends_nothing(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    out = tmp_path / "results.parquet"
+    argv = ["send", str(source), "--phone", "telefono", "--template", "Hola {nombre}"]
+    argv += ["--out", str(out), "--journal", str(tmp_path / "j.db"), "--no-progress"]
+    code, stdout, _ = run_cli(capsys, *argv)
+    assert code == EXIT_OK
+    results = pd.read_parquet(out)
+    assert list(results["state"]) == ["accepted"] * 3
+    assert list(results["phone"]) == ["584141234567", "584241234568", "584161234569"]
+    assert "accepted" in stdout and "1 request(s)" in stdout
+    assert sends(sb) == 1
+    code, _, _ = run_cli(capsys, *argv)
+    assert code == EXIT_OK and sends(sb) == 1
+    pd.testing.assert_frame_equal(pd.read_parquet(out), results)
+
+
+def test_partial_exits_3_and_csv_output_keeps_the_row_numbers(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", MIXED)
+    out = tmp_path / "results.csv"
+    code, stdout, _ = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(out), "--no-progress", "--method", "GET",
+    )  # fmt: skip
+    assert code == EXIT_PARTIAL
+    results = pd.read_csv(out, index_col=0, dtype={"phone": str})
+    assert list(results.index) == [0, 1, 2, 3, 4]
+    assert list(results["state"]) == ["accepted", "accepted", "accepted", "invalid", "suppressed"]
+    assert "phone_landline" in stdout and "duplicate" in stdout
+    assert set(sb.requests()["method"]) == {"GET"}
+
+
+def test_parquet_input_text_column_and_dry_run(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.parquet"
+    pd.DataFrame(
+        {"tel": ["04141234567", "04241234567"], "msg": ["Hola", "Chao"]}, index=["a", "b"]
+    ).to_parquet(source)
+    out = tmp_path / "plan.parquet"
+    code, stdout, _ = run_cli(
+        capsys, "send", str(source), "--phone", "tel", "--text", "msg", "--out", str(out),
+        "--dry-run", "--journal", str(tmp_path / "j.db"),
+    )  # fmt: skip
+    assert code == EXIT_OK
+    assert "dry run:" in stdout and "credits needed 2" in stdout and "available 1000" in stdout
+    assert sends(sb) == 0 and not (tmp_path / "j.db").exists()
+    plan = pd.read_parquet(out)
+    assert list(plan.index) == ["a", "b"] and set(plan["reason"]) == {"dry_run"}
+
+
+def test_failures_exit_1_with_one_line(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    base = ["send", str(source), "--phone", "telefono", "--template", "Hola {nombre}"]
+    out = str(tmp_path / "r.parquet")
+
+    sb.set_credits(2)
+    code, _, err = run_cli(capsys, *base, "--out", out)
+    assert code == EXIT_FAILURE
+    assert "InsufficientCreditsError" in err and "needs 3 credits" in err and "has 2" in err
+    assert err.count("\n") == 1 and sends(sb) == 0
+
+    monkeypatch.setenv("MASSIVA_CLAVE", SECRET + "x")
+    code, _, err = run_cli(capsys, *base, "--out", out)
+    assert code == EXIT_FAILURE and "AuthenticationError" in err and err.count("\n") == 1
+
+    monkeypatch.delenv("MASSIVA_CLAVE")
+    code, _, err = run_cli(capsys, *base, "--out", out)
+    assert code == EXIT_FAILURE and "MASSIVA_CLAVE" in err
+
+    code, _, err = run_cli(
+        capsys, "send", str(tmp_path / "missing.csv"), "--text", "t", "--out", out
+    )
+    assert code == EXIT_FAILURE and "missing.csv" in err
+    code, _, err = run_cli(capsys, *base, "--out", str(tmp_path / "r.xlsx"))
+    assert code == EXIT_FAILURE and ".parquet or .csv" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["send", "in.csv", "--out", "r.parquet"])  # neither --text nor --template
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["dispatch"])
+    assert info.value.code == 2
+    capsys.readouterr()
+
+
+def test_account_error_mid_run_writes_what_was_sent(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    out = tmp_path / "r.parquet"
+    sb.set_credits(1_000, company=1)  # the company runs out after the first message
+    code, stdout, err = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(out), "--max-phones", "1", "--concurrency", "1", "--no-progress",
+        "--journal", str(tmp_path / "j.db"),
+    )  # fmt: skip
+    assert code == EXIT_FAILURE and "InsufficientCreditsError" in err
+    results = pd.read_parquet(out)
+    assert list(results["state"]) == ["accepted", "scheduled", "scheduled"]
+    assert results.loc[1, "reason"] == "not_sent_insufficient_credits"
+    assert results.loc[2, "reason"] == "run_stopped"
+    assert "accepted" in stdout
+
+
+def test_dispatch_sends_what_is_due(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    journal = str(tmp_path / "j.db")
+    code, stdout, _ = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(tmp_path / "r.parquet"), "--journal", journal,
+        "--send-at", "2030-01-07 09:00", "--window", "08:00-20:00",
+    )  # fmt: skip
+    assert code == EXIT_PARTIAL and "not_due" in stdout and sends(sb) == 0
+
+    code, _, _ = run_cli(capsys, "dispatch", "--journal", journal, "--now", "2030-01-07 08:59")
+    assert code == EXIT_OK and sends(sb) == 0  # nothing due yet
+    out = tmp_path / "after.parquet"
+    code, stdout, _ = run_cli(
+        capsys, "dispatch", "--journal", journal, "--now", "2030-01-07 09:00", "--out", str(out)
+    )
+    assert code == EXIT_OK and sends(sb) == 1
+    assert (pd.read_parquet(out)["state"] == "accepted").all()
+    code, _, err = run_cli(capsys, "dispatch", "--journal", str(tmp_path / "nope.db"))
+    assert code == EXIT_FAILURE and "journal not found" in err
+
+
+def test_console_script_in_a_subprocess(sb: Sandbox, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", MIXED)
+    env = {**os.environ, "MASSIVA_USUARIO": USER, "MASSIVA_CLAVE": SECRET}
+    env["MASSIVA_BASE_URL"] = sb.base_url
+    argv = [sys.executable, "-m", "massiva_frames.cli", "send", str(source)]
+    argv += ["--phone", "telefono", "--template", "Hola {nombre}", "--out"]
+    done = subprocess.run(
+        [*argv, str(tmp_path / "r.parquet")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == EXIT_PARTIAL, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert "massiva send" in done.stderr  # the progress bar, on stderr
+    env["MASSIVA_CLAVE"] = "wrong"
+    done = subprocess.run(
+        [*argv, str(tmp_path / "r2.parquet"), "--journal", str(tmp_path / "j.db")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == EXIT_FAILURE
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
