@@ -19,13 +19,23 @@ import pytest
 
 from massiva_frames.client import MassivaClient
 from massiva_frames.errors import (
+    AccountError,
+    AmbiguousSendError,
+    APIError,
     AuthenticationError,
+    ConnectError,
+    HTTPStatusError,
     InputError,
     InsufficientCreditsError,
+    MissingFieldsError,
     NoActivePlanError,
+    ProtocolError,
+    RateLimitedError,
+    URLTooLongError,
 )
 from massiva_frames.journal import JournalBusyError, results_from_journal
 from massiva_frames.results import RESULT_COLUMNS, RESULT_DTYPES
+from massiva_frames.runner import Batch, outcomes
 from massiva_frames.sandbox import Sandbox, sandbox
 from massiva_frames.sending import dispatch, send
 
@@ -795,3 +805,36 @@ def test_sigkill_at_random_moments_never_double_sends(tmp_path: Path) -> None:
     assert set(messages["phone"]) <= set(accepted["phone"]) | set(unknown["phone"])
     assert (unknown["reason"] == "in_doubt_process_stopped").all()
     assert len(accepted) + len(unknown) == 1_500
+
+
+# --- how each error maps to states (the rules the run loop applies) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "state", "reason"),
+    [
+        (ConnectError("refused"), "pending", "not_sent_connect_failed"),
+        (RateLimitedError("429", http_status=429), "pending", "not_sent_rate_limited"),
+        (URLTooLongError("too long"), "pending", "not_sent_url_too_long"),
+        (InputError("bad charset"), "pending", "not_sent_input_error"),
+        (AuthenticationError(-1, "x"), "pending", "not_sent_authentication_failed"),
+        (InsufficientCreditsError(-5, "x"), "pending", "not_sent_insufficient_credits"),
+        (NoActivePlanError(-4, "x"), "pending", "not_sent_no_active_plan"),
+        (MissingFieldsError(-2, "faltan"), "rejected", "missing_fields"),
+        (APIError(-9, "raro"), "rejected", "api_error"),
+        (AmbiguousSendError("timeout"), "unknown", "in_doubt_no_response"),
+        (HTTPStatusError("500", http_status=500), "unknown", "in_doubt_http_status"),
+        (ProtocolError("not xml"), "unknown", "in_doubt_bad_response"),
+        (RuntimeError("a bug"), "unknown", "in_doubt_error"),
+    ],
+)
+def test_error_outcomes(error: BaseException, state: str, reason: str) -> None:
+    batch = Batch(7, [("k1", 1), ("k2", 1)], ("584141234567", "584241234567"), ("Hola",))
+    settled, batch_state, _, _ = outcomes(batch, error, at=2, requested_at=1)
+    assert [o[2] for o in settled] == [state, state]
+    assert [o[3] for o in settled] == [reason, reason]
+    expected = "refused" if isinstance(error, AccountError) else None
+    expected = expected or {"pending": "not_sent", "rejected": "done", "unknown": "unknown"}[state]
+    assert batch_state == expected
+    sent_at = [o[7] for o in settled]
+    assert sent_at == {"pending": [None, None], "rejected": [2, 2], "unknown": [1, 1]}[state]
