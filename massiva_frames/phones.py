@@ -96,7 +96,6 @@ _MISSING_TOKENS = ["nan", "none", "null", "n/a", "na", "<na>", "nat", "s/n", "si
 _FLOAT_RE = r"^([0-9]+)\.0+$"
 _SCI_RE = r"^[0-9]+(?:[.,][0-9]+)?[eE][+]?[0-9]+$"
 _LARGE = pa.large_string()
-_KINDS: dict[type, int] = {str: 1, int: 2, float: 3}
 
 
 def check_country(country: str | int) -> str:
@@ -124,7 +123,7 @@ def check_operators(operators: Iterable[str | int]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _float_text(value: float) -> tuple[str | None, bool]:
+def _scalar_float_text(value: float) -> tuple[str | None, bool]:
     """An integral, non-negative float as digits; anything else is not a number."""
     if math.isnan(value):
         return None, False
@@ -145,7 +144,7 @@ def _scalar_text(value: Any) -> tuple[str | None, bool]:
         number = int(value)
         return (None, True) if number < 0 else (str(number), False)
     if isinstance(value, float | np.floating):
-        return _float_text(float(value))
+        return _scalar_float_text(float(value))
     if isinstance(value, Decimal):
         try:
             if value.is_nan():
@@ -163,65 +162,82 @@ def _scalar_text(value: Any) -> tuple[str | None, bool]:
     return None, True
 
 
-def _digits_of_ints(values: np.ndarray[Any, Any]) -> pa.Array:
-    return pa.array(values, type=pa.int64()).cast(_LARGE)
+def _digits_of_ints(values: np.ndarray[Any, Any], null: Any = None) -> pa.Array:
+    """Integers as decimal text (null where ``null`` is True)."""
+    return pa.array(values, type=pa.int64(), mask=null).cast(_LARGE)
+
+
+def _scatter(base: pa.Array, mask: np.ndarray[Any, Any], values: pa.Array) -> pa.Array:
+    """``base`` with the ``mask`` positions replaced by ``values`` (in order)."""
+    if not mask.any():
+        return base
+    return _combine(pc.replace_with_mask(base, pa.array(mask), _combine(values).cast(_LARGE)))
+
+
+def _float_text(floats: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, Any]]:
+    """Integral non-negative floats as digits; NaN is missing; the rest is not a number."""
+    missing = np.isnan(floats)
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(floats) & (floats >= 0) & (floats < 1e17)
+        good &= floats == np.floor(floats)
+    ints = np.where(good, floats, 0).astype("int64")
+    return _digits_of_ints(ints, ~good), ~good & ~missing
+
+
+def _object_text(arr: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, Any]]:
+    """Mixed cells (Excel): strings, ints and floats each take a vectorised path; only
+    the odd remainder (Decimal, bool, junk objects) goes cell by cell."""
+    n = len(arr)
+    bad = np.zeros(n, dtype=bool)
+    if pd.api.types.infer_dtype(arr, skipna=True) in ("string", "empty"):
+        return pa.array(arr, type=_LARGE, from_pandas=True), bad
+    kinds: Any = np.frompyfunc(type, 1, 1)(arr)
+    is_str = np.asarray(np.equal(kinds, str), dtype=bool)
+    is_int = np.asarray(np.equal(kinds, int), dtype=bool)
+    is_float = np.asarray(np.equal(kinds, float), dtype=bool)
+    text = pa.array(np.where(is_str, arr, None), type=_LARGE, from_pandas=True)
+    if is_int.any():
+        ints = arr[is_int]
+        try:
+            as_int = ints.astype(np.int64)
+        except OverflowError:  # beyond 64 bits: certainly not a phone, but say why
+            as_text: Any = pa.array([str(v) if v >= 0 else None for v in ints], _LARGE)
+            bad[is_int] = [v < 0 for v in ints]
+        else:
+            as_text = _digits_of_ints(as_int, as_int < 0)
+            bad[np.flatnonzero(is_int)[as_int < 0]] = True
+        text = _scatter(text, is_int, as_text)
+    if is_float.any():
+        float_text, float_bad = _float_text(arr[is_float].astype(np.float64))
+        text = _scatter(text, is_float, float_text)
+        bad[is_float] = float_bad
+    other = ~(is_str | is_int | is_float)
+    if other.any():
+        settled = [_scalar_text(v) for v in arr[other]]
+        text = _scatter(text, other, pa.array([t for t, _ in settled], _LARGE))
+        bad[other] = [b for _, b in settled]
+    return text, bad
 
 
 def _to_text(series: pd.Series) -> tuple[pa.Array, np.ndarray[Any, np.dtype[np.bool_]]]:
     """Cells as Arrow text (null = missing) and a mask of cells that are not numbers."""
     n = len(series)
     dtype = series.dtype
-    no = np.zeros(n, dtype=bool)
     if isinstance(dtype, pd.StringDtype) or (
         isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype)
     ):
-        return _combine(pa.array(series.array).cast(_LARGE)), no
+        return _combine(pa.array(series.array).cast(_LARGE)), np.zeros(n, dtype=bool)
     if pd.api.types.is_bool_dtype(dtype):
         return pa.nulls(n, _LARGE), ~series.isna().to_numpy(dtype=bool)
     if pd.api.types.is_integer_dtype(dtype):
         missing = series.isna().to_numpy(dtype=bool)
         ints = series.to_numpy(dtype="int64", na_value=0)
         bad = (ints < 0) & ~missing
-        text = pc.if_else(pa.array(missing | bad), pa.scalar(None, _LARGE), _digits_of_ints(ints))
-        return text, bad
+        return _digits_of_ints(ints, missing | bad), bad
     if pd.api.types.is_float_dtype(dtype):
-        floats = series.to_numpy(dtype="float64", na_value=np.nan)
-        missing = np.isnan(floats)
-        with np.errstate(invalid="ignore"):
-            good = np.isfinite(floats) & (floats >= 0) & (floats < 1e17)
-            good &= floats == np.floor(floats)
-        ints = np.where(good, floats, 0).astype("int64")
-        text = pc.if_else(pa.array(good), _digits_of_ints(ints), pa.scalar(None, _LARGE))
-        return text, ~good & ~missing
+        return _float_text(series.to_numpy(dtype="float64", na_value=np.nan))
     if dtype == np.dtype(object):
-        arr = series.to_numpy(dtype=object)
-        if pd.api.types.infer_dtype(arr, skipna=True) in ("string", "empty"):
-            return pa.array(arr, type=_LARGE, from_pandas=True), no
-        # Mixed cells (Excel): strings, ints and floats each take a vectorised path;
-        # only the odd remainder (Decimal, bool, junk objects) goes cell by cell.
-        kinds = np.fromiter((_KINDS.get(type(v), 0) for v in arr), dtype=np.int8, count=n)
-        is_str, is_int, is_float = kinds == 1, kinds == 2, kinds == 3
-        out = arr.copy()
-        out[~is_str] = None
-        bad = np.zeros(n, dtype=bool)
-        if is_int.any():
-            ints = arr[is_int]
-            try:
-                as_int = ints.astype(np.int64)
-            except OverflowError:
-                out[is_int] = [str(v) if v >= 0 else None for v in ints]
-                bad[is_int] = [v < 0 for v in ints]
-            else:
-                out[is_int] = np.asarray(_digits_of_ints(as_int).to_pylist(), dtype=object)
-                bad[np.flatnonzero(is_int)[as_int < 0]] = True
-                out[np.flatnonzero(is_int)[as_int < 0]] = None
-        if is_float.any():
-            sub_text, sub_bad = _to_text(pd.Series(arr[is_float].astype(np.float64)))
-            out[is_float] = np.asarray(sub_text.to_pylist(), dtype=object)
-            bad[is_float] = sub_bad
-        for i in np.flatnonzero(~(is_str | is_int | is_float)):
-            out[i], bad[i] = _scalar_text(arr[i])
-        return pa.array(out, type=_LARGE, from_pandas=True), bad
+        return _object_text(series.to_numpy(dtype=object))
     # datetimes, periods, intervals, complex...: never a phone
     return pa.nulls(n, _LARGE), ~series.isna().to_numpy(dtype=bool)
 
@@ -303,28 +319,44 @@ def _via_phonenumbers(
     return phones, codes
 
 
+def _where(mask: np.ndarray[Any, Any], arr: pa.Array, kernel: Any) -> pa.Array:
+    """Apply a string kernel to the ``mask`` rows only and put the results back."""
+    rows = np.flatnonzero(mask)
+    if not len(rows):
+        return arr
+    return _scatter(arr, mask, kernel(arr.take(pa.array(rows))))
+
+
 def _clean_formatted(
     trimmed: pa.Array,
 ) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], list[Any]]:
     """Rows that are not plain digits: placeholders, Excel floats, separators.
 
     Returns the digits (with a leading ``+`` kept), and masks: missing, not a number,
-    scientific notation; plus the reason codes decided for scientific rows.
+    scientific notation; plus the reason codes decided for scientific rows. The
+    narrower patterns run only on the rows a cheap literal test picks out.
     """
     n = len(trimmed)
-    missing = _np(pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(_MISSING_TOKENS, _LARGE)))
-    trimmed = pc.replace_substring_regex(trimmed, _FLOAT_RE, r"\1")
+    short = np.flatnonzero(pc.binary_length(trimmed).to_numpy() <= 10)
+    missing = np.zeros(n, dtype=bool)
+    if len(short):
+        tokens = pa.array(_MISSING_TOKENS, _LARGE)
+        lowered = pc.utf8_lower(trimmed.take(pa.array(short)))
+        missing[short] = _np(pc.is_in(lowered, value_set=tokens))
+    excel = _np(pc.ends_with(trimmed, "0")) & _np(pc.match_substring(trimmed, "."))
+    trimmed = _where(excel, trimmed, lambda t: pc.replace_substring_regex(t, _FLOAT_RE, r"\1"))
     digits = pc.replace_substring_regex(trimmed, _SEPARATORS, "")
     missing |= _np(pc.equal(digits, ""))
-    sci = np.flatnonzero(_np(pc.match_substring_regex(trimmed, _SCI_RE)) & ~missing)
+    maybe_sci = np.flatnonzero(_np(pc.match_substring(trimmed, "e", ignore_case=True)))
+    sci = maybe_sci[_np(pc.match_substring_regex(trimmed.take(pa.array(maybe_sci)), _SCI_RE))]
+    sci = sci[~missing[sci]]
     sci_codes: list[str | None] = []
     if len(sci):
-        settled = [_scientific(str(v)) for v in trimmed.take(sci).to_pylist()]
-        fixed = [digits for digits, _ in settled]
-        sci_codes = [reason for _, reason in settled]
+        settled = [_scientific(str(v)) for v in trimmed.take(pa.array(sci)).to_pylist()]
         mask = np.zeros(n, dtype=bool)
         mask[sci] = True
-        digits = pc.replace_with_mask(digits, pa.array(mask), pa.array(fixed, type=_LARGE))
+        digits = _scatter(digits, mask, pa.array([d for d, _ in settled], type=_LARGE))
+        sci_codes = [reason for _, reason in settled]
     shape = _np(pc.match_substring_regex(trimmed, r"^[0-9+(]")) & _np(
         pc.match_substring_regex(digits, r"^\+?[0-9]+$")
     )
@@ -354,7 +386,7 @@ def _normalize_text(
         sub_digits, sub_missing, sub_bad, sci, sci_codes = _clean_formatted(
             trimmed.take(pa.array(rows))
         )
-        digits = pc.replace_with_mask(trimmed, pa.array(formatted), sub_digits)
+        digits = _scatter(trimmed, formatted, sub_digits)
         missing[rows] = sub_missing
         not_number[rows] = sub_bad
         code[rows[sci]] = [0 if c is None else _CODE[c] for c in sci_codes]
@@ -410,8 +442,16 @@ def _normalize_text(
         slow &= ~foreign
     if slow.any():
         phone = _apply_slow(phone, digits, slow, prefix, code, ok, country, allow_international)
-    phone = pc.if_else(pa.array(ok & (code == 0)), phone, pa.scalar(None, _LARGE))
-    return _combine(phone), code
+    return _with_validity(_combine(phone), ok & (code == 0)), code
+
+
+def _with_validity(arr: pa.Array, valid: np.ndarray[Any, Any]) -> pa.Array:
+    """``arr`` with nulls wherever ``valid`` is False (no copy of the string data)."""
+    bitmap = pa.array(valid, type=pa.bool_()).buffers()[1]
+    buffers = arr.buffers()
+    if arr.offset:
+        return pc.if_else(pa.array(valid), arr, pa.scalar(None, arr.type))
+    return pa.Array.from_buffers(arr.type, len(arr), [bitmap, *buffers[1:]])
 
 
 def _apply_slow(

@@ -244,6 +244,11 @@ def _formatter(field: TemplateField) -> Callable[[Any], str]:
 def _format_uniques(
     uniques: Sequence[Any], fmt: Callable[[Any], str]
 ) -> tuple[list[str | None], np.ndarray[Any, Any]]:
+    try:
+        # One C-level pass when every value formats (the usual case).
+        return list(map(fmt, uniques)), np.zeros(len(uniques), dtype=bool)
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError):
+        pass
     out: list[str | None] = []
     failed = np.zeros(len(uniques), dtype=bool)
     for i, value in enumerate(uniques):
@@ -253,6 +258,89 @@ def _format_uniques(
             out.append(None)
             failed[i] = True
     return out, failed
+
+
+_FIXED_SPEC = re.compile(r"^(?P<comma>,)?(?:\.(?P<decimals>\d{1,2}))?(?P<kind>[fd]?)$")
+_GROUPS = 6  # |value| < 2**53 has at most 16 integer digits: 6 groups of 3
+
+
+def _group_thousands(whole: np.ndarray[Any, Any]) -> pa.Array:
+    """Non-negative integers as text with ',' every three digits (format's ',')."""
+    groups = np.ones(len(whole), dtype=np.int64)
+    for power in range(1, _GROUPS):
+        groups += whole >= 1000**power
+    top = int(groups.max()) if len(groups) else 1
+    head = pa.array(whole // np.power(1000, groups - 1, dtype=np.int64)).cast(_LARGE)
+    pieces = [head]
+    for j in range(top - 2, -1, -1):
+        group = pa.array((whole // 1000**j) % 1000).cast(_LARGE)
+        padded = pc.utf8_lpad(group, width=3, padding="0")
+        # Rows with fewer groups skip this one (null pieces are left out of the join).
+        pieces.append(pc.if_else(pa.array(groups > j + 1), padded, pa.scalar(None, _LARGE)))
+    if len(pieces) == 1:
+        return head
+    options = pc.JoinOptions(null_handling="skip")
+    return pc.binary_join_element_wise(*pieces, pa.scalar(",", _LARGE), options=options)
+
+
+def _fast_fixed(series: pd.Series, spec: str) -> tuple[pa.Array, np.ndarray[Any, Any]] | None:
+    """``format(v, ",.2f")`` and friends for a numeric column, vectorised.
+
+    Returns the text (null where the value is missing) and the rows left to Python
+    (values whose rounding is too close to call in binary, or too large), or None when
+    the spec or dtype is not one this path handles.
+    """
+    match = _FIXED_SPEC.match(spec)
+    dtype = series.dtype
+    if match is None or not spec or pd.api.types.is_bool_dtype(dtype):
+        return None
+    kind, decimals_text = match["kind"], match["decimals"]
+    if pd.api.types.is_integer_dtype(dtype) and kind in ("d", "") and decimals_text is None:
+        ints = series.to_numpy(dtype="float64", na_value=np.nan)
+        decimals = 0
+        if kind == "" and not match["comma"]:
+            return None
+    elif pd.api.types.is_float_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
+        if kind != "f" and not (kind == "" and decimals_text is None and match["comma"]):
+            return None
+        if kind == "":
+            return None  # "," alone on floats prints repr digits: Python's job
+        ints = series.to_numpy(dtype="float64", na_value=np.nan)
+        decimals = int(decimals_text) if decimals_text is not None else 6
+    else:
+        return None
+    values = ints
+    missing = np.isnan(values)
+    magnitude = np.abs(np.where(missing, 0.0, values))
+    scale = 10.0**decimals
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = magnitude * scale
+        rounded = np.rint(scaled)
+        # The float product may sit on the other side of a .5 boundary than the exact
+        # value Python rounds: leave those (and anything past 2**53) to format().
+        near_half = np.abs(scaled - np.floor(scaled) - 0.5) <= 4e-16 * np.maximum(scaled, 1.0)
+        python = ~missing & (~np.isfinite(scaled) | (scaled >= 2.0**53) | near_half)
+    whole_units = np.where(python | missing, 0.0, rounded).astype(np.int64)
+    unit = 10**decimals
+    if match["comma"]:
+        integer = _group_thousands(whole_units // unit)
+    else:
+        integer = pa.array(whole_units // unit).cast(_LARGE)
+    pieces = [integer]
+    if decimals:
+        fraction = pc.utf8_lpad(
+            pa.array(whole_units % unit).cast(_LARGE), width=decimals, padding="0"
+        )
+        pieces += [pa.scalar(".", _LARGE), fraction]
+    text = pc.binary_join_element_wise(*pieces, pa.scalar("", _LARGE))
+    negative = np.signbit(np.where(missing, 0.0, values))
+    text = pc.if_else(
+        pa.array(negative),
+        pc.binary_join_element_wise(pa.scalar("-", _LARGE), text, pa.scalar("", _LARGE)),
+        text,
+    )
+    text = pc.if_else(pa.array(missing), pa.scalar(None, _LARGE), text)
+    return _combine(text), python
 
 
 def _strip_and_missing(text: pa.Array) -> tuple[pa.Array, np.ndarray[Any, Any]]:
@@ -280,6 +368,15 @@ def column_text(
         text = _combine(pa.array(series.array)).cast(_LARGE)
     elif field.simple and not field.spec and pd.api.types.is_integer_dtype(dtype):
         text = _combine(pa.array(series.array)).cast(_LARGE)
+    elif field.simple and (fast := _fast_fixed(series, field.spec)) is not None:
+        text, python = fast
+        if python.any():
+            rows = np.flatnonzero(python)
+            redo, failed_rows = _format_by_uniques(series.iloc[rows], _formatter(field))
+            mask = np.zeros(n, dtype=bool)
+            mask[rows] = True
+            text = pc.replace_with_mask(text, pa.array(mask), redo)
+            failed[rows] = failed_rows
     else:
         text, failed = _format_by_uniques(series, _formatter(field))
     text, missing = _strip_and_missing(text)
@@ -488,7 +585,11 @@ def check_texts(
     code = np.zeros(n, dtype=np.int8)
     null = _np(pc.is_null(text))
     blank = _np(pc.equal(pc.utf8_trim_whitespace(text), "")) & ~null
-    control = _np(pc.match_substring_regex(text, _CONTROL))
+    # Control characters are never printable: the regex runs on the rest only.
+    control = np.zeros(n, dtype=bool)
+    odd = np.flatnonzero(~_np(pc.utf8_is_printable(text)) & ~null)
+    if len(odd):
+        control[odd] = _np(pc.match_substring_regex(text.take(pa.array(odd)), _CONTROL))
     separator = _np(pc.match_substring(text, "|"))
     length = pc.fill_null(pc.utf8_length(text), 0).to_numpy().astype(np.int64)
     long = length > MAX_TEXT_LENGTH
@@ -514,11 +615,19 @@ def check_texts(
     if failed is not None:
         code[null & failed & ~(missing if missing is not None else False)] = _CODE[FORMAT_ERROR]
     gsm = _np(pc.match_substring_regex(text, _GSM_FULLMATCH)) & ~null
-    extra = np.where(
-        gsm,
-        pc.fill_null(pc.count_substring_regex(text, _GSM_EXT), 0).to_numpy(),
-        pc.fill_null(pc.count_substring_regex(text, _ASTRAL), 0).to_numpy(),
-    )
+    # Double units (GSM-7 extension characters, UCS-2 surrogate pairs) only matter for
+    # texts long enough to reach a segment boundary with them: count those rows only.
+    extra = np.zeros(n, dtype=np.int64)
+    nbytes = pc.fill_null(pc.binary_length(text), 0).to_numpy().astype(np.int64)
+    astral_bound = (nbytes - length) // 3  # a 4-byte character is 3 bytes over
+    for rows_mask, pattern in (
+        (gsm & (2 * length > 160), _GSM_EXT),
+        (~gsm & ~null & (length + astral_bound > 70), _ASTRAL),
+    ):
+        rows = np.flatnonzero(rows_mask)
+        if len(rows):
+            counted = pc.count_substring_regex(text.take(pa.array(rows)), pattern)
+            extra[rows] = pc.fill_null(counted, 0).to_numpy()
     units = length + extra
     single = np.where(gsm, 160, 70)
     per_part = np.where(gsm, 153, 67)

@@ -163,13 +163,22 @@ def _duplicates(phone: pa.Array, text: pa.Array, eligible: np.ndarray[Any, Any],
     dup = np.zeros(len(eligible), dtype=bool)
     if len(rows) < 2:
         return dup
-    take = pa.array(rows)
-    p_codes, p_uniques = pd.factorize(pd.array(phone.take(take), dtype="string[pyarrow]"))
-    key = p_codes.astype(np.int64)
-    if mode == "phone+text":
-        t_codes, _ = pd.factorize(pd.array(text.take(take), dtype="string[pyarrow]"))
-        key = key * (int(t_codes.max()) + 1) + t_codes
-    dup[rows] = pd.Series(key).duplicated(keep="first").to_numpy()
+    # Normalised phones are at most 12 digits: compare them as integers (fast hashing).
+    numbers = pd.Series(pc.cast(phone.take(pa.array(rows)), pa.int64()).to_numpy())
+    if mode == "phone":
+        dup[rows] = numbers.duplicated(keep="first").to_numpy()
+        return dup
+    # Same phone and same text: texts are compared only among rows sharing a phone.
+    shared = numbers.duplicated(keep=False).to_numpy()
+    if shared.any():
+        sub = rows[shared]
+        pairs = pd.DataFrame(
+            {
+                "phone": numbers.to_numpy()[shared],
+                "text": pd.array(text.take(pa.array(sub)), dtype="string[pyarrow]"),
+            }
+        )
+        dup[sub] = pairs.duplicated(keep="first").to_numpy()
     return dup
 
 
