@@ -184,6 +184,12 @@ def _float_text(floats: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any,
     return _digits_of_ints(ints, ~good), ~good & ~missing
 
 
+def _kind(kinds: Any, cls: type) -> np.ndarray[Any, Any]:
+    """Cells whose type is exactly ``cls`` (not a subclass: bool is not an int here)."""
+    same: Any = kinds == cls
+    return np.asarray(same, dtype=bool)
+
+
 def _object_text(arr: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, Any]]:
     """Mixed cells (Excel): strings, ints and floats each take a vectorised path; only
     the odd remainder (Decimal, bool, junk objects) goes cell by cell."""
@@ -192,10 +198,10 @@ def _object_text(arr: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, A
     if pd.api.types.infer_dtype(arr, skipna=True) in ("string", "empty"):
         return pa.array(arr, type=_LARGE, from_pandas=True), bad
     kinds: Any = np.frompyfunc(type, 1, 1)(arr)
-    is_str = np.asarray(np.equal(kinds, str), dtype=bool)
-    is_int = np.asarray(np.equal(kinds, int), dtype=bool)
-    is_float = np.asarray(np.equal(kinds, float), dtype=bool)
-    text = pa.array(np.where(is_str, arr, None), type=_LARGE, from_pandas=True)
+    is_str, is_int, is_float = (_kind(kinds, cls) for cls in (str, int, float))
+    strings = arr.copy()
+    strings[~is_str] = None
+    text = pa.array(strings, type=_LARGE, from_pandas=True)
     if is_int.any():
         ints = arr[is_int]
         try:
