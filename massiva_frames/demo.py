@@ -98,7 +98,8 @@ def _fresh(out: Path) -> None:
         if target.is_dir():
             shutil.rmtree(target)
         else:
-            for extra in (target, *out.glob(f"{name}-*")):
+            # SQLite's -wal/-shm files and the journal's .lock go with it
+            for extra in (target, *out.glob(f"{name}-*"), *out.glob(f"{name}.lock")):
                 if extra.is_file():
                     extra.unlink()
 
