@@ -189,21 +189,36 @@ def template_fields(
         cut = min((i for i in (name.find("."), name.find("[")) if i >= 0), default=len(name))
         base, rest = name[:cut], name[cut:]
         column: Hashable = base if columns is None else _lookup_column(columns, base)
-        if spec:
-            _check_spec(name, spec)
         fields.append(TemplateField(column, rest, conversion, spec or ""))
         literals.append("")
     return literals, fields
 
 
-def _check_spec(name: str, spec: str) -> None:
-    for sample in (1.5, 1, "a", pd.Timestamp("2024-01-01")):
+def _check_spec(field: TemplateField, series: pd.Series) -> None:
+    """A spec no value of this column's kind accepts is a wrong argument, not a bad row."""
+    if not field.spec or not field.simple:
+        return
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        samples: tuple[Any, ...] = (True,)
+    elif pd.api.types.is_integer_dtype(dtype):
+        samples = (1,)
+    elif pd.api.types.is_float_dtype(dtype):
+        samples = (1.5,)
+    elif pd.api.types.is_datetime64_any_dtype(dtype):
+        return  # strftime accepts any text
+    else:  # text, objects: numbers stored as text take numeric specs too
+        samples = ("a", 1.5, 1)
+    for sample in samples:
         try:
-            format(sample, spec)
+            format(sample, field.spec)
         except (ValueError, TypeError):
             continue
         return
-    raise InputError(f"template field {{{name}:{spec}}}: invalid format spec {spec!r}")
+    raise InputError(
+        f"template field {{{field.column}:{field.spec}}}: invalid format spec {field.spec!r} "
+        f"for column {field.column!r} ({dtype})"
+    )
 
 
 def _combine(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -443,6 +458,7 @@ def render_template(
         column = df[field.column]
         if isinstance(column, pd.DataFrame):
             raise InputError(f"template field {{{field.column}}}: the column name is not unique")
+        _check_spec(field, column)
         text, missing, failed = column_text(column, field)
         missing_at[(missing_at < 0) & missing] = i
         failed_at[(failed_at < 0) & failed] = i
