@@ -46,6 +46,7 @@ _SEP = 3
 _PROBE_PHONE = "5" * API_PHONE_LENGTH
 _PROBE_TEXT = "0"
 _UTF8 = ("utf-8", "utf8", "utf_8")
+_SWAPS = 48  # heavy-for-light trades tried per request when packing paired entries
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -208,8 +209,13 @@ def _arrow(series: pd.Series) -> pa.Array:
 def _pack(
     weights: np.ndarray[Any, Any], counts: np.ndarray[Any, Any], cap: int, max_count: int
 ) -> np.ndarray[Any, Any]:
-    """Bin per item; items sorted heaviest first. Each bin takes the heaviest remaining
-    items that fit, then tops up with the lightest ones (both found by binary search)."""
+    """Bin per item; items sorted heaviest first.
+
+    Each bin takes a run of the heaviest remaining items and tops up with the lightest
+    ones; among the last ``_SWAPS + 1`` choices of how many heavy items to take, the one
+    that leaves the least room wins (a few heavy items traded for more light ones often
+    fills a request exactly). Binary searches on prefix sums: O(bins * log n).
+    """
     n = len(weights)
     wsum = np.concatenate([[0], np.cumsum(weights, dtype=np.int64)])
     csum = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
@@ -218,19 +224,21 @@ def _pack(
     while lo < hi:
         jw = int(np.searchsorted(wsum, wsum[lo] + cap, side="right")) - 1 - lo
         jc = int(np.searchsorted(csum, csum[lo] + max_count, side="right")) - 1 - lo
-        j = max(1, min(jw, jc, hi - lo))
+        top = max(1, min(jw, jc, hi - lo))
+        heavy = np.arange(max(1, top - _SWAPS), top + 1)
+        room_w = cap - (wsum[lo + heavy] - wsum[lo])
+        room_c = max_count - (csum[lo + heavy] - csum[lo])
+        light_w = hi - np.searchsorted(wsum, wsum[hi] - room_w, side="left")
+        light_c = hi - np.searchsorted(csum, csum[hi] - room_c, side="left")
+        light = np.maximum(0, np.minimum(np.minimum(light_w, light_c), hi - lo - heavy))
+        light = np.where(room_w < 0, 0, light)
+        used = (wsum[lo + heavy] - wsum[lo]) + (wsum[hi] - wsum[hi - light])
+        best = int(np.flatnonzero(used == used.max())[-1])  # ties: more heavy items
+        j, k = int(heavy[best]), int(light[best])
         bins[lo : lo + j] = b
-        room_w = cap - int(wsum[lo + j] - wsum[lo])
-        room_c = max_count - int(csum[lo + j] - csum[lo])
-        lo += j
-        if lo < hi and room_c > 0 and room_w >= 0:
-            kw = hi - int(np.searchsorted(wsum, wsum[hi] - room_w, side="left"))
-            kc = hi - int(np.searchsorted(csum, csum[hi] - room_c, side="left"))
-            k = min(kw, kc, hi - lo)
-            if k > 0:
-                bins[hi - k : hi] = b
-                hi -= k
-        b += 1
+        if k:
+            bins[hi - k : hi] = b
+        lo, hi, b = lo + j, hi - k, b + 1
     return bins
 
 
