@@ -46,6 +46,9 @@ MAX_TABLE_ROWS = 50
 #: editor loses focus (validating a million rows takes a couple of seconds)
 LIVE_ROWS = 50_000
 
+#: the columns of replies() the dashboard shows
+REPLY_COLUMNS = ("phone", "text", "received_at", "message_id", "sent_text")
+
 _STYLE = (
     "<style>.massiva-table{border-collapse:collapse;font-size:12px;margin:4px 0}"
     ".massiva-table th,.massiva-table td{padding:2px 8px;text-align:left;"
@@ -544,7 +547,7 @@ class DeliveryDashboard(_Guarded, widgets.VBox):  # type: ignore[misc]
             opt_outs = analytics.opt_outs(inbound)
             self.inbound_html.value = (
                 f"<b>Replies</b>: {len(replies)} · <b>opt-outs</b>: {len(opt_outs)}"
-                + _table(replies, "replies-table")
+                + _table(replies[[c for c in REPLY_COLUMNS if c in replies]], "replies-table")
             )
         else:
             self.inbound_html.value = ""

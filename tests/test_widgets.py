@@ -224,7 +224,9 @@ def test_dashboard_refresh_after_callbacks(tmp_path: Path, customers: pd.DataFra
     logdir = tmp_path / "logs"
     with (
         receiver(logdir) as rc,
-        sandbox(status_url=rc.url, callback_delay=0.3, fail_ratio=0.0, seed=1) as server,
+        sandbox(
+            status_url=rc.url, inbound_url=rc.url, callback_delay=0.3, fail_ratio=0.0, seed=1
+        ) as server,
         MassivaClient(server.usuario, server.clave, server.base_url) as c,
     ):
         results = send(
@@ -236,7 +238,10 @@ def test_dashboard_refresh_after_callbacks(tmp_path: Path, customers: pd.DataFra
         assert dash.summary is not None
         assert int(dash.summary["pending"].sum()) == 3
         assert int(dash.summary["delivered"].sum()) == 0
+        assert dash.inbound_html.value == ""
 
+        assert server.wait_callbacks(timeout=10)
+        server.send_inbound("584141234567", "BAJA por favor")
         assert server.wait_callbacks(timeout=10)
         deadline = time.monotonic() + 10
         while len(read_callbacks(logdir, kind="status")) < 3 and time.monotonic() < deadline:
@@ -251,6 +256,9 @@ def test_dashboard_refresh_after_callbacks(tmp_path: Path, customers: pd.DataFra
     images = dash.plots.children
     assert len(images) == 3
     assert all(bytes(img.value).startswith(b"\x89PNG") for img in images)
+    # the reply is attributed to Ana's message, and it is an opt-out
+    assert "<b>opt-outs</b>: 1" in dash.inbound_html.value
+    assert "BAJA por favor" in dash.inbound_html.value
 
 
 def test_dashboard_shows_a_missing_log_readably(tmp_path: Path, customers: pd.DataFrame) -> None:
