@@ -1552,6 +1552,7 @@ def _send_figures(fig: Figures, df: Any, results: Any, messages: Any) -> None:
     unknown = states == "unknown"
     fig.unknown = int(unknown.sum())
     delivered = int((unknown & in_record).sum())
+    fig.evidence.update(unknown_delivered=delivered, unknown_not_delivered=fig.unknown - delivered)
     counts = ", ".join(f"{s} {n}" for s, n in states.value_counts().items() if n)
     fig.notes.append(
         f"states: {counts}; unknown rows actually accepted by the provider: {delivered}, "

@@ -1,0 +1,220 @@
+"""The chaos suite's scenarios at bounded sizes (``benchmarks/chaos.py --quick``), and
+regression tests for the holes it found.
+
+Every scenario must report 0 lost, duplicated, crashes, hangs and leaks; each test also
+checks the scenario really did what it says (faults fired, processes killed, examples
+tried), so a scenario that silently stopped testing fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from massiva_frames.errors import mask
+
+
+def _load_chaos() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "chaos.py"
+    spec = importlib.util.spec_from_file_location("massiva_chaos", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+chaos = _load_chaos()
+QUICK = chaos.QUICK
+
+
+def _assert_clean(fig: Any) -> None:
+    assert fig.failing() == [], chaos.format_table([fig])
+
+
+# --- the oracles can fail ------------------------------------------------------------------
+
+
+def test_scan_finds_every_form_of_the_password() -> None:
+    from html import escape
+    from urllib.parse import quote, quote_plus
+
+    pw = chaos.PASSWORD
+    forms = [
+        pw, quote(pw, safe=""), quote_plus(pw), quote(pw, safe="").lower(),
+        quote_plus(pw, encoding="latin-1"), escape(pw), json.dumps(pw)[1:-1], pw[:-2],
+    ]  # fmt: skip
+    for form in forms:
+        count, where = chaos.scan_for_secrets({"x": f"a {form} b"}, [pw])
+        assert count >= 1 and where == [f"x ({count})"], form
+    for encoding in ("utf-8", "latin-1", "utf-16-le"):
+        count, _ = chaos.scan_for_secrets({"f": b"\x00" + pw.encode(encoding) + b"\x00"}, [pw])
+        assert count >= 1, encoding
+    assert chaos.scan_for_secrets({"x": "clave=***", "y": b"***"}, [pw]) == (0, [])
+
+
+def test_send_figures_count_lost_and_duplicated_rows() -> None:
+    df = pd.DataFrame({"telefono": ["1", "2", "3", "4"]}, index=["a", "b", "c", "d"])
+    results = pd.DataFrame(
+        {
+            "phone": ["584140000001", "584140000002", "584140000003"],
+            "text": ["x", "y", "z"],
+            "state": ["accepted", "unknown", "scheduled"],
+            "message_id": pd.array([10, pd.NA, pd.NA], dtype="Int64"),
+        },
+        index=["a", "b", "c"],
+    )
+    messages = pd.DataFrame(
+        {
+            "id": [10, 11, 12],
+            "phone": ["584140000001", "584140000002", "584140000002"],
+            "text": ["x", "y", "y"],
+        }
+    )
+    fig = chaos.Figures("t")
+    chaos._send_figures(fig, df, results, messages)
+    # d missing, c not terminal: lost; (…02, y) accepted twice: duplicated.
+    assert (fig.lost, fig.duplicated, fig.sent_once, fig.unknown) == (2, 1, 1, 1)
+    assert fig.evidence["unknown_delivered"] == 1
+    assert fig.failing() == ["lost", "duplicated"]
+
+
+# --- the scenarios, bounded ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_faulty_provider(tmp_path: Path) -> None:
+    fig = chaos.scenario_faulty_provider(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.tried == QUICK.provider_rows and fig.sent_once > 0
+    assert fig.evidence["faults_fired"] >= 5 and fig.unknown > 0
+    assert fig.evidence["unknown_delivered"] > 0  # accept-then-fail happened...
+    # ...and was counted: resending the unknown rows duplicates exactly those.
+    assert fig.evidence["duplicates_when_resending"] == fig.evidence["unknown_delivered"]
+
+
+@pytest.mark.slow
+def test_killed_sender(tmp_path: Path) -> None:
+    fig = chaos.scenario_killed_sender(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.evidence["kills"] >= 2
+    assert fig.tried == QUICK.sender_rows and fig.sent_once > 0
+
+
+@pytest.mark.slow
+def test_killed_receiver(tmp_path: Path) -> None:
+    fig = chaos.scenario_killed_receiver(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.evidence["kills"] == QUICK.receiver_kills
+    assert fig.evidence["acknowledged"] > 200 and fig.evidence["sandbox_acknowledged"] > 0
+    assert fig.evidence["sent_again"] > 0
+    assert fig.sent_once == fig.evidence["acknowledged"]
+
+
+@pytest.mark.slow
+def test_bad_dataframes() -> None:
+    fig = chaos.fuzz_frames(QUICK.frame_examples)
+    _assert_clean(fig)
+    assert fig.tried == QUICK.frame_examples
+    assert fig.evidence.get("frame", 0) > QUICK.frame_examples // 4
+
+
+@pytest.mark.slow
+def test_bad_xml() -> None:
+    fig = chaos.fuzz_xml(QUICK.xml_examples)
+    _assert_clean(fig)
+    assert fig.tried == QUICK.xml_examples
+    assert {"valid", "truncated", "entities", "huge", "charset", "secret-echo"} <= set(fig.evidence)
+
+
+@pytest.mark.slow
+def test_bad_query_strings(tmp_path: Path) -> None:
+    fig = chaos.fuzz_queries(QUICK.query_examples, tmp_path)
+    _assert_clean(fig)
+    assert fig.tried == QUICK.query_examples
+    assert fig.evidence.get("http_200", 0) > 0 and fig.evidence.get("http_400", 0) > 0
+
+
+@pytest.mark.slow
+def test_secrets(tmp_path: Path) -> None:
+    fig = chaos.scenario_secrets(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.evidence["artifacts"] > 300 and fig.evidence["log_chars"] > 1_000
+
+
+def test_table_and_exit_code(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    ok = chaos.Figures("a", tried=3, lost=0, crashes=0)
+    bad = chaos.Figures("b", tried=1, leaks=2)
+    lines = chaos.format_table([ok, bad]).splitlines()
+    assert [c.strip() for c in lines[0].split("|")][-2:] == ["leaks", "seconds"]
+    assert [c.strip() for c in lines[3].split("|")] == ["b", "1", *"-" * 6, "2", "0.0"]
+    assert ok.failing() == [] and bad.failing() == ["leaks"]
+    monkeypatch.setitem(chaos.SCENARIOS, "provider", lambda sizes, workdir, seed: ok)
+    monkeypatch.setitem(chaos.SCENARIOS, "secrets", lambda sizes, workdir, seed: [ok, bad])
+    assert chaos.main(["--scenario", "provider", "--quick"]) == 0
+    assert chaos.main(["--scenario", "provider", "--scenario", "secrets"]) == 1
+    assert "b: leaks" in capsys.readouterr().out
+
+
+# --- regression tests for holes the suite found ------------------------------------------
+
+
+def test_mask_covers_the_json_escaped_password() -> None:
+    # A PHP error page answering JSON echoes the password as json_encode writes it.
+    pw = chaos.PASSWORD
+    echoed = '{"error": "clave ' + json.dumps(pw)[1:-1] + ' invalida"}'
+    assert chaos.SECRET_CORE not in mask(echoed, [pw])
+
+
+def test_receiver_accepts_a_non_ascii_token_in_the_header(tmp_path: Path) -> None:
+    from massiva_frames.callbacks import receiver
+
+    token = "tok-ñ-secreto"
+    with receiver(tmp_path, token=token) as rc:
+        request = (
+            b"GET /recepcionsms?id=1&estatus=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"X-Massiva-Token: " + token.encode() + b"\r\nConnection: close\r\n\r\n"
+        )
+        status, _ = chaos._raw_exchange(rc.port, request, 10)
+        wrong = request.replace(token.encode(), token.encode("latin-1"))
+        refused, _ = chaos._raw_exchange(rc.port, wrong, 10)
+    assert (status, refused) == (200, 403)
+
+
+def test_send_where_every_row_is_invalid_returns_the_rows(
+    sandbox_server: Any,
+) -> None:
+    from massiva_frames.client import MassivaClient
+    from massiva_frames.sending import send
+
+    df = pd.DataFrame({"phone": ["no", None], "text": ["a", "b"]}, index=["x", "y"])
+    dry = send(df, text="text", dry_run=True, progress=False)
+    with MassivaClient(
+        sandbox_server.usuario, sandbox_server.clave, sandbox_server.base_url
+    ) as client:
+        real = send(df, client=client, text="text", progress=False)
+    for results in (dry, real):
+        assert list(results.index) == ["x", "y"]
+        assert (results["state"] == "invalid").all() and results["reason"].notna().all()
+    assert len(sandbox_server.requests()) <= 1  # at most the credit check
+
+
+@pytest.mark.parametrize("column", ["text", "phone"])
+def test_a_lone_surrogate_is_a_row_reason_not_a_crash(column: str) -> None:
+    # Text decoded with errors="surrogateescape" (read_csv(encoding_errors=...)) keeps
+    # lone surrogates: one bad row must not stop the whole frame.
+    from massiva_frames.validate import validate
+
+    values = {"phone": ["04141234567", "04241234567"], "text": ["Hola", "Chao"]}
+    values[column][0] += "\udcff"
+    df = pd.DataFrame(values, dtype=object)
+    out = validate(df, text="text")
+    assert out.loc[0, "state"] == "invalid" and pd.notna(out.loc[0, "reason"])
+    assert out.loc[1, "state"] == "ready"
