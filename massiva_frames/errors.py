@@ -55,10 +55,13 @@ MASK = "***"
 
 def _secret_forms(secret: str) -> set[str]:
     """The shapes a secret takes on the wire or in an echoed page."""
+    import json
     from html import escape
     from urllib.parse import quote, quote_plus
 
     forms = {secret, escape(secret, quote=False), escape(secret, quote=True)}
+    # A JSON error page (PHP's json_encode, a proxy) echoes it \u-escaped.
+    forms |= {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
     # API.md §5: the request encoding is configurable, so mask every usual byte form.
     for encoding in ("utf-8", "iso-8859-1", "cp1252"):
         try:
@@ -74,8 +77,8 @@ def mask(text: str, secrets: Iterable[str | None]) -> str:
     """Return ``text`` with every non-empty secret replaced by ``***``.
 
     Secrets are also masked in their URL-encoded forms (``quote`` and ``quote_plus``, in
-    UTF-8 and Latin-1, percent escapes in either case) and HTML-escaped, so a password
-    echoed back inside a query string or an error page is caught too.
+    UTF-8 and Latin-1, percent escapes in either case), HTML-escaped and JSON-escaped, so
+    a password echoed back inside a query string or an error page is caught too.
 
     Examples
     --------
