@@ -56,11 +56,16 @@ _STYLE = (
 )
 
 
-def _table(frame: pd.DataFrame, css: str, *, index: bool = True) -> str:
+def _table(frame: pd.DataFrame, css: str, *, index: bool = True, float_format: Any = None) -> str:
     """Render a frame as an HTML table with a CSS class (values escaped)."""
     shown = frame.head(MAX_TABLE_ROWS)
     table = shown.to_html(
-        classes=["massiva-table", css], index=index, border=0, escape=True, na_rep=""
+        classes=["massiva-table", css],
+        index=index,
+        border=0,
+        escape=True,
+        na_rep="",
+        float_format=float_format,
     )
     if len(frame) > len(shown):
         table += f"<p><i>first {len(shown)} of {len(frame)} rows</i></p>"
@@ -497,7 +502,7 @@ class DeliveryDashboard(_Guarded, widgets.VBox):  # type: ignore[misc]
         self.status = widgets.HTML()
         self.error = widgets.HTML()
         self.summary_html = widgets.HTML()
-        self.plots = widgets.HBox([])
+        self.plots = widgets.HBox([], layout=widgets.Layout(flex_flow="row wrap"))
         self.inbound_html = widgets.HTML()
         super().__init__(
             [
@@ -532,7 +537,9 @@ class DeliveryDashboard(_Guarded, widgets.VBox):  # type: ignore[misc]
             f"{len(status)} status callback(s) read · "
             + ", ".join(f"{s} {n}" for s, n in counts.items() if n),
         )
-        self.summary_html.value = _table(summary, "delivery-summary")
+        self.summary_html.value = _table(
+            summary, "delivery-summary", float_format=lambda v: f"{v:.2f}"
+        )
         images = []
         for plot in (
             analytics.plot_delivery_by_operator,
