@@ -358,22 +358,28 @@ def _fast_fixed(series: pd.Series, spec: str) -> tuple[pa.Array, np.ndarray[Any,
     return _combine(text), python
 
 
-def _strip_and_missing(text: pa.Array) -> tuple[pa.Array, np.ndarray[Any, Any]]:
-    """Trim a value; blank, null and ``nan``-like strings are missing (never sent)."""
+def _strip_and_missing(
+    text: pa.Array, blank_is_missing: bool = True
+) -> tuple[pa.Array, np.ndarray[Any, Any]]:
+    """Trim a value; null and ``nan``-like strings are missing (never sent), and so are
+    blank ones when ``blank_is_missing``."""
     text = pc.utf8_trim_whitespace(text)
-    missing = _np(pc.is_null(text)) | _np(pc.equal(text, ""))
+    missing = _np(pc.is_null(text))
+    if blank_is_missing:
+        missing |= _np(pc.equal(text, ""))
     missing |= _np(pc.is_in(text, value_set=pa.array(_MISSING_TOKENS, _LARGE)))
     return text, missing
 
 
 def column_text(
-    series: pd.Series, field: TemplateField | None = None
+    series: pd.Series, field: TemplateField | None = None, *, blank_is_missing: bool = True
 ) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """One column rendered as text for a template field (or as the text column).
 
     Returns ``(text, missing, failed)``: Arrow text (null where missing or failed) and
-    the two masks. String values are trimmed; blank or ``nan``-like strings count as
-    missing. Formatting runs once per distinct value.
+    the two masks. String values are trimmed; ``nan``-like strings count as missing, and
+    so do blank ones unless ``blank_is_missing=False`` (the text column: a blank text is
+    ``text_empty``). Formatting runs once per distinct value.
     """
     field = field or TemplateField(series.name, "", None, "")
     n = len(series)
@@ -394,7 +400,7 @@ def column_text(
             failed[rows] = failed_rows
     else:
         text, failed = _format_by_uniques(series, _formatter(field))
-    text, missing = _strip_and_missing(text)
+    text, missing = _strip_and_missing(text, blank_is_missing)
     missing &= ~failed
     text = pc.if_else(pa.array(missing | failed), pa.scalar(None, _LARGE), text)
     return _combine(text), missing, failed

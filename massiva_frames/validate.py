@@ -289,7 +289,7 @@ def validate(
         rendered, missing_at, failed_at, _ = _texts.render_template(df, template)
         missing, failed = missing_at >= 0, failed_at >= 0
     else:
-        rendered, missing, failed = _texts.column_text(text_col)
+        rendered, missing, failed = _texts.column_text(text_col, blank_is_missing=False)
     checked = _texts.check_texts(
         rendered,
         missing=missing,
@@ -372,7 +372,12 @@ def _assemble(
 
 def _shown(value: Any) -> str:
     """A cell as a short printable string for failure_cases."""
-    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    if isinstance(value, str):
+        text = value if value.isprintable() else repr(value)
+    elif value is None or value is pd.NA or isinstance(value, int | float | np.generic):
+        text = str(value)
+    else:
+        text = repr(value)
     return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
 
 
