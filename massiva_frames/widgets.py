@@ -58,7 +58,11 @@ _STYLE = (
 
 def _table(frame: pd.DataFrame, css: str, *, index: bool = True, float_format: Any = None) -> str:
     """Render a frame as an HTML table with a CSS class (values escaped)."""
-    shown = frame.head(MAX_TABLE_ROWS)
+    shown = frame.head(MAX_TABLE_ROWS).copy()
+    # a blank cell for a missing value (Arrow strings and nullable ints print "<NA>")
+    for name in shown.columns[(shown.isna().any()).to_numpy()]:
+        if not pd.api.types.is_float_dtype(shown[name]):
+            shown[name] = shown[name].astype(object).where(shown[name].notna(), "")
     table = shown.to_html(
         classes=["massiva-table", css],
         index=index,
