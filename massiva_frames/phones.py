@@ -34,8 +34,6 @@ __all__ = [
     "DEFAULT_OPERATORS",
     "OPERATOR_NAMES",
     "PHONE_REASONS",
-    "check_country",
-    "check_operators",
     "normalize_phones",
 ]
 

@@ -31,15 +31,10 @@ __all__ = [
     "GSM7_EXTENSION",
     "LONG_TEXT_POLICIES",
     "MAX_TEXT_LENGTH",
+    "TEXT_REASONS",
     "TRANSLITERATION",
-    "TemplateField",
-    "TextCheck",
-    "check_texts",
-    "column_text",
-    "render_template",
     "segment_count",
     "split_text",
-    "template_fields",
     "transliterate",
 ]
 
@@ -481,18 +476,29 @@ def render_template(
     return _combine(joined), missing_at, failed_at, columns
 
 
-def transliterate(text: pa.Array | pd.Series) -> pa.Array:
+def transliterate(text: Any) -> Any:
     """Replace what GSM-7 lacks with its nearest GSM-7 text (á->a, “->", —->-, …->...).
 
     Characters GSM-7 has (ñ, é, ü, ¿, ¡) are kept. Only the characters present in the
-    column are replaced, each with one vectorised pass.
+    column are replaced, each with one vectorised pass. A Series (or list) gives a
+    string Series back, index kept; an Arrow array gives an Arrow array.
 
     Examples
     --------
-    >>> transliterate(pa.array(["¿Está en Mérida? “sí”"])).to_pylist()
+    >>> transliterate(pd.Series(["¿Está en Mérida? “sí”"])).tolist()
     ['¿Esta en Mérida? "si"']
     """
-    arr = _combine(pa.array(text.array) if isinstance(text, pd.Series) else text).cast(_LARGE)
+    if isinstance(text, pd.Series | list | tuple):
+        series = (
+            pd.Series(text, dtype="string[pyarrow]") if not isinstance(text, pd.Series) else text
+        )
+        result = _transliterate(_combine(pa.array(series.astype("string[pyarrow]").array)))
+        return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([result])), index=series.index)
+    return _transliterate(_combine(text))
+
+
+def _transliterate(arr: pa.Array) -> pa.Array:
+    arr = arr.cast(_LARGE)
     leftover = pc.replace_substring_regex(arr, f"{_GSM_ALL}+", "")
     present = set("".join(s for s in pc.unique(leftover).to_pylist() if s))
     for char in sorted(present & TRANSLITERATION.keys()):
@@ -603,7 +609,7 @@ def check_texts(
     text = _combine(text).cast(_LARGE)
     n = len(text)
     if do_transliterate:
-        text = transliterate(text)
+        text = _transliterate(text)
     code = np.zeros(n, dtype=np.int8)
     null = _np(pc.is_null(text))
     blank = _np(pc.equal(pc.utf8_trim_whitespace(text), "")) & ~null

@@ -221,7 +221,9 @@ def test_transliteration_keeps_what_gsm_has() -> None:
 
 
 def test_transliterate_accepts_a_series() -> None:
-    assert transliterate(pd.Series(["canción"])).to_pylist() == ["cancion"]
+    out = transliterate(pd.Series(["canción", None], index=["a", "b"]))
+    assert out.tolist() == ["cancion", pd.NA] and list(out.index) == ["a", "b"]
+    assert transliterate(["Ñandú"]).tolist() == ["Ñandu"]
 
 
 # -- encoding and segments -------------------------------------------------------------
