@@ -34,7 +34,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -48,6 +48,7 @@ __all__ = [
     "Journal",
     "JournalBusyError",
     "now_us",
+    "objects",
     "prepare_rows",
     "row_records",
     "results_from_journal",
@@ -57,6 +58,23 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+_ROW_COLUMNS = (
+    "position",
+    "label",
+    "row_key",
+    "input_state",
+    "reason",
+    "phone",
+    "text",
+    "encoding",
+    "segments",
+    "parts",
+)
+_MESSAGE_COLUMNS = ("row_key", "part", "phone", "text", "campaign", "send_at")
+
+#: UPDATE ... FROM (3.33) and the JSON functions: one statement per batch, not per message.
+_JSON_UPDATES = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 
 _SCHEMA = """
@@ -77,6 +95,7 @@ CREATE TABLE IF NOT EXISTS rows (
     parts INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
     row_key TEXT NOT NULL,
     part INTEGER NOT NULL,
     phone TEXT NOT NULL,
@@ -86,18 +105,15 @@ CREATE TABLE IF NOT EXISTS messages (
     reason TEXT,
     send_at INTEGER,
     batch INTEGER,
-    batch_pos INTEGER,
     message_id INTEGER,
     sid TEXT,
     request_status INTEGER,
     api_message TEXT,
     sent_at INTEGER,
     created_at INTEGER NOT NULL,
-    PRIMARY KEY (row_key, part)
+    UNIQUE (row_key, part)
 );
 CREATE INDEX IF NOT EXISTS rows_key ON rows (row_key);
-CREATE INDEX IF NOT EXISTS messages_state ON messages (state, send_at);
-CREATE INDEX IF NOT EXISTS messages_batch ON messages (batch);
 CREATE TABLE IF NOT EXISTS batches (
     number INTEGER PRIMARY KEY,
     state TEXT NOT NULL,
@@ -106,7 +122,8 @@ CREATE TABLE IF NOT EXISTS batches (
     requested_at INTEGER NOT NULL,
     answered_at INTEGER,
     request_status INTEGER,
-    detail TEXT
+    detail TEXT,
+    ids TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     number INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -127,6 +144,11 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _material(*fields: str) -> bytes:
+    # Length-prefixed fields: no campaign, phone or text can forge another row's key.
+    return "".join(f"{len(f)}:{f}," for f in fields).encode("utf-8")
+
+
 def row_key(campaign: str, phone: str, text: str, occurrence: int = 0) -> str:
     """The stable key of a row: sha256 of campaign, phone, text and occurrence.
 
@@ -136,20 +158,15 @@ def row_key(campaign: str, phone: str, text: str, occurrence: int = 0) -> str:
     Examples
     --------
     >>> row_key("promo", "584141234567", "Hola")[:12]
-    'f0fda866a3eb'
+    '099ffbd77baf'
     """
-    # JSON, not a separator: no campaign, phone or text can forge another row's key.
-    material = json.dumps(["v1", campaign, phone, text, occurrence], ensure_ascii=False)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    material = _material("v1", campaign, phone, text, str(occurrence))
+    return hashlib.sha256(material).hexdigest()
 
 
 def user_row_key(campaign: str, value: str) -> str:
     """The stable key of a row from the user's own key column."""
-    material = json.dumps(["v1-key", campaign, value], ensure_ascii=False)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
-
-
-# --- rows and messages of one input ----------------------------------------------------
+    return hashlib.sha256(_material("v1-key", campaign, value)).hexdigest()
 
 
 def split_texts(text: str, parts: int) -> list[str]:
@@ -179,10 +196,10 @@ def prepare_rows(
     """
     n = len(df)
     times, bad_times = resolve_send_at(df, send_at)
-    state = validated["state"].astype(object).to_numpy(copy=True)
-    reason = validated["reason"].astype(object).to_numpy(copy=True)
-    phone = validated["phone"].astype(object).to_numpy()
-    text = validated["text"].astype(object).to_numpy()
+    state = objects(validated["state"])
+    reason = objects(validated["reason"])
+    phone = objects(validated["phone"])
+    text = objects(validated["text"])
     ready = state == "ready"
     bad = ready & bad_times.to_numpy()
     state[bad], reason[bad] = "invalid", "send_at_invalid"
@@ -195,20 +212,28 @@ def prepare_rows(
         missing = ready & values.isna().to_numpy()
         state[missing], reason[missing] = "invalid", "key_missing"
         ready &= ~missing
-        as_text = values.astype(str).to_numpy()
-        dup = ready & pd.Series(as_text).where(ready).duplicated().to_numpy() & ready
+        as_text = values.astype(str).to_numpy(dtype=object)
+        dup = ready & pd.Series(as_text).where(ready).duplicated().to_numpy()
         state[dup], reason[dup] = "suppressed", "duplicate_key"
         ready &= ~dup
-        for i in np.flatnonzero(ready):
-            keys[i] = user_row_key(campaign, as_text[i])
+        at = np.flatnonzero(ready)
+        keys[at] = [user_row_key(campaign, v) for v in as_text[at].tolist()]
     else:
         # Identical (phone, text) rows kept on purpose (dedupe=None) get distinct keys.
-        pairs = pd.DataFrame({"p": phone, "t": text})[ready]
-        occurrence = pairs.groupby(["p", "t"], sort=False).cumcount().to_numpy()
-        for j, i in enumerate(np.flatnonzero(ready)):
-            keys[i] = row_key(campaign, phone[i], text[i], int(occurrence[j]))
-    parts_col = validated["parts"] if "parts" in validated else pd.Series(1, index=validated.index)
-    parts = parts_col.fillna(1).astype(int).to_numpy()
+        at = np.flatnonzero(ready)
+        pairs = pd.DataFrame({"p": phone[at], "t": text[at]})
+        occurrence = pairs.groupby(["p", "t"], sort=False).cumcount().tolist()
+        head = f"2:v1,{len(campaign)}:{campaign},"
+        sha = hashlib.sha256
+        # row_key() inlined: the same material, without a call per row
+        keys[at] = [
+            sha(f"{head}{len(p)}:{p},{len(t)}:{t},{len(str(o))}:{o},".encode()).hexdigest()
+            for p, t, o in zip(phone[at].tolist(), text[at].tolist(), occurrence, strict=True)
+        ]
+    if "parts" in validated:
+        parts = validated["parts"].to_numpy(dtype="float64", na_value=1).astype(np.int64)
+    else:
+        parts = np.ones(n, dtype=np.int64)
     rows = pd.DataFrame(
         {
             "position": np.arange(n),
@@ -217,25 +242,35 @@ def prepare_rows(
             "reason": reason,
             "phone": phone,
             "text": text,
-            "encoding": validated["encoding"].astype(object).to_numpy(),
-            "segments": validated["segments"].astype(object).to_numpy(),
+            "encoding": objects(validated["encoding"]),
+            "segments": objects(validated["segments"]),
             "parts": np.where(ready, parts, 1),
             "send_at": times.to_numpy(),
         }
     )
-    rows["segments"] = rows["segments"].where(rows["segments"].notna(), None)
-    sending = rows[ready]
-    records: list[tuple[Any, ...]] = []
-    for r in sending.itertuples(index=False):
-        if r.parts > 1:
-            for part, piece in enumerate(split_texts(r.text, r.parts), start=1):
-                records.append((r.row_key, part, r.phone, piece, r.position))
-        else:
-            records.append((r.row_key, 1, r.phone, r.text, r.position))
-    messages = pd.DataFrame.from_records(
-        records, columns=["row_key", "part", "phone", "text", "position"]
-    )
+    at = np.flatnonzero(ready)
+    if (parts[at] > 1).any():
+        records: list[tuple[Any, ...]] = []
+        for pos in at.tolist():
+            if parts[pos] > 1:
+                for part, piece in enumerate(split_texts(text[pos], int(parts[pos])), start=1):
+                    records.append((keys[pos], part, phone[pos], piece, pos))
+            else:
+                records.append((keys[pos], 1, phone[pos], text[pos], pos))
+        messages = pd.DataFrame.from_records(
+            records, columns=["row_key", "part", "phone", "text", "position"]
+        )
+    else:  # the common case, without a Python loop
+        messages = pd.DataFrame(
+            {"row_key": keys[at], "part": 1, "phone": phone[at], "text": text[at], "position": at}
+        )
     return rows, messages
+
+
+def objects(series: pd.Series) -> np.ndarray[Any, Any]:
+    """A column as Python objects, missing values as None (fast for Arrow strings)."""
+    values: np.ndarray[Any, Any] = series.to_numpy(dtype=object, na_value=cast(Any, None))
+    return values
 
 
 def row_records(rows: pd.DataFrame, index: pd.Index) -> list[tuple[Any, ...]]:
@@ -245,32 +280,29 @@ def row_records(rows: pd.DataFrame, index: pd.Index) -> list[tuple[Any, ...]]:
     else:
         labels = [encode_label(label) for label in index]
 
-    def clean(value: Any) -> Any:
-        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-            return None
-        return value.item() if isinstance(value, np.generic) else value
-
-    columns = ["position", "row_key", "input_state", "reason", "phone", "text", "encoding"]
-    out = []
-    for position, key, state, reason, phone, text, encoding, segments, parts in zip(
-        *(rows[c].tolist() for c in [*columns, "segments", "parts"]), strict=True
-    ):
-        seg = clean(segments)
-        out.append(
-            (
-                int(position),
-                labels[int(position)],
-                key,
-                str(state),
-                clean(reason),
-                clean(phone),
-                clean(text),
-                clean(encoding),
-                None if seg is None else int(seg),
-                int(parts),
-            )
+    state = objects(rows["input_state"])
+    parts = rows["parts"].to_numpy()
+    # A ready one-part row's phone and text live in its message: not stored twice.
+    own = (state != "ready") | (parts > 1)
+    none = np.array(None, dtype=object)
+    phone = np.where(own, objects(rows["phone"]), none)
+    text = np.where(own, objects(rows["text"]), none)
+    segments = [None if v is None else int(v) for v in objects(rows["segments"]).tolist()]
+    return list(
+        zip(
+            range(len(rows)),
+            labels,
+            objects(rows["row_key"]).tolist(),
+            state.tolist(),
+            objects(rows["reason"]).tolist(),
+            phone.tolist(),
+            text.tolist(),
+            objects(rows["encoding"]).tolist(),
+            segments,
+            parts.tolist(),
+            strict=True,
         )
-    return out
+    )
 
 
 # --- the journal -------------------------------------------------------------------------
@@ -297,6 +329,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str] | None, *, readonly: bool = False) -> None:
         self.path = None if path is None else os.fspath(path)
         self._lock_file: IO[bytes] | None = None
+        self._depth = 0
         if self.path is None:
             self.conn = sqlite3.connect(":memory:", isolation_level=None)
         elif readonly:
@@ -359,13 +392,27 @@ class Journal:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One committed transaction (durable when it returns: ``synchronous=FULL``)."""
+        """One committed transaction (durable when it returns: ``synchronous=FULL``).
+
+        Re-entrant: nested uses join the outer transaction, so a caller can group several
+        writes into one commit (one fsync).
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
         self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self.conn
         except BaseException:
+            self._depth = 0
             self.conn.execute("ROLLBACK")
             raise
+        self._depth = 0
         self.conn.execute("COMMIT")
 
     def snapshot(self) -> Journal:
@@ -441,77 +488,110 @@ class Journal:
         payload = [(k, json.dumps(v, sort_keys=True, default=str)) for k, v in meta.items()]
         with self.transaction() as conn:
             conn.execute("DELETE FROM rows")
-            conn.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._insert_many("INSERT INTO rows", _ROW_COLUMNS, rows)
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", payload)
 
     def add_messages(self, messages: Iterable[Sequence[Any]]) -> int:
-        """Add messages not yet in the outbox; existing keys are left untouched.
+        """Add messages not yet in the outbox; existing (row_key, part) are left untouched.
 
         Each message is ``(row_key, part, phone, text, campaign, send_at)``; it starts
         ``pending``. Returns how many were added.
         """
-        created = now_us()
+        constants = {"state": "pending", "created_at": now_us()}
         with self.transaction() as conn:
             before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO messages (row_key, part, phone, text, campaign, "
-                "state, send_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                ((*m, created) for m in messages),
+            self._insert_many(
+                "INSERT OR IGNORE INTO messages", _MESSAGE_COLUMNS, messages, constants
             )
             return conn.total_changes - before
 
-    def requeue(self, keys: Iterable[tuple[str, int]], *, states: Sequence[str]) -> int:
-        """Set messages in one of ``states`` back to ``pending`` (``resend_unknown``)."""
+    def _insert_many(
+        self,
+        head: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        constants: dict[str, Any] | None = None,
+    ) -> None:
+        """``executemany``, or one statement over a JSON array (several times faster)."""
+        records = list(rows)
+        constants = constants or {}
+        names = ", ".join([*columns, *constants])
+        fixed = [f", ?{len(columns) + 1 + i}" for i in range(len(constants))]
+        if _JSON_UPDATES and len(records) > 50:
+            picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+            extra = "".join(f", ?{i + 2}" for i in range(len(constants)))
+            sql = f"{head} ({names}) SELECT {picks}{extra} FROM json_each(?1)"
+            payload = json.dumps([list(r) for r in records], ensure_ascii=False)
+            self.conn.execute(sql, (payload, *constants.values()))
+            return
+        marks = ", ".join(f"?{i + 1}" for i in range(len(columns)))
+        self.conn.executemany(
+            f"{head} ({names}) VALUES ({marks}{''.join(fixed)})",
+            ((*r, *constants.values()) for r in records),
+        )
+
+    def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
+        """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""
         marks = ",".join("?" for _ in states)
         with self.transaction() as conn:
             before = conn.total_changes
             conn.executemany(
                 "UPDATE messages SET state = 'pending', reason = NULL, batch = NULL, "
-                "batch_pos = NULL, message_id = NULL, sid = NULL, request_status = NULL, "
+                "message_id = NULL, sid = NULL, request_status = NULL, "
                 "api_message = NULL, sent_at = NULL "
-                f"WHERE row_key = ? AND part = ? AND state IN ({marks})",
-                ((k, p, *states) for k, p in keys),
+                f"WHERE row_key = ? AND state IN ({marks})",
+                ((k, *states) for k in row_keys),
             )
             return conn.total_changes - before
 
     def pending(self, row_keys: Iterable[str] | None = None) -> pd.DataFrame:
         """Pending messages (optionally only those of ``row_keys``), in outbox order.
 
-        Columns: ``row_key, part, phone, text, send_at`` (µs or None), and from the
-        latest input's rows ``position`` (-1 when not in it), ``segments``, ``parts``.
+        Columns: ``id, row_key, part, phone, text, send_at`` (µs or None), ``reason``, and
+        from the latest input's rows ``position`` (-1 when not in it), ``segments``,
+        ``parts``.
         """
         sql = (
-            "SELECT m.row_key, m.part, m.phone, m.text, m.send_at, "
+            "SELECT m.id, m.row_key, m.part, m.phone, m.text, m.send_at, m.reason, "
             "COALESCE(r.position, -1) AS position, r.segments, COALESCE(r.parts, 1) AS parts "
-            "FROM messages m "
-            "LEFT JOIN rows r ON r.row_key = m.row_key WHERE m.state = 'pending'"
+            "FROM messages m LEFT JOIN rows r ON r.row_key = m.row_key "
+            "WHERE m.state = 'pending' ORDER BY position, m.part, m.id"
         )
         frame = self._frame(sql, ())
         if row_keys is not None:
-            wanted = pd.Index(list(row_keys))
-            frame = frame[frame["row_key"].isin(wanted)]
-        frame = frame.sort_values(["position", "part"], kind="stable")
-        return frame.reset_index(drop=True)
+            wanted = frame["row_key"].isin(pd.Index(list(row_keys)))
+            frame = frame[wanted.to_numpy()].reset_index(drop=True)
+        return frame
+
+    def pending_messages(self) -> pd.DataFrame:
+        """Every pending message: ``id, row_key, part, send_at, reason`` (no join)."""
+        cols = self._columns(
+            "SELECT id, row_key, part, send_at, reason FROM messages WHERE state = 'pending'"
+        )
+        return pd.DataFrame(cols)
 
     def set_pending(
         self,
-        keys: Iterable[tuple[str, int]],
+        ids: Sequence[int],
         *,
         reason: str | None,
-        send_at: int | None | Sequence[int | None] = None,
-        update_send_at: bool = False,
+        send_at: Sequence[int | None] | None = None,
     ) -> None:
-        """Give pending messages a reason (why they wait) and optionally a new ``send_at``."""
-        keys = list(keys)
-        if update_send_at:
-            times = send_at if isinstance(send_at, Sequence) else [send_at] * len(keys)
-            params = [(reason, t, k, p) for (k, p), t in zip(keys, times, strict=True)]
-            sql = "UPDATE messages SET reason = ?, send_at = ? "
-        else:
-            params = [(reason, k, p) for k, p in keys]  # type: ignore[misc]
-            sql = "UPDATE messages SET reason = ? "
+        """Give pending messages a reason (why they wait) and, if given, their ``send_at``."""
+        if not len(ids):
+            return
         with self.transaction() as conn:
-            conn.executemany(sql + "WHERE row_key = ? AND part = ? AND state = 'pending'", params)
+            if send_at is None:
+                conn.executemany(
+                    "UPDATE messages SET reason = ? WHERE id = ? AND state = 'pending'",
+                    ((reason, i) for i in ids),
+                )
+            else:
+                conn.executemany(
+                    "UPDATE messages SET reason = ?, send_at = ? "
+                    "WHERE id = ? AND state = 'pending'",
+                    ((reason, t, i) for i, t in zip(ids, send_at, strict=True)),
+                )
 
     def next_batch_number(self) -> int:
         """One more than the highest batch number ever used in this journal."""
@@ -521,24 +601,34 @@ class Journal:
     def mark_inflight(
         self,
         number: int,
-        keys: Sequence[tuple[str, int]],
+        ids: Sequence[int],
         *,
         method: str,
         requested_at: int | None = None,
     ) -> None:
-        """Commit a batch as in flight, before its request is made."""
+        """Commit a batch as in flight, before its request is made.
+
+        The batch keeps its message ids in request order (``batches.ids``).
+        """
         at = now_us() if requested_at is None else requested_at
+        id_list = json.dumps([int(i) for i in ids])
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO batches (number, state, n_messages, method, requested_at) "
-                "VALUES (?, 'inflight', ?, ?, ?)",
-                (number, len(keys), method, at),
+                "INSERT INTO batches (number, state, n_messages, method, requested_at, ids) "
+                "VALUES (?, 'inflight', ?, ?, ?, ?)",
+                (number, len(ids), method, at, id_list),
             )
-            conn.executemany(
-                "UPDATE messages SET state = 'inflight', reason = NULL, batch = ?, "
-                "batch_pos = ? WHERE row_key = ? AND part = ?",
-                ((number, pos, k, p) for pos, (k, p) in enumerate(keys)),
-            )
+            if _JSON_UPDATES:
+                conn.execute(
+                    "UPDATE messages SET state = 'inflight', reason = NULL, batch = ? "
+                    "WHERE id IN (SELECT value FROM json_each(?))",
+                    (number, id_list),
+                )
+            else:
+                conn.executemany(
+                    "UPDATE messages SET state = 'inflight', reason = NULL, batch = ? WHERE id = ?",
+                    ((number, i) for i in ids),
+                )
 
     def record_outcome(
         self,
@@ -552,9 +642,9 @@ class Journal:
     ) -> None:
         """Commit a batch's outcome right after its request.
 
-        Each outcome is ``(row_key, part, state, reason, message_id, sid, api_message,
-        sent_at)``; ``state`` may be ``pending`` for messages that provably never left
-        (their batch number is cleared, so a later run plans them again).
+        Each outcome is ``(id, state, reason, message_id, sid, api_message, sent_at)``;
+        ``state`` may be ``pending`` for messages that provably never left (their batch
+        number is cleared, so a later run plans them again).
         """
         at = now_us() if answered_at is None else answered_at
         with self.transaction() as conn:
@@ -563,17 +653,31 @@ class Journal:
                 "detail = ? WHERE number = ?",
                 (batch_state, at, request_status, detail, number),
             )
-            conn.executemany(
-                "UPDATE messages SET state = ?1, reason = ?2, message_id = ?3, sid = ?4, "
-                "api_message = ?5, sent_at = ?6, request_status = ?7, "
-                "batch = CASE WHEN ?1 = 'pending' THEN NULL ELSE batch END, "
-                "batch_pos = CASE WHEN ?1 = 'pending' THEN NULL ELSE batch_pos END "
-                "WHERE row_key = ?8 AND part = ?9",
-                (
-                    (state, reason, mid, sid, api, sent, request_status, k, p)
-                    for (k, p, state, reason, mid, sid, api, sent) in outcomes
-                ),
-            )
+            if _JSON_UPDATES:
+                # UPDATE ... FROM json_each: one statement for the whole batch.
+                conn.execute(
+                    "UPDATE messages SET state = json_extract(j.value, '$[1]'), "
+                    "reason = json_extract(j.value, '$[2]'), "
+                    "message_id = json_extract(j.value, '$[3]'), "
+                    "sid = json_extract(j.value, '$[4]'), "
+                    "api_message = json_extract(j.value, '$[5]'), "
+                    "sent_at = json_extract(j.value, '$[6]'), request_status = ?, "
+                    "batch = CASE WHEN json_extract(j.value, '$[1]') = 'pending' "
+                    "THEN NULL ELSE batch END "
+                    "FROM json_each(?) AS j WHERE messages.id = json_extract(j.value, '$[0]')",
+                    (request_status, json.dumps([list(o) for o in outcomes], ensure_ascii=False)),
+                )
+            else:
+                conn.executemany(
+                    "UPDATE messages SET state = ?1, reason = ?2, message_id = ?3, sid = ?4, "
+                    "api_message = ?5, sent_at = ?6, request_status = ?7, "
+                    "batch = CASE WHEN ?1 = 'pending' THEN NULL ELSE batch END "
+                    "WHERE id = ?8",
+                    (
+                        (state, reason, mid, sid, api, sent, request_status, i)
+                        for (i, state, reason, mid, sid, api, sent) in outcomes
+                    ),
+                )
 
     # -- reading --
 
@@ -587,17 +691,31 @@ class Journal:
         columns = [d[0] for d in cur.description]
         return pd.DataFrame.from_records(cur.fetchall(), columns=columns)
 
+    def _columns(self, sql: str) -> dict[str, np.ndarray[Any, Any]]:
+        """A query's result as object arrays by column (no per-cell type inference)."""
+        cur = self.conn.execute(sql)
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        out: dict[str, np.ndarray[Any, Any]] = {}
+        for name, values in zip(
+            names, zip(*rows, strict=True) if rows else [()] * len(names), strict=True
+        ):
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            out[name] = column
+        return out
+
     def results(self, *, index: pd.Index | None = None) -> pd.DataFrame:
         """The results frame of the latest call (DESIGN.md), built from the journal alone.
 
         ``index`` replaces the labels decoded from the journal (``send`` passes the
         input's own index).
         """
-        frame = self._frame(_RESULTS_SQL, ())
+        columns = self._columns(_RESULTS_SQL)
         if index is None:
             meta = self.get_meta("index") or {"kind": "index", "names": [None]}
-            index = rebuild_index(meta, frame["label"].tolist())
-        return results_frame(frame, index)
+            index = rebuild_index(meta, columns["label"].tolist())
+        return results_frame(columns, index)
 
 
 _RESULTS_SQL = """
@@ -607,10 +725,12 @@ WITH multi AS (
            SUM(m.state = 'accepted') AS n_accepted,
            SUM(m.state = 'rejected') AS n_rejected,
            SUM(m.state IN ('unknown', 'inflight')) AS n_unknown
-    FROM messages m JOIN rows r ON r.row_key = m.row_key AND r.parts > 1
+    FROM rows r CROSS JOIN messages m ON m.row_key = r.row_key
+    WHERE r.parts > 1
     GROUP BY m.row_key
 )
-SELECT r.position, r.label, r.input_state, r.reason AS input_reason, r.phone, r.text,
+SELECT r.position, r.label, r.input_state, r.reason AS input_reason,
+       COALESCE(r.phone, m.phone) AS phone, COALESCE(r.text, m.text) AS text,
        r.encoding, r.segments, r.parts,
        m.state AS m_state, m.reason AS m_reason, m.batch, m.message_id, m.sid,
        m.request_status, m.api_message, m.sent_at,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -219,68 +220,89 @@ def rebuild_index(meta: dict[str, Any], labels: list[str]) -> pd.Index:
 # --- the results frame -------------------------------------------------------------------
 
 
-def results_frame(raw: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
-    """Turn the journal's joined rows (one per input row) into the typed results frame."""
-    n = len(raw)
+#: journal message state -> result state ('inflight': a request whose process died)
+_FROM_JOURNAL = {
+    "pending": "scheduled",
+    "inflight": "unknown",
+    "accepted": "accepted",
+    "rejected": "rejected",
+    "unknown": "unknown",
+}
+
+
+_NONE = np.array(None, dtype=object)
+
+
+def _is_none(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return np.asarray(pd.isna(values), dtype=bool)
+
+
+def _strings(values: np.ndarray[Any, Any]) -> Any:
+    return pd.array(values, dtype=RESULT_DTYPES["phone"])
+
+
+def _ints(values: np.ndarray[Any, Any]) -> pd.arrays.IntegerArray:
+    mask = _is_none(values)
+    data = np.where(mask, 0, values).astype(np.int64)
+    return pd.arrays.IntegerArray(data, mask)
+
+
+def results_frame(raw: Mapping[str, np.ndarray[Any, Any]], index: pd.Index) -> pd.DataFrame:
+    """Turn the journal's joined rows (object arrays by column) into the results frame."""
+    n = len(raw["position"])
     if len(index) != n:
         raise InputError(f"index has {len(index)} labels for {n} journalled rows")
     if n == 0:
         return empty_results(index)
-    input_state = raw["input_state"].astype(object)
-    m_state = raw["m_state"].astype(object)
-    ready = input_state.eq("ready").to_numpy()
-    # journal state -> result state; 'inflight' is a request whose process died.
-    state = m_state.map(
-        {
-            "pending": "scheduled",
-            "inflight": "unknown",
-            "accepted": "accepted",
-            "rejected": "rejected",
-            "unknown": "unknown",
-        }
-    )
-    reason = raw["m_reason"].astype(object).where(m_state.ne("inflight"), REASON_PROCESS_STOPPED)
+    input_state = raw["input_state"]
+    m_state = raw["m_state"]
+    ready = input_state == "ready"
+    state = np.array([_FROM_JOURNAL.get(s) for s in m_state.tolist()], dtype=object)
+    reason = raw["m_reason"].copy()
+    reason[m_state == "inflight"] = REASON_PROCESS_STOPPED
     # A split row (several parts) is accepted only if every part is (documented in send).
-    multi = raw["n"].notna().to_numpy()
+    multi = ~_is_none(raw["n"])
     if multi.any():
-        n_parts = raw["n"].fillna(0).astype(int)
-        n_unknown = raw["n_unknown"].fillna(0).astype(int)
-        n_rejected = raw["n_rejected"].fillna(0).astype(int)
-        n_accepted = raw["n_accepted"].fillna(0).astype(int)
+        at = np.flatnonzero(multi)
+        n_parts = raw["n"][at].astype(np.int64)
+        n_unknown = raw["n_unknown"][at].astype(np.int64)
+        n_rejected = raw["n_rejected"][at].astype(np.int64)
+        n_accepted = raw["n_accepted"][at].astype(np.int64)
         agg = np.select(
             [n_unknown > 0, n_rejected > 0, n_accepted == n_parts],
             ["unknown", "rejected", "accepted"],
             "scheduled",
-        )
-        agg_s = pd.Series(agg, index=raw.index, dtype=object)
-        differs = multi & (agg_s.to_numpy() != state.to_numpy())
-        reason = reason.where(~differs, "some_parts_" + agg_s.astype(str))
-        state = state.where(~multi, agg_s)
-    missing = ready & m_state.isna().to_numpy()
-    state = state.where(~missing, "unknown")
-    reason = reason.where(~missing, "not_journalled")
-    state = state.where(ready, input_state)
-    reason = reason.where(ready, raw["input_reason"].astype(object))
+        ).astype(object)
+        differs = agg != state[at]
+        reason[at[differs]] = ["some_parts_" + str(a) for a in agg[differs]]
+        state[at] = agg
+    missing = ready & _is_none(m_state)
+    state[missing], reason[missing] = "unknown", "not_journalled"
+    state[~ready], reason[~ready] = input_state[~ready], raw["input_reason"][~ready]
 
-    sent_at = pd.to_datetime(raw["sent_at"].astype("Float64").astype("Int64"), unit="us", utc=True)
+    def sent(name: str) -> np.ndarray[Any, Any]:
+        # message columns only for rows that send (an invalid row has no message)
+        column: np.ndarray[Any, Any] = np.where(ready, raw[name], _NONE)
+        return column
+
+    sent_at = pd.to_datetime(_ints(sent("sent_at")), unit="us", utc=True)
     out = pd.DataFrame(
         {
-            "phone": raw["phone"],
-            "text": raw["text"],
-            "state": state,
-            "reason": reason,
-            "batch": raw["batch"].where(ready, None),
-            "message_id": raw["message_id"].where(ready, None),
-            "sid": raw["sid"].where(ready, None),
-            "request_status": raw["request_status"].where(ready, None),
-            "api_message": raw["api_message"].where(ready, None),
-            "sent_at": sent_at.where(ready),
-            "encoding": raw["encoding"],
-            "segments": raw["segments"],
-        }
+            "phone": _strings(raw["phone"]),
+            "text": _strings(raw["text"]),
+            "state": pd.Categorical(state, dtype=RESULT_DTYPES["state"]),
+            "reason": _strings(reason),
+            "batch": _ints(sent("batch")),
+            "message_id": _ints(sent("message_id")),
+            "sid": _strings(sent("sid")),
+            "request_status": _ints(sent("request_status")),
+            "api_message": _strings(sent("api_message")),
+            "sent_at": pd.Series(sent_at).astype(RESULT_DTYPES["sent_at"]).array,
+            "encoding": _strings(raw["encoding"]),
+            "segments": _ints(raw["segments"]),
+        },
+        index=index,
     )
-    out = out.astype(RESULT_DTYPES)
-    out.index = index
     return out
 
 

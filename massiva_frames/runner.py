@@ -54,24 +54,27 @@ if TYPE_CHECKING:
     from .client import MassivaClient
     from .protocol import SendResponse
 
-__all__ = ["Batch", "Key", "ProgressArg", "RunStats", "outcomes", "run_batches", "short_error"]
+__all__ = ["Batch", "ProgressArg", "RunStats", "outcomes", "run_batches", "short_error"]
 
 logger = logging.getLogger("massiva_frames.sending")
 
 ProgressArg = bool | Callable[[int, int], Any]
-Key = tuple[str, int]
 
 
 @dataclass
 class Batch:
+    """One request of a run: journal message ids, phones and texts, in request order."""
+
     number: int
-    keys: list[Key]
+    ids: list[int]
     phones: tuple[str, ...]
     texts: tuple[str, ...]
 
 
 @dataclass
 class RunStats:
+    """Figures of one run of the request loop."""
+
     requests: int = 0
     messages_sent: int = 0  # messages in requests that got an answer
     accepted: int = 0
@@ -83,8 +86,13 @@ class RunStats:
     errors: list[str] = field(default_factory=list)
 
 
-def _digits(text: str) -> str:
-    return "".join(ch for ch in text if ch.isdigit())
+def _same_phone(echoed: str, sent: str) -> bool:
+    """The provider's ``num_celular`` names the phone sent (same digits)."""
+    if echoed == sent:
+        return True
+    return "".join(ch for ch in echoed if ch.isdigit()) == "".join(
+        ch for ch in sent if ch.isdigit()
+    )
 
 
 def short_error(exc: BaseException) -> str:
@@ -104,10 +112,10 @@ def outcomes(
     batch: Batch, result: SendResponse | BaseException, at: int, requested_at: int
 ) -> tuple[list[tuple[Any, ...]], str, int | None, str | None]:
     """Journal outcomes of one batch: (per-message outcomes, batch state, status, detail)."""
-    n = len(batch.keys)
+    n = len(batch.ids)
 
     def every(state: str, reason: str | None, api: str | None, sent: int | None) -> list[Any]:
-        return [(k, p, state, reason, None, None, api, sent) for k, p in batch.keys]
+        return [(i, state, reason, None, None, api, sent) for i in batch.ids]
 
     if isinstance(result, BaseException):
         exc = result
@@ -151,7 +159,7 @@ def outcomes(
         problem = f"{len(resp.celulares)} <celular> entries for {n} phones"
     else:
         for i, (phone, cel) in enumerate(zip(batch.phones, resp.celulares, strict=True)):
-            if _digits(cel.num_celular) != _digits(phone):
+            if not _same_phone(cel.num_celular, phone):
                 problem = f"entry {i} is for {cel.num_celular!r}, the request's phone is {phone!r}"
                 break
     if problem is not None:
@@ -164,11 +172,11 @@ def outcomes(
             "in_doubt_mismatch",
         )
     out: list[tuple[Any, ...]] = []
-    for (k, p), cel in zip(batch.keys, resp.celulares, strict=True):
+    for i, cel in zip(batch.ids, resp.celulares, strict=True):
         if cel.accepted:
-            out.append((k, p, "accepted", None, cel.id, cel.sid, mensaje, at))
+            out.append((i, "accepted", None, cel.id, cel.sid, mensaje, at))
         else:
-            out.append((k, p, "rejected", "provider_rejected", cel.id, cel.sid, mensaje, at))
+            out.append((i, "rejected", "provider_rejected", cel.id, cel.sid, mensaje, at))
     return out, "done", resp.status, None
 
 
@@ -216,14 +224,18 @@ def run_batches(
 ) -> tuple[RunStats, BaseException | None]:
     """Send ``batches`` over a thread pool; every journal write happens on this thread.
 
-    Returns the figures and the account-level error that stopped the run, if any.
+    Each turn of the loop is one journal transaction (one fsync): the outcomes of the
+    requests that just finished, then the batches about to start, marked in flight. The
+    requests start only after that commit. Returns the figures and the account-level
+    error that stopped the run, if any.
     """
     stats = RunStats()
     todo = deque(batches)
     requests_limit, messages_limit = RateLimiter(rate), RateLimiter(message_rate)
     running: dict[Future[SendResponse], tuple[Batch, int]] = {}
+    finished: set[Future[SendResponse]] = set()
     stop: BaseException | None = None
-    bar = _Progress(progress, sum(len(b.keys) for b in batches))
+    bar = _Progress(progress, sum(len(b.ids) for b in batches))
     started = time.monotonic()
 
     def settle(future: Future[SendResponse]) -> None:
@@ -236,7 +248,7 @@ def run_batches(
             batch.number, settled, batch_state=batch_state, request_status=status, detail=detail
         )
         for o in settled:
-            state = o[2]
+            state = o[1]
             if state == "accepted":
                 stats.accepted += 1
             elif state == "rejected":
@@ -246,7 +258,7 @@ def run_batches(
             else:
                 stats.not_sent += 1
         if batch_state != "not_sent":
-            stats.messages_sent += len(batch.keys)
+            stats.messages_sent += len(batch.ids)
         if detail == "in_doubt_mismatch":
             stats.mismatches += 1
         if exc is not None:
@@ -257,51 +269,57 @@ def run_batches(
                 logger.error("batch %d failed unexpectedly", batch.number, exc_info=exc)
             else:
                 logger.warning("batch %d: %s", batch.number, short_error(exc))
-        bar.update(len(batch.keys))
+        bar.update(len(batch.ids))
 
     def halt(reason: str, send_at: int | None = None) -> None:
-        keys = [k for b in todo for k in b.keys]
-        journal.set_pending(
-            keys, reason=reason, send_at=send_at, update_send_at=send_at is not None
-        )
-        bar.update(len(keys))
+        ids = [i for b in todo for i in b.ids]
+        times = None if send_at is None else [send_at] * len(ids)
+        journal.set_pending(ids, reason=reason, send_at=times)
+        bar.update(len(ids))
         todo.clear()
 
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="massiva-send")
     try:
-        while todo or running:
+        while todo or running or finished:
+            launch: list[tuple[Batch, int]] = []
             timeout: float | None = None
-            if todo and stop is None and len(running) < concurrency:
-                batch = todo[0]
-                if window is not None:
-                    moment = clock()
-                    opening = next_open(moment, window)
-                    if opening > moment:  # the window closed mid-run: wait for the next one
-                        halt("not_due", int(opening.value // 1000))
-                        continue
-                delay = max(requests_limit.delay(1), messages_limit.delay(len(batch.keys)))
-                if delay <= 0:
+            with journal.transaction():
+                for future in finished:
+                    settle(future)
+                finished = set()
+                while todo and stop is None and len(running) + len(launch) < concurrency:
+                    batch = todo[0]
+                    if window is not None:
+                        moment = clock()
+                        opening = next_open(moment, window)
+                        if opening > moment:  # the window closed mid-run: wait for the next
+                            halt("not_due", int(opening.value // 1000))
+                            break
+                    delay = max(requests_limit.delay(1), messages_limit.delay(len(batch.ids)))
+                    if delay > 0:
+                        timeout = delay
+                        break
                     todo.popleft()
                     requests_limit.take(1)
-                    messages_limit.take(len(batch.keys))
+                    messages_limit.take(len(batch.ids))
                     requested_at = now_us()
                     # Committed before the request: a crash from here on leaves the batch
                     # in flight, and the next run reports its rows unknown (never resent).
                     journal.mark_inflight(
-                        batch.number, batch.keys, method=method, requested_at=requested_at
+                        batch.number, batch.ids, method=method, requested_at=requested_at
                     )
-                    stats.requests += 1
-                    future = pool.submit(_request, client, batch, group, method)
-                    running[future] = (batch, requested_at)
-                    continue
-                timeout = delay
-            elif todo and stop is not None:
-                halt("run_stopped")
-                continue
+                    launch.append((batch, requested_at))
+                if todo and stop is not None:
+                    halt("run_stopped")
+            for batch, requested_at in launch:
+                stats.requests += 1
+                running[pool.submit(_request, client, batch, group, method)] = (
+                    batch,
+                    requested_at,
+                )
             if running:
                 done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
-                for future in done:
-                    settle(future)
+                finished = set(done)
             elif timeout:
                 time.sleep(timeout)
     except BaseException:
@@ -314,10 +332,7 @@ def run_batches(
                 batch, _ = running.pop(future)
                 journal.record_outcome(
                     batch.number,
-                    [
-                        (k, p, "pending", "run_stopped", None, None, None, None)
-                        for k, p in batch.keys
-                    ],
+                    [(i, "pending", "run_stopped", None, None, None, None) for i in batch.ids],
                     batch_state="not_sent",
                     request_status=None,
                     detail="run_stopped",

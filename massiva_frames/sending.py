@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, InsufficientCreditsError, MassivaError
-from .journal import Journal, prepare_rows, results_from_journal, row_records
+from .journal import Journal, objects, prepare_rows, results_from_journal, row_records
 from .results import STATES, index_meta
-from .runner import Batch, Key, ProgressArg, run_batches, short_error
+from .runner import Batch, ProgressArg, run_batches, short_error
 from .scheduling import Window, due_times, parse_window
 
 if TYPE_CHECKING:
@@ -115,19 +115,33 @@ def _plan(
     planned = plan_batches(
         frame, method=method, max_phones=max_phones, group=group, **_plan_options(client)
     )
-    keys = list(zip(messages["row_key"], messages["part"].astype(int), strict=True))
+    ids = messages["id"].tolist()
     batches = []
     for i, b in enumerate(iter_batches(planned)):
-        positions = [int(p) for p in b.index]
         batches.append(
             Batch(
                 number=first_number + i,
-                keys=[keys[p] for p in positions],
+                ids=[ids[p] for p in b.index.tolist()],
                 phones=tuple(b.phones),
                 texts=tuple(b.texts),
             )
         )
     return batches
+
+
+def _pending_of(journal: Journal, messages: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """This input's pending messages, in input order, with their journal id and state."""
+    lean = journal.pending_messages()
+    columns = ["id", "row_key", "part", "phone", "text", "send_at", "reason", "position"]
+    columns += ["segments", "parts"]
+    if lean.empty or messages.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    lean["part"] = lean["part"].astype(np.int64)
+    merged = messages.astype({"part": np.int64}).merge(lean, on=["row_key", "part"], sort=False)
+    at = merged["position"].to_numpy()
+    merged["segments"] = objects(rows["segments"])[at]
+    merged["parts"] = rows["parts"].to_numpy()[at]
+    return merged[columns]
 
 
 def _fit(due: pd.DataFrame, available: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -138,8 +152,25 @@ def _fit(due: pd.DataFrame, available: int) -> tuple[pd.DataFrame, pd.DataFrame]
     return due[chosen], due[~chosen]
 
 
-def _keys(frame: pd.DataFrame) -> list[Key]:
-    return list(zip(frame["row_key"], frame["part"].astype(int), strict=True))
+def _ids(frame: pd.DataFrame) -> list[int]:
+    return [int(i) for i in frame["id"].tolist()]
+
+
+def _reschedule(
+    journal: Journal, frame: pd.DataFrame, stored: pd.Series, reason: str | None
+) -> None:
+    """Store each pending message's reason and time, writing only what changed."""
+    old_reason = objects(frame["reason"])
+    old_at = objects(frame["send_at"])
+    new_at = stored.tolist()
+    changed = [
+        i
+        for i, (r, a, t) in enumerate(zip(old_reason, old_at, new_at, strict=True))
+        if r != reason or (None if a is None else int(a)) != t
+    ]
+    if changed:
+        ids = frame["id"].to_numpy()[changed].tolist()
+        journal.set_pending(ids, reason=reason, send_at=[new_at[i] for i in changed])
 
 
 @dataclass
@@ -170,12 +201,8 @@ def _deliver(
         wanted = pd.to_datetime(pending["send_at"].astype("Float64"), unit="us", utc=True)
     stored, due = due_times(wanted, opts.window, now)
     due_frame, later = pending[due], pending[~due]
-    journal.set_pending(
-        _keys(due_frame), reason=None, send_at=list(stored[due]), update_send_at=True
-    )
-    journal.set_pending(
-        _keys(later), reason="not_due", send_at=list(stored[~due]), update_send_at=True
-    )
+    _reschedule(journal, due_frame, stored[due], None)
+    _reschedule(journal, later, stored[~due], "not_due")
     per_message = pd.to_numeric(due_frame["segments"], errors="coerce").fillna(1) / pd.to_numeric(
         due_frame["parts"], errors="coerce"
     ).fillna(1).clip(lower=1)
@@ -199,7 +226,7 @@ def _deliver(
     available = summary["credits_available"]
     if not opts.dry_run and available is not None and needed > available:
         if not opts.allow_partial:
-            journal.set_pending(_keys(due_frame), reason="insufficient_credits")
+            journal.set_pending(_ids(due_frame), reason="insufficient_credits")
             # Credits count messages, one per accepted SMS (the provider's creditos and
             # the sandbox); the segments are reported too, as carriers bill by segment.
             raise InsufficientCreditsError(
@@ -213,7 +240,7 @@ def _deliver(
                 available=available,
             )
         due_frame, short = _fit(due_frame, available)
-        journal.set_pending(_keys(short), reason="insufficient_credits")
+        journal.set_pending(_ids(short), reason="insufficient_credits")
         summary["messages_not_affordable"] = len(short)
         logger.warning(
             "credits for %d of %d messages: the other %d wait (insufficient_credits)",
@@ -229,14 +256,14 @@ def _deliver(
         group=opts.group,
         first_number=journal.next_batch_number(),
     )
-    planned_keys = {k for b in batches for k in b.keys}
-    unplanned = [k for k in _keys(due_frame) if k not in planned_keys]
+    planned_ids = {i for b in batches for i in b.ids}
+    unplanned = [i for i in _ids(due_frame) if i not in planned_ids]
     if unplanned:  # a GET part too long for any URL: it can only go by POST
         journal.set_pending(unplanned, reason="not_sent_url_too_long")
     summary["requests"] = len(batches)
-    summary["messages"] = int(sum(len(b.keys) for b in batches))
+    summary["messages"] = int(sum(len(b.ids) for b in batches))
     if opts.dry_run:
-        journal.set_pending(_keys(due_frame), reason="dry_run")
+        journal.set_pending(_ids(due_frame), reason="dry_run")
         logger.info(
             "dry run: %d messages in %d requests; credits needed %d, available %s",
             summary["messages"],
@@ -488,21 +515,24 @@ def send(
                 recovered,
             )
         run = jr.start_run("dry_run" if dry_run else "send")
-        jr.replace_rows(
-            row_records(rows, df.index),
-            {"index": index_meta(df.index), "settings": settings},
-        )
-        added = jr.add_messages(
-            (k, int(p), ph, tx, campaign_key, None)
-            for k, p, ph, tx in zip(
-                *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
-                strict=True,
+        with jr.transaction():  # the rows and their messages commit together
+            jr.replace_rows(
+                row_records(rows, df.index),
+                {"index": index_meta(df.index), "settings": settings},
             )
-        )
+            added = jr.add_messages(
+                [
+                    (k, int(p), ph, tx, campaign_key, None)
+                    for k, p, ph, tx in zip(
+                        *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
+                        strict=True,
+                    )
+                ]
+            )
         row_keys = set(rows["row_key"].dropna())
         if resend_unknown:
-            jr.requeue(_keys(messages), states=("unknown",))
-        pending = jr.pending(row_keys=row_keys)
+            jr.requeue(row_keys, states=("unknown",))
+        pending = _pending_of(jr, messages, rows)
         summary, stop = _deliver(jr, pending, rows, opts)
         summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
         results = _finish(jr, run, summary, jr.results(index=df.index))

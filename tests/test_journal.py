@@ -38,8 +38,8 @@ from massiva_frames.results import (
 PHONES = [f"58414{n:07d}" for n in range(1000000, 1000010)]
 
 
-def _fill(journal: Journal, n: int = 4, *, index: pd.Index | None = None) -> list[str]:
-    """Journal ``n`` ready rows (one message each); return their keys."""
+def _fill(journal: Journal, n: int = 4, *, index: pd.Index | None = None) -> list[int]:
+    """Journal ``n`` ready rows (one message each); return their message ids."""
     index = pd.RangeIndex(n) if index is None else index
     keys = [row_key("c", PHONES[i], f"hola {i}") for i in range(n)]
     labels = [encode_label(x) for x in index]
@@ -49,11 +49,13 @@ def _fill(journal: Journal, n: int = 4, *, index: pd.Index | None = None) -> lis
     ]
     journal.replace_rows(rows, {"index": index_meta(index)})
     journal.add_messages((keys[i], 1, PHONES[i], f"hola {i}", "c", None) for i in range(n))
-    return keys
+    ids = journal.pending()["id"].tolist()
+    assert journal.pending()["row_key"].tolist() == keys
+    return [int(i) for i in ids]
 
 
 def test_row_key_is_stable_and_distinguishes_its_parts() -> None:
-    material = '["v1", "promo", "584141234567", "Hola", 0]'
+    material = "2:v1,5:promo,12:584141234567,4:Hola,1:0,"
     assert row_key("promo", "584141234567", "Hola") == hashlib.sha256(material.encode()).hexdigest()
     keys = {
         row_key("promo", "584141234567", "Hola"),
@@ -82,28 +84,27 @@ def test_file_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
 
 def test_messages_are_added_once(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.db") as journal:
-        keys = _fill(journal)
+        ids = _fill(journal)
+        keys = journal.pending()["row_key"].tolist()
         again = journal.add_messages((k, 1, PHONES[0], "x", "c", None) for k in keys)
         assert again == 0
         assert journal.counts() == {"pending": 4}
-        assert list(journal.pending()["row_key"]) == keys
+        assert journal.pending()["id"].tolist() == ids
 
 
 def test_inflight_then_outcome_then_results(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     with Journal(path) as journal:
-        keys = _fill(journal)
+        ids = _fill(journal)
         number = journal.next_batch_number()
         assert number == 1
-        batch = [(keys[0], 1), (keys[1], 1), (keys[2], 1)]
-        journal.mark_inflight(number, batch, method="POST", requested_at=1_700_000_000_000_000)
+        journal.mark_inflight(number, ids[:3], method="POST", requested_at=1_700_000_000_000_000)
         assert journal.counts() == {"inflight": 3, "pending": 1}
         journal.record_outcome(
             number,
             [
                 (
-                    keys[0],
-                    1,
+                    ids[0],
                     "accepted",
                     None,
                     123451,
@@ -111,8 +112,8 @@ def test_inflight_then_outcome_then_results(tmp_path: Path) -> None:
                     "Envio Exitoso",
                     1_700_000_000_500_000,
                 ),
-                (keys[1], 1, "rejected", "provider_rejected", 123452, None, "Envio Exitoso", 1),
-                (keys[2], 1, "pending", "not_sent_connect_failed", None, None, "x", None),
+                (ids[1], "rejected", "provider_rejected", 123452, None, "Envio Exitoso", 1),
+                (ids[2], "pending", "not_sent_connect_failed", None, None, "x", None),
             ],
             batch_state="done",
             request_status=1,
@@ -139,8 +140,8 @@ def test_inflight_then_outcome_then_results(tmp_path: Path) -> None:
 def test_recover_turns_inflight_into_unknown(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     with Journal(path) as journal:
-        keys = _fill(journal, 2)
-        journal.mark_inflight(1, [(keys[0], 1)], method="POST", requested_at=5_000_000)
+        ids = _fill(journal, 2)
+        journal.mark_inflight(1, [ids[0]], method="POST", requested_at=5_000_000)
     # read-only: an in-flight batch reads as unknown, and the file is not changed
     before = results_from_journal(path)
     assert list(before["state"]) == ["unknown", "scheduled"]
@@ -158,19 +159,20 @@ def test_recover_turns_inflight_into_unknown(tmp_path: Path) -> None:
 
 def test_requeue_only_touches_the_given_states(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.db") as journal:
-        keys = _fill(journal, 2)
-        journal.mark_inflight(1, [(keys[0], 1), (keys[1], 1)], method="POST")
+        ids = _fill(journal, 2)
+        journal.mark_inflight(1, ids, method="POST")
         journal.record_outcome(
             1,
             [
-                (keys[0], 1, "unknown", "in_doubt_no_response", None, None, "t", 1),
-                (keys[1], 1, "accepted", None, 9, "s", "ok", 1),
+                (ids[0], "unknown", "in_doubt_no_response", None, None, "t", 1),
+                (ids[1], "accepted", None, 9, "s", "ok", 1),
             ],
             batch_state="unknown",
             request_status=None,
             detail=None,
         )
-        assert journal.requeue([(keys[0], 1), (keys[1], 1)], states=("unknown",)) == 1
+        row_keys = journal.conn.execute("SELECT row_key FROM messages").fetchall()
+        assert journal.requeue([k for (k,) in row_keys], states=("unknown",)) == 1
         assert journal.counts() == {"pending": 1, "accepted": 1}
 
 
@@ -192,14 +194,15 @@ def test_split_rows_are_accepted_only_when_every_part_is(tmp_path: Path) -> None
                 for p in (1, 2)
             ]
         )
-        journal.mark_inflight(1, [(k1, 1), (k1, 2), (k2, 1), (k2, 2)], method="POST")
+        ids = journal.pending()["id"].tolist()  # k1 part 1, k1 part 2, k2 part 1, k2 part 2
+        journal.mark_inflight(1, ids, method="POST")
         journal.record_outcome(
             1,
             [
-                (k1, 1, "accepted", None, 10, "a", "ok", 1),
-                (k1, 2, "accepted", None, 11, "b", "ok", 1),
-                (k2, 1, "accepted", None, 12, "c", "ok", 1),
-                (k2, 2, "rejected", "provider_rejected", 13, None, "ok", 1),
+                (ids[0], "accepted", None, 10, "a", "ok", 1),
+                (ids[1], "accepted", None, 11, "b", "ok", 1),
+                (ids[2], "accepted", None, 12, "c", "ok", 1),
+                (ids[3], "rejected", "provider_rejected", 13, None, "ok", 1),
             ],
             batch_state="done",
             request_status=3,

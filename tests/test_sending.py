@@ -829,12 +829,13 @@ def test_sigkill_at_random_moments_never_double_sends(tmp_path: Path) -> None:
     ],
 )
 def test_error_outcomes(error: BaseException, state: str, reason: str) -> None:
-    batch = Batch(7, [("k1", 1), ("k2", 1)], ("584141234567", "584241234567"), ("Hola",))
+    batch = Batch(7, [11, 12], ("584141234567", "584241234567"), ("Hola",))
     settled, batch_state, _, _ = outcomes(batch, error, at=2, requested_at=1)
-    assert [o[2] for o in settled] == [state, state]
-    assert [o[3] for o in settled] == [reason, reason]
+    assert [o[0] for o in settled] == [11, 12]
+    assert [o[1] for o in settled] == [state, state]
+    assert [o[2] for o in settled] == [reason, reason]
     expected = "refused" if isinstance(error, AccountError) else None
     expected = expected or {"pending": "not_sent", "rejected": "done", "unknown": "unknown"}[state]
     assert batch_state == expected
-    sent_at = [o[7] for o in settled]
+    sent_at = [o[6] for o in settled]
     assert sent_at == {"pending": [None, None], "rejected": [2, 2], "unknown": [1, 1]}[state]

@@ -1,0 +1,175 @@
+"""Messages/s of ``send`` against the provider's documented pattern done naively.
+
+The sandbox runs in its own process (waitress, 16 threads) so client and server do not
+share a GIL. In the same run:
+
+- **send**: ``send()`` of N personalised rows (every text distinct, so requests carry
+  paired texts), journal on disk, 4 threads over one pooled session; wall time includes
+  validation, planning, journalling and results. Several rounds, median.
+- **naive**: the provider's PHP sample done per phone: one POST per phone, a new
+  connection each (``requests.post`` without a session), one after the other. Measured
+  on a sample of S phones and extrapolated to N (stated in the output).
+
+Printed: messages/s of both, the ratio (target >= 50x), and the requests used against
+the minimum any plan could use (``batching.minimum_requests``).
+
+    python benchmarks/bench_send.py [--rows 50000] [--naive-sample 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import requests
+
+__all__ = ["main"]
+
+SERVER = """
+import logging, signal, sys, threading
+from massiva_frames.sandbox import Sandbox
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+sb = Sandbox(credits=int(sys.argv[1]), callback_delay=3600)
+sb.start()
+print(sb.base_url, flush=True)
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *a: stop.set())
+stop.wait()
+sb.stop()
+"""
+
+USER, PASSWORD = "demo@massiva.test", "demo"
+OPERATORS = ("412", "414", "416", "424", "426")
+
+
+def campaign(n: int, offset: int = 0) -> pd.DataFrame:
+    """N customers with distinct phones, written the way spreadsheets hold them."""
+    i = pd.RangeIndex(offset, offset + n)
+    return pd.DataFrame(
+        {
+            "telefono": [f"0{OPERATORS[k % 5]}-{1000000 + k:07d}" for k in i],
+            "nombre": [f"Cliente {k}" for k in i],
+            "codigo": [f"{(k * 7919) % 1000000:06d}" for k in i],
+        }
+    )
+
+
+TEMPLATE = "Hola {nombre}, tu codigo es {codigo}"
+
+
+def run_send(
+    base_url: str, df: pd.DataFrame, journal: Path, campaign_name: str
+) -> dict[str, float]:
+    from massiva_frames.client import MassivaClient
+    from massiva_frames.sending import send
+
+    with MassivaClient(USER, PASSWORD, base_url) as client:
+        started = time.perf_counter()
+        results = send(
+            df,
+            client=client,
+            phone="telefono",
+            template=TEMPLATE,
+            journal=journal,
+            campaign=campaign_name,
+            progress=False,
+        )
+        elapsed = time.perf_counter() - started
+    accepted = int((results["state"] == "accepted").sum())
+    if accepted != len(df):
+        raise RuntimeError(f"only {accepted} of {len(df)} rows accepted")
+    figures = results.attrs["send"]
+    return {
+        "seconds": elapsed,
+        "rate": accepted / elapsed,
+        "requests": figures["requests"],
+        "http_seconds": figures["seconds"],
+    }
+
+
+def run_naive(base_url: str, df: pd.DataFrame) -> dict[str, float]:
+    """One request per phone, a new connection each: the PHP sample, one curl per phone."""
+    from massiva_frames.validate import validate
+
+    checked = validate(df, phone="telefono", template=TEMPLATE)
+    pairs = list(zip(checked["phone"], checked["text"], strict=True))
+    url = f"{base_url}/SendSms"
+    started = time.perf_counter()
+    for phone, text in pairs:
+        answer = requests.post(
+            url,
+            data={"usuario": USER, "clave": PASSWORD, "telefonos": phone, "texto": text},
+            timeout=30,
+        )
+        if b"<status>1</status>" not in answer.content:
+            raise RuntimeError(f"naive send refused: {answer.text[:200]}")
+    elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "rate": len(pairs) / elapsed}
+
+
+def minimum(df: pd.DataFrame) -> int:
+    from massiva_frames.batching import minimum_requests
+    from massiva_frames.validate import validate
+
+    return minimum_requests(validate(df, phone="telefono", template=TEMPLATE), method="POST")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--naive-sample", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    credits = args.rows * args.rounds + args.naive_sample + 10
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(credits)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        if not base_url.startswith("http"):
+            raise RuntimeError("the sandbox did not start")
+        df = campaign(args.rows)
+        sample = campaign(args.naive_sample, offset=args.rows)
+        ours = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(args.rounds):
+                ours.append(run_send(base_url, df, Path(tmp) / f"j{r}.db", f"bench-{r}"))
+        naive = run_naive(base_url, sample)
+        floor = minimum(df)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    rate = statistics.median(o["rate"] for o in ours)
+    seconds = statistics.median(o["seconds"] for o in ours)
+    http_seconds = statistics.median(o["http_seconds"] for o in ours)
+    requests_used = int(statistics.median(o["requests"] for o in ours))
+    naive_total = args.rows / naive["rate"]
+    print(f"send(): {args.rows:,} personalised rows, journal on disk, 4 threads, POST")
+    print(
+        f"  median of {args.rounds}: {seconds:.2f} s ({http_seconds:.2f} s in the request loop)"
+        f" -> {rate:,.0f} messages/s"
+    )
+    print(f"  requests: {requests_used:,} (minimum possible: {floor:,})")
+    print(
+        f"naive: one POST per phone, new connection each, sequential; measured on "
+        f"{args.naive_sample:,} phones"
+    )
+    print(
+        f"  {naive['seconds']:.2f} s -> {naive['rate']:,.0f} messages/s; "
+        f"extrapolated to {args.rows:,}: {naive_total:,.0f} s, {args.rows:,} requests"
+    )
+    print(f"ratio: {rate / naive['rate']:,.1f}x messages/s (target >= 50x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
