@@ -18,7 +18,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from .client import MassivaClient
 
-__all__ = ["MassivaAccessor"]
+# Nothing to import: importing the module registers ``df.massiva``.
+__all__: list[str] = []
 
 #: plan_batches's own options; every other keyword goes to validate.
 _PLAN_OPTIONS = (

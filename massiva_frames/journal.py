@@ -1,27 +1,32 @@
 """The send journal: an SQLite outbox that makes sends idempotent, resumable and scheduled.
 
-A journal is one SQLite file (WAL, ``synchronous=FULL``) with four tables:
+A journal is one SQLite file (WAL, ``synchronous=FULL``) with these tables:
 
 ``meta``
-    The campaign's settings (validation options, template, method, window, the input's
-    index shape). Never credentials: neither the password nor the login is stored.
+    The latest call's settings (validation options, template, method, window, the
+    input's index shape). Never credentials: neither the password nor the login.
 ``rows``
     The input frame of the latest call, one row per input row: its position, its index
-    label (JSON-encoded, so any index dtype survives), the validated phone and text, its
-    validation state and reason, encoding and segments, and the stable ``row_key`` of
-    the message(s) it sends (``NULL`` for invalid and suppressed rows).
+    label (JSON-encoded, so any index dtype survives), its validation state and reason,
+    encoding, segments and parts, and the stable ``row_key`` of the message(s) it sends
+    (``NULL`` for invalid and suppressed rows). Phone and text are kept here only when
+    no message holds them (invalid rows, split rows' full text).
 ``messages``
     The outbox, one row per message (``row_key``, ``part``): its state
     (``pending`` | ``inflight`` | ``accepted`` | ``rejected`` | ``unknown``), when it is
-    due (``send_at``), its batch and the provider's answer. A message's row survives
-    every re-run: it is what stops a phone from being texted twice.
+    due (``send_at``), its batch and the provider's answer. A message survives every
+    re-run: it is what stops a phone from being texted twice.
 ``batches``
-    One row per request: ``inflight`` is committed *before* the request, ``done`` or
-    ``unknown`` right after its outcome. A batch found ``inflight`` when a journal is
-    opened for sending belongs to a process that died mid-request: its messages become
-    ``unknown`` and are never resent automatically.
+    One row per request, with its message ids in request order: ``inflight`` is
+    committed *before* the request, ``done``/``unknown``/``not_sent``/``refused`` right
+    after its outcome. A batch found ``inflight`` when a journal is opened for sending
+    belongs to a process that died mid-request: its messages become ``unknown`` and are
+    never resent automatically.
+``runs``
+    One row per send, dry run or dispatch, with its figures.
 
-Only one process sends from a journal at a time (an advisory lock on ``PATH.lock``,
+The rows and their messages are written in one transaction before any request. Only
+one process sends from a journal at a time (an advisory lock on ``PATH.lock``,
 released by the operating system when the process dies, even by ``SIGKILL``).
 """
 
@@ -44,18 +49,8 @@ from .errors import InputError
 from .results import REASON_PROCESS_STOPPED, encode_label, rebuild_index, results_frame
 from .scheduling import resolve_send_at
 
-__all__ = [
-    "Journal",
-    "JournalBusyError",
-    "now_us",
-    "objects",
-    "prepare_rows",
-    "row_records",
-    "results_from_journal",
-    "row_key",
-    "split_texts",
-    "user_row_key",
-]
+# The helpers below are the sending layer's own; the public names are these.
+__all__ = ["JournalBusyError", "results_from_journal"]
 
 SCHEMA_VERSION = 1
 

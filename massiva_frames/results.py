@@ -24,18 +24,8 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = [
-    "REASON_PROCESS_STOPPED",
-    "RESULT_COLUMNS",
-    "RESULT_DTYPES",
-    "STATES",
-    "decode_label",
-    "empty_results",
-    "encode_label",
-    "index_meta",
-    "rebuild_index",
-    "results_frame",
-]
+# Label and frame helpers are the journal's own; the public names are the shape.
+__all__ = ["RESULT_COLUMNS", "RESULT_DTYPES", "STATES"]
 
 #: Result states, in the fixed order of the ``state`` category (DESIGN.md).
 STATES: tuple[str, ...] = (

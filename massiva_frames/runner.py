@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from .client import MassivaClient
     from .protocol import SendResponse
 
-__all__ = ["Batch", "ProgressArg", "RunStats", "outcomes", "run_batches", "short_error"]
+# Internal to massiva_frames.sending.
+__all__: list[str] = []
 
 logger = logging.getLogger("massiva_frames.sending")
 

@@ -18,17 +18,8 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = [
-    "LOCAL_TZ",
-    "RateLimiter",
-    "Window",
-    "apply_window",
-    "due_times",
-    "next_open",
-    "parse_window",
-    "resolve_send_at",
-    "to_utc",
-]
+# Internal to massiva_frames.sending; the zone of naive times is public.
+__all__ = ["LOCAL_TZ"]
 
 #: the zone of naive ``send_at`` values and of ``window`` bounds.
 LOCAL_TZ = "America/Caracas"

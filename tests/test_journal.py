@@ -369,3 +369,49 @@ def test_many_rows_in_one_transaction(tmp_path: Path) -> None:
         assert journal.counts() == {"pending": n}
         results = journal.results(index=pd.RangeIndex(n))
     assert len(results) == n and (results["state"] == "scheduled").all()
+
+
+ODD_TEXTS = [
+    "Hola 😀 ñandú",
+    'comillas "dobles" y \\barra',
+    "línea\tcon tab",
+    "日本語",
+    "'; DROP TABLE x; --",
+]
+
+
+@pytest.mark.parametrize("json_path", [True, False], ids=["json", "executemany"])
+def test_both_write_paths_store_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_path: bool
+) -> None:
+    import massiva_frames.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "_JSON_UPDATES", json_path)
+    n = 60  # above the size where the JSON path is used
+    texts = [ODD_TEXTS[i % len(ODD_TEXTS)] + f" {i}" for i in range(n)]
+    phones = [f"58424{i:07d}" for i in range(n)]
+    keys = [row_key("c", phones[i], texts[i]) for i in range(n)]
+    labels = [encode_label(f"r{i}") for i in range(n)]
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        rows = [(i, labels[i], keys[i], "ready", None, None, None, "UCS-2", 1, 1) for i in range(n)]
+        journal.replace_rows(rows, {"index": index_meta(pd.Index([f"r{i}" for i in range(n)]))})
+        assert (
+            journal.add_messages((keys[i], 1, phones[i], texts[i], "c", None) for i in range(n))
+            == n
+        )
+        ids = [int(i) for i in journal.pending()["id"]]
+        journal.mark_inflight(1, ids, method="POST", requested_at=7)
+        outcomes = [
+            (ids[i], "accepted" if i % 3 else "rejected", None if i % 3 else "provider_rejected",
+             1000 + i, f"sid-{i}", texts[i], 8)
+            for i in range(n)
+        ]  # fmt: skip
+        journal.record_outcome(1, outcomes, batch_state="done", request_status=40, detail=None)
+    results = results_from_journal(path)
+    assert list(results.index) == [f"r{i}" for i in range(n)]
+    assert list(results["text"]) == texts and list(results["phone"]) == phones
+    assert list(results["api_message"]) == texts
+    assert list(results["message_id"]) == [1000 + i for i in range(n)]
+    assert list(results["state"]) == ["rejected" if i % 3 == 0 else "accepted" for i in range(n)]
+    assert (results["request_status"] == 40).all() and (results["batch"] == 1).all()
