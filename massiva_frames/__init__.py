@@ -59,6 +59,11 @@ _EXPORTS: dict[str, str] = {
     "plot_deliveries_over_time": "massiva_frames.plots",
     "plot_delivery_by_operator": "massiva_frames.plots",
     "plot_latency": "massiva_frames.plots",
+    # notebook faces
+    "DeliveryDashboard": "massiva_frames.widgets",
+    "SendWidget": "massiva_frames.widgets",
+    "load_sample_campaign": "massiva_frames.demo",
+    "run_demo": "massiva_frames.demo",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
     from .analytics import attach_delivery, delivery_summary, operator_of, opt_outs, replies
     from .callbacks import CompactionStats, Receiver, compact, read_callbacks, receiver
     from .client import MassivaClient
+    from .demo import load_sample_campaign, run_demo
     from .errors import (
         AccountError,
         AmbiguousSendError,
@@ -93,6 +99,7 @@ if TYPE_CHECKING:
         plot_latency,
     )
     from .sandbox import Sandbox, sandbox
+    from .widgets import DeliveryDashboard, SendWidget
 
 
 def __getattr__(name: str) -> Any:
