@@ -71,6 +71,14 @@ def _charset(content_type: str) -> str | None:
     return None
 
 
+def _header_bytes(value: str) -> bytes:
+    """The bytes a header value arrived as (PEP 3333: Latin-1 characters)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:  # a server that decoded it some other way
+        return value.encode("utf-8")
+
+
 class CallbackApp:
     """The WSGI application; ``log`` is a :class:`.DurableLog` (or a ``NullLog``).
 
@@ -150,10 +158,12 @@ class CallbackApp:
         params = decode_form(environ.get("QUERY_STRING", "").encode("latin-1"))
         if method == "POST":
             params.update(self._form(environ))
-        sent_token = environ.get(TOKEN_HEADER) or params.pop("token", None)
-        params.pop("token", None)  # never stored, whatever the configuration
+        header: str | None = environ.get(TOKEN_HEADER)
+        param = params.pop("token", None)  # never stored, whatever the configuration
         if self._token is not None:
-            given = (sent_token or "").encode("utf-8")
+            # PEP 3333: a header value is its raw bytes read as Latin-1 (so a UTF-8 token
+            # arrives as mojibake); a parameter was decoded by decode_form already.
+            given = _header_bytes(header) if header else (param or "").encode("utf-8")
             if not hmac.compare_digest(given, self._token):
                 raise CallbackRejected(403, "missing or wrong token")
         kind, values = classify(params)
