@@ -1272,7 +1272,9 @@ def _client_calls(sb: Any, echo_port: int, artifacts: dict[str, str | bytes]) ->
     return calls
 
 
-def scenario_secrets(sizes: Sizes, workdir: Path, *, send_parts: bool = True) -> Figures:
+def scenario_secrets(
+    sizes: Sizes, workdir: Path, *, seed: int = 0, send_parts: bool = True
+) -> Figures:
     """A run with failures of every kind, everything it shows or writes scanned for the
     password (and a wrong one): results, exceptions, logs, CLI output, files, widgets.
 
@@ -1357,7 +1359,7 @@ def _frame_texts(label: str, frame: Any) -> dict[str, str]:
         f"{label}: string": frame.to_string(),
         f"{label}: html": frame.to_html(),
         f"{label}: csv": frame.to_csv(),
-        f"{label}: json": frame.to_json(default_handler=str),
+        f"{label}: json": frame.to_json(default_handler=str, date_format="iso"),
         f"{label}: attrs": json.dumps(frame.attrs, default=repr, ensure_ascii=False),
     }
 
@@ -1582,7 +1584,7 @@ def scenario_faulty_provider(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
     journal = workdir / "provider.db"
     faults: list[tuple[str, float, dict[str, Any]]] = [
         ("http500", 0.02, {}), ("http502", 0.01, {"before": True}), ("http503", 0.02, {}),
-        ("http503", 0.03, {"retry_after": 0}), ("http429", 0.02, {"retry_after": 0}),
+        ("http503", 0.03, {"retry_after": 0}), ("http429", 0.08, {"retry_after": 0}),
         ("reset", 0.02, {}), ("reset", 0.01, {"before": True}), ("hang", 0.01, {}),
         ("truncated", 0.02, {}), ("html", 0.02, {}),
     ]  # fmt: skip
@@ -1597,7 +1599,11 @@ def scenario_faulty_provider(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
     ):
         for i, (name, ratio, opts) in enumerate(faults):
             sb.inject(name, ratio=ratio, seed=seed * 100 + i, **opts)
-        client = MassivaClient(USUARIO, PASSWORD, sb.base_url, timeout=(1.0, 2.0))
+        # max_refusals=1: some 429s exhaust the waits, their rows stay scheduled
+        # (not_sent_rate_limited) and the re-runs send them.
+        client = MassivaClient(
+            USUARIO, PASSWORD, sb.base_url, timeout=(1.0, 2.0), max_refusals=1, backoff_factor=0.01
+        )
         with client:
             results = send(df, client=client, **options)  # type: ignore[arg-type]
             runs += 1
