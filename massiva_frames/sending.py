@@ -65,10 +65,6 @@ def _clock(now: Any) -> Callable[[], pd.Timestamp]:
     return lambda: fixed
 
 
-def _us(stamp: pd.Timestamp) -> int:
-    return int(pd.Timestamp(stamp).as_unit("us").value)
-
-
 def _plan_options(client: MassivaClient | None) -> dict[str, Any]:
     if client is not None:
         return {"client": client}
