@@ -339,10 +339,12 @@ class MassivaClient:
         self.close()
 
     def __repr__(self) -> str:
-        return (
-            f"MassivaClient(usuario={self.usuario!r}, base_url={self.base_url!r}, "
-            f"method={self.method!r})"
+        # getattr: a constructor that raised leaves a half-built `self` in its frame,
+        # and debuggers and verbose tracebacks repr it.
+        usuario, base_url, method = (
+            getattr(self, name, None) for name in ("usuario", "base_url", "method")
         )
+        return f"MassivaClient(usuario={usuario!r}, base_url={base_url!r}, method={method!r})"
 
     # -- transport ---------------------------------------------------------------------
     @staticmethod
