@@ -1212,7 +1212,9 @@ def _run_cli(args: Sequence[str], env: dict[str, str], timeout: float = 120) -> 
     )
 
 
-def _client_calls(sb: Any, echo_port: int, artifacts: dict[str, str | bytes]) -> int:
+def _client_calls(
+    sb: Any, echo_port: int, artifacts: dict[str, str | bytes], caught: list[BaseException]
+) -> int:
     """Client calls that succeed and fail in every way; returns how many were made."""
     from massiva_frames.client import MassivaClient
 
@@ -1225,6 +1227,7 @@ def _client_calls(sb: Any, echo_port: int, artifacts: dict[str, str | bytes]) ->
             artifacts[f"{label}: result"] = repr(fn())
         except Exception as exc:
             artifacts.update(_exception_texts(label, exc))
+            caught.append(exc)
 
     phones = ["584141234567", "584241234568"]
     faults: list[tuple[str, dict[str, Any]]] = [
@@ -1285,6 +1288,7 @@ def scenario_secrets(
     fig = Figures("secrets", leaks=0, crashes=0)
     start = time.perf_counter()
     artifacts: dict[str, str | bytes] = {}
+    caught: list[BaseException] = []
     echo = _EchoServer()
     log_path = workdir / "debug.log"
     env = {
@@ -1299,7 +1303,7 @@ def scenario_secrets(
             _captured_logs(log_path) as logs,
             sandbox(usuario=USUARIO, clave=PASSWORD, credits=10**6, hang_seconds=3) as sb,
         ):
-            fig.tried += _client_calls(sb, echo.port, artifacts)
+            fig.tried += _client_calls(sb, echo.port, artifacts, caught)
             env["MASSIVA_BASE_URL"] = sb.base_url
             cli_runs: list[tuple[list[str], dict[str, str]]] = [
                 (["credits"], env),
@@ -1331,6 +1335,23 @@ def scenario_secrets(
         text = content if isinstance(content, str) else content.decode("latin-1")
         fig.problem(f"password in {w}: ...{_around(text)!r}...")
     fig.evidence.update(artifacts=len(artifacts), log_chars=len(artifacts["logs"]))
+    # Outside the guarantee, measured for the record: a debugger or error tracker that
+    # prints every frame's local variables shows the encoded request being sent.
+    with_locals: dict[str, str | bytes] = {}
+    for i, exc in enumerate(caught):
+        try:
+            tb = traceback.TracebackException.from_exception(exc, capture_locals=True)
+            with_locals[f"locals {i}"] = "".join(tb.format())
+        except Exception as err:  # a repr that raises breaks every such tool
+            fig.crashes = (fig.crashes or 0) + 1
+            fig.problem(f"formatting a traceback with locals failed: {_describe(err)}")
+    in_locals, where_locals = scan_for_secrets(with_locals, [PASSWORD, WRONG_PASSWORD])
+    fig.evidence.update(in_frame_locals=in_locals)
+    fig.notes.append(
+        f"not counted: tracebacks printed with every frame's locals (capture_locals, "
+        f"%xmode Verbose): {in_locals} occurrences in {len(where_locals)} of {len(caught)} "
+        "client exceptions (the encoded request in the transport's frames)"
+    )
     fig.notes.append(f"{len(artifacts)} artifacts scanned, {len(artifacts['logs'])} log chars")
     fig.seconds = time.perf_counter() - start
     return fig

@@ -218,3 +218,17 @@ def test_a_lone_surrogate_is_a_row_reason_not_a_crash(column: str) -> None:
     out = validate(df, text="text")
     assert out.loc[0, "state"] == "invalid" and pd.notna(out.loc[0, "reason"])
     assert out.loc[1, "state"] == "ready"
+
+
+def test_a_half_built_client_has_a_repr() -> None:
+    # Debuggers, error trackers and verbose tracebacks repr every frame's locals,
+    # including the `self` of a constructor that raised.
+    import traceback
+
+    from massiva_frames.client import MassivaClient
+    from massiva_frames.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        MassivaClient("a@b.c", chaos.PASSWORD, "ftp://example.invalid")
+    tb = traceback.TracebackException.from_exception(info.value, capture_locals=True)
+    assert "self = MassivaClient(usuario='a@b.c', base_url=None" in "".join(tb.format())
