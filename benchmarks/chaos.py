@@ -1350,7 +1350,7 @@ def scenario_secrets(
     fig.notes.append(
         f"not counted: tracebacks printed with every frame's locals (capture_locals, "
         f"%xmode Verbose): {in_locals} occurrences in {len(where_locals)} of {len(caught)} "
-        "client exceptions (the encoded request in the transport's frames)"
+        "client exceptions (the password argument, the encoded request in the transport frames)"
     )
     fig.notes.append(f"{len(artifacts)} artifacts scanned, {len(artifacts['logs'])} log chars")
     fig.seconds = time.perf_counter() - start
