@@ -217,6 +217,8 @@ def _pack(
     fills a request exactly). Binary searches on prefix sums: O(bins * log n).
     """
     n = len(weights)
+    if not weights.any() and (counts == 1).all():
+        return np.arange(n, dtype=np.int64) // max_count  # POST: only the phone cap binds
     wsum = np.concatenate([[0], np.cumsum(weights, dtype=np.int64)])
     csum = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
     bins = np.empty(n, dtype=np.int64)

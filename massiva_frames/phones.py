@@ -200,6 +200,8 @@ def _object_text(arr: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, A
     strings = arr.copy()
     strings[~is_str] = None
     text = pa.array(strings, type=_LARGE, from_pandas=True)
+    # Non-string cells are converted per kind, then put back in one pass.
+    pieces: list[tuple[np.ndarray[Any, Any], pa.Array]] = []
     if is_int.any():
         ints = arr[is_int]
         try:
@@ -210,16 +212,22 @@ def _object_text(arr: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, A
         else:
             as_text = _digits_of_ints(as_int, as_int < 0)
             bad[np.flatnonzero(is_int)[as_int < 0]] = True
-        text = _scatter(text, is_int, as_text)
+        pieces.append((np.flatnonzero(is_int), as_text))
     if is_float.any():
         float_text, float_bad = _float_text(arr[is_float].astype(np.float64))
-        text = _scatter(text, is_float, float_text)
+        pieces.append((np.flatnonzero(is_float), float_text))
         bad[is_float] = float_bad
     other = ~(is_str | is_int | is_float)
     if other.any():
         settled = [_scalar_text(v) for v in arr[other]]
-        text = _scatter(text, other, pa.array([t for t, _ in settled], _LARGE))
+        pieces.append((np.flatnonzero(other), pa.array([t for t, _ in settled], _LARGE)))
         bad[other] = [b for _, b in settled]
+    if pieces:
+        positions = np.concatenate([rows for rows, _ in pieces])
+        values = pa.concat_arrays([_combine(v).cast(_LARGE) for _, v in pieces])
+        mask = np.zeros(n, dtype=bool)
+        mask[positions] = True
+        text = _scatter(text, mask, values.take(pa.array(np.argsort(positions, kind="stable"))))
     return text, bad
 
 

@@ -117,6 +117,9 @@ _ASTRAL = r"[\x{10000}-\x{10FFFF}]"
 # API.md §1 lets a text carry newlines (GSM-7 has LF and CR); every other C0/C1 control
 # character is refused: carriers drop or mangle them.
 _CONTROL = r"[\x{00}-\x{09}\x{0B}-\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
+_CONTROL_OR_SEPARATOR = r"[\x{00}-\x{09}\x{0B}-\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}|]"
+_CONTROL_PY = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_GSM_CHARS = frozenset(GSM7_BASIC + GSM7_EXTENSION)
 # Strings that mean "no value" (what ``astype(str)`` makes of NaN/None/NA/NaT).
 _MISSING_TOKENS = ["nan", "NaN", "NAN", "None", "none", "NONE", "<NA>", "NaT", "null", "NULL"]
 _NUMBER_RE = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -353,6 +356,67 @@ def _fast_fixed(series: pd.Series, spec: str) -> tuple[pa.Array, np.ndarray[Any,
     return _combine(text), python
 
 
+@dataclass
+class TextFacts:
+    """What the checks need to know of each text, computable piece by piece: a
+    template's text is literals plus field values, so its facts are sums (lengths),
+    ANDs (GSM-7) and ORs (control characters or '|') of its pieces' facts, each piece
+    measured once per distinct value."""
+
+    length: np.ndarray[Any, Any]  # code points
+    nbytes: np.ndarray[Any, Any]  # UTF-8 bytes
+    gsm: np.ndarray[Any, Any]  # GSM-7 basic + extension characters only
+    flagged: np.ndarray[Any, Any]  # a control character or '|'
+
+    def take(self, rows: np.ndarray[Any, Any]) -> TextFacts:
+        """Facts of ``rows`` (-1 = no value: empty facts)."""
+        if not len(self.length):
+            empty = np.zeros(len(rows), dtype=np.int64)
+            return TextFacts(empty, empty.copy(), empty == 0, empty != 0)
+        safe = np.maximum(rows, 0)
+        none = rows < 0
+        return TextFacts(
+            length=np.where(none, 0, self.length[safe]),
+            nbytes=np.where(none, 0, self.nbytes[safe]),
+            gsm=np.where(none, True, self.gsm[safe]),
+            flagged=np.where(none, False, self.flagged[safe]),
+        )
+
+    def __add__(self, other: TextFacts) -> TextFacts:
+        return TextFacts(
+            length=self.length + other.length,
+            nbytes=self.nbytes + other.nbytes,
+            gsm=self.gsm & other.gsm,
+            flagged=self.flagged | other.flagged,
+        )
+
+
+def text_facts(text: pa.Array) -> TextFacts:
+    """Measure texts with vectorised kernels (nulls measure as empty)."""
+    return TextFacts(
+        length=pc.fill_null(pc.utf8_length(text), 0).to_numpy().astype(np.int64),
+        nbytes=pc.fill_null(pc.binary_length(text), 0).to_numpy().astype(np.int64),
+        gsm=_np(pc.fill_null(pc.match_substring_regex(text, _GSM_FULLMATCH), True)),
+        flagged=_np(pc.match_substring_regex(text, _CONTROL_OR_SEPARATOR)),
+    )
+
+
+def _number_facts(text: pa.Array) -> TextFacts:
+    """Numbers rendered by format(): ASCII digits and signs, GSM-7, never flagged."""
+    nbytes = pc.fill_null(pc.binary_length(text), 0).to_numpy().astype(np.int64)
+    n = len(text)
+    return TextFacts(nbytes, nbytes.copy(), np.ones(n, dtype=bool), np.zeros(n, dtype=bool))
+
+
+def _literal_facts(literal: str, n: int) -> TextFacts:
+    return TextFacts(
+        length=np.full(n, len(literal), dtype=np.int64),
+        nbytes=np.full(n, len(literal.encode("utf-8")), dtype=np.int64),
+        gsm=np.full(n, all(c in _GSM_CHARS for c in literal), dtype=bool),
+        flagged=np.full(n, "|" in literal or bool(_CONTROL_PY.search(literal)), dtype=bool),
+    )
+
+
 def _strip_and_missing(
     text: pa.Array, blank_is_missing: bool = True
 ) -> tuple[pa.Array, np.ndarray[Any, Any]]:
@@ -363,7 +427,88 @@ def _strip_and_missing(
     if blank_is_missing:
         missing |= _np(pc.equal(text, ""))
     missing |= _np(pc.is_in(text, value_set=pa.array(_MISSING_TOKENS, _LARGE)))
-    return text, missing
+    return _combine(text), missing
+
+
+@dataclass
+class _Piece:
+    text: pa.Array
+    missing: np.ndarray[Any, Any]
+    failed: np.ndarray[Any, Any]
+    facts: TextFacts
+
+
+def _mostly_distinct(arr: pa.Array) -> bool:
+    """Sampled guess: is per-distinct-value work pointless for this column?"""
+    step = max(1, len(arr) // 20_000)
+    sample = arr.slice(0, min(len(arr), 20_000 * step)).take(
+        pa.array(np.arange(0, min(len(arr), 20_000 * step), step))
+    )
+    distinct = pc.count_distinct(sample).as_py()
+    return bool(distinct > 0.5 * max(len(sample), 1))
+
+
+def _piece(
+    series: pd.Series, field: TemplateField, *, blank_is_missing: bool, translit: bool
+) -> _Piece:
+    """A column as text, its missing/failed rows and its facts; work per distinct value."""
+    n = len(series)
+    dtype = series.dtype
+    plain = field.simple and not field.spec
+    if plain and pd.api.types.is_integer_dtype(dtype):
+        text = _combine(pa.array(series.array)).cast(_LARGE)
+        missing = _np(pc.is_null(text))
+        return _Piece(text, missing, np.zeros(n, dtype=bool), _number_facts(text))
+    if field.simple and (fast := _fast_fixed(series, field.spec)) is not None:
+        text, python = fast
+        failed = np.zeros(n, dtype=bool)
+        if python.any():
+            rows = np.flatnonzero(python)
+            redo, failed_rows = _format_by_uniques(series.iloc[rows], _formatter(field))
+            mask = np.zeros(n, dtype=bool)
+            mask[rows] = True
+            text = _combine(pc.replace_with_mask(text, pa.array(mask), redo))
+            failed[rows] = failed_rows
+        missing = _np(pc.is_null(text)) & ~failed
+        return _Piece(text, missing, failed, _number_facts(text))
+    if plain and _is_string_dtype(dtype):
+        arr = _combine(pa.array(series.array)).cast(_LARGE)
+        if _mostly_distinct(arr):  # a free-text column: measure it whole
+            text, missing = _strip_and_missing(arr, blank_is_missing)
+            if translit:
+                text = _transliterate(text)
+            text = _with_nulls(text, missing)
+            return _Piece(text, missing, np.zeros(n, dtype=bool), text_facts(text))
+        encoded = pc.dictionary_encode(arr)
+        table = _combine(encoded.dictionary).cast(_LARGE)
+        codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
+        failed_u = np.zeros(len(table), dtype=bool)
+    else:
+        table, codes, failed_u = _format_table(series, _formatter(field))
+    table, missing_u = _strip_and_missing(table, blank_is_missing)
+    if translit:
+        table = _transliterate(table)
+    facts_u = text_facts(table)
+    has = codes >= 0
+    safe = np.maximum(codes, 0)
+    failed = has & failed_u[safe] if len(table) else np.zeros(n, dtype=bool)
+    missing = (~has | (missing_u[safe] if len(table) else True)) & ~failed
+    rows = np.where(missing | failed, -1, codes)
+    text = _combine(table.take(pa.array(rows, mask=rows < 0, type=pa.int64())))
+    return _Piece(text, missing, failed, facts_u.take(rows))
+
+
+def _with_nulls(text: pa.Array, null: np.ndarray[Any, Any]) -> pa.Array:
+    if not null.any():
+        return text
+    return _combine(pc.if_else(pa.array(null), pa.scalar(None, _LARGE), text))
+
+
+def column_piece(series: pd.Series, *, translit: bool = False) -> _Piece:
+    """The text column: trimmed; null or ``nan``-like is missing, blank stays blank (so
+    it becomes ``text_empty``); measured once per distinct text when texts repeat."""
+    field = TemplateField(series.name, "", None, "")
+    return _piece(series, field, blank_is_missing=False, translit=translit)
 
 
 def column_text(
@@ -377,103 +522,96 @@ def column_text(
     ``text_empty``). Formatting runs once per distinct value.
     """
     field = field or TemplateField(series.name, "", None, "")
-    n = len(series)
-    dtype = series.dtype
-    failed = np.zeros(n, dtype=bool)
-    if field.simple and not field.spec and _is_string_dtype(dtype):
-        text = _combine(pa.array(series.array)).cast(_LARGE)
-    elif field.simple and not field.spec and pd.api.types.is_integer_dtype(dtype):
-        text = _combine(pa.array(series.array)).cast(_LARGE)
-    elif field.simple and (fast := _fast_fixed(series, field.spec)) is not None:
-        text, python = fast
-        if python.any():
-            rows = np.flatnonzero(python)
-            redo, failed_rows = _format_by_uniques(series.iloc[rows], _formatter(field))
-            mask = np.zeros(n, dtype=bool)
-            mask[rows] = True
-            text = pc.replace_with_mask(text, pa.array(mask), redo)
-            failed[rows] = failed_rows
+    piece = _piece(series, field, blank_is_missing=blank_is_missing, translit=False)
+    return piece.text, piece.missing, piece.failed
+
+
+def _format_table(
+    series: pd.Series, fmt: Callable[[Any], str]
+) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Distinct values formatted once: ``(table, codes (-1 = missing), failed per entry)``."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy().astype(np.int64)
+        uniques: Any = list(series.cat.categories)
     else:
-        text, failed = _format_by_uniques(series, _formatter(field))
-    text, missing = _strip_and_missing(text, blank_is_missing)
-    missing &= ~failed
-    text = pc.if_else(pa.array(missing | failed), pa.scalar(None, _LARGE), text)
-    return _combine(text), missing, failed
+        try:
+            raw_codes, found = pd.factorize(series, use_na_sentinel=True)
+            codes, uniques = raw_codes.astype(np.int64), list(found)
+        except TypeError:  # unhashable cells (lists, dicts): one by one
+            values = series.to_numpy(dtype=object)
+            keep = ~pd.isna(pd.Series(values)).to_numpy(dtype=bool)
+            codes = np.full(len(values), -1, dtype=np.int64)
+            codes[keep] = np.arange(int(keep.sum()))
+            uniques = list(values[keep])
+    out, failed_u = _format_uniques(uniques, fmt)
+    return pa.array(out, type=_LARGE), codes, failed_u
 
 
 def _format_by_uniques(
     series: pd.Series, fmt: Callable[[Any], str]
 ) -> tuple[pa.Array, np.ndarray[Any, Any]]:
-    n = len(series)
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        codes = series.cat.codes.to_numpy()
-        uniques: Any = series.cat.categories
-    else:
-        try:
-            codes, uniques = pd.factorize(series, use_na_sentinel=True)
-        except TypeError:  # unhashable cells (lists, dicts): one by one
-            values = series.to_numpy(dtype=object)
-            keep = ~pd.isna(pd.Series(values)).to_numpy(dtype=bool)
-            out, failed = _format_uniques(list(values[keep]), fmt)
-            full: list[str | None] = [None] * n
-            fail = np.zeros(n, dtype=bool)
-            for i, pos in enumerate(np.flatnonzero(keep)):
-                full[pos] = out[i]
-                fail[pos] = failed[i]
-            return pa.array(full, type=_LARGE), fail
-    values_list = list(uniques)
-    out, failed_u = _format_uniques(values_list, fmt)
-    table = pa.array(out, type=_LARGE)
-    indices = pa.array(codes, mask=codes < 0, type=pa.int64())
-    text = _combine(table.take(indices))
-    failed = np.zeros(n, dtype=bool)
-    if failed_u.any():
-        failed = np.where(codes >= 0, failed_u[np.maximum(codes, 0)], False)
+    table, codes, failed_u = _format_table(series, fmt)
+    text = _combine(table.take(pa.array(codes, mask=codes < 0, type=pa.int64())))
+    failed = (codes >= 0) & failed_u[np.maximum(codes, 0)] if len(table) else codes < -1
     return text, failed
 
 
-def render_template(
-    df: pd.DataFrame, template: str
-) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any], list[Hashable]]:
-    """Fill ``template`` from ``df``'s columns, vectorised.
+@dataclass
+class Rendered:
+    """A filled template: texts and, per row, the first field at fault (-1 if none)."""
 
-    Returns ``(text, missing_field, failed_field, columns)``: text (null where a used
-    value is missing or cannot be formatted), the position in ``columns`` of the first
-    field whose value is missing (-1 if none), the same for a format failure, and the
-    columns the fields read, in template order.
+    text: pa.Array
+    missing_at: np.ndarray[Any, Any]
+    failed_at: np.ndarray[Any, Any]
+    columns: list[Hashable]
+    facts: TextFacts
+
+
+def render_template(df: pd.DataFrame, template: str, *, translit: bool = False) -> Rendered:
+    """Fill ``template`` from ``df``'s columns, vectorised, once per distinct value.
+
+    Returns a :class:`Rendered`: text (null where a used value is missing or cannot be
+    formatted), the position in ``columns`` of the first field whose value is missing
+    (-1 if none), the same for a format failure, the columns the fields read, and the
+    texts' :class:`TextFacts`. With ``translit``, literals and values are transliterated.
 
     Examples
     --------
     >>> df = pd.DataFrame({"nombre": ["Ana", None], "saldo": [1234.5, 2.0]})
-    >>> text, missing, failed, cols = render_template(df, "Hola {nombre}: {saldo:,.2f}")
-    >>> text.to_pylist(), missing.tolist()
+    >>> out = render_template(df, "Hola {nombre}: {saldo:,.2f}")
+    >>> out.text.to_pylist(), out.missing_at.tolist()
     (['Hola Ana: 1,234.50', None], [-1, 0])
     """
     literals, fields = template_fields(template, df.columns)
+    if translit:
+        literals = [_transliterate_str(lit) for lit in literals]
     n = len(df)
     pieces: list[Any] = []
     missing_at = np.full(n, -1, dtype=np.int64)
     failed_at = np.full(n, -1, dtype=np.int64)
-    columns = [f.column for f in fields]
+    facts = _literal_facts("".join(literals), n)
     for i, field in enumerate(fields):
         column = df[field.column]
         if isinstance(column, pd.DataFrame):
             raise InputError(f"template field {{{field.column}}}: the column name is not unique")
         _check_spec(field, column)
-        text, missing, failed = column_text(column, field)
-        missing_at[(missing_at < 0) & missing] = i
-        failed_at[(failed_at < 0) & failed] = i
+        piece = _piece(column, field, blank_is_missing=True, translit=translit)
+        missing_at[(missing_at < 0) & piece.missing] = i
+        failed_at[(failed_at < 0) & piece.failed] = i
+        facts = facts + piece.facts
         if literals[i]:
             pieces.append(pa.scalar(literals[i], _LARGE))
-        pieces.append(text)
+        pieces.append(piece.text)
     if literals[-1]:
         pieces.append(pa.scalar(literals[-1], _LARGE))
+    columns = [f.column for f in fields]
     if not fields:
-        return pa.array([literals[0]] * n, type=_LARGE), missing_at, failed_at, columns
-    if len(pieces) == 1:
-        return _combine(pieces[0]), missing_at, failed_at, columns
-    joined = pc.binary_join_element_wise(*pieces, pa.scalar("", _LARGE))
-    return _combine(joined), missing_at, failed_at, columns
+        text = pa.array([literals[0]] * n, type=_LARGE)
+    elif len(pieces) == 1:
+        text = _combine(pieces[0])
+    else:
+        text = _combine(pc.binary_join_element_wise(*pieces, pa.scalar("", _LARGE)))
+    return Rendered(text, missing_at, failed_at, columns, facts)
 
 
 def transliterate(text: Any) -> Any:
@@ -495,6 +633,10 @@ def transliterate(text: Any) -> Any:
         result = _transliterate(_combine(pa.array(series.astype("string[pyarrow]").array)))
         return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([result])), index=series.index)
     return _transliterate(_combine(text))
+
+
+def _transliterate_str(text: str) -> str:
+    return "".join(TRANSLITERATION.get(c, c) for c in text)
 
 
 def _transliterate(arr: pa.Array) -> pa.Array:
@@ -589,6 +731,7 @@ def check_texts(
     failed: np.ndarray[Any, Any] | None = None,
     long_text: str = "error",
     do_transliterate: bool = False,
+    facts: TextFacts | None = None,
 ) -> TextCheck:
     """Check final texts; compute encoding, segments and parts, vectorised.
 
@@ -603,6 +746,8 @@ def check_texts(
         ``...``; or kept whole and sent as ``parts`` messages (see :func:`split_text`).
     do_transliterate : bool
         Apply :func:`transliterate` first.
+    facts : TextFacts, optional
+        The texts' facts when already known (a rendered template's); else measured.
     """
     if long_text not in LONG_TEXT_POLICIES:
         raise InputError(f"long_text: expected one of {LONG_TEXT_POLICIES}, got {long_text!r}")
@@ -610,16 +755,21 @@ def check_texts(
     n = len(text)
     if do_transliterate:
         text = _transliterate(text)
+        facts = None
+    if facts is None:
+        facts = text_facts(text)
     code = np.zeros(n, dtype=np.int8)
     null = _np(pc.is_null(text))
     blank = _np(pc.equal(pc.utf8_trim_whitespace(text), "")) & ~null
-    # Control characters are never printable: the regex runs on the rest only.
+    # Control characters and '|' were found in one pass; the rare hits are told apart.
     control = np.zeros(n, dtype=bool)
-    odd = np.flatnonzero(~_np(pc.utf8_is_printable(text)) & ~null)
+    separator = np.zeros(n, dtype=bool)
+    odd = np.flatnonzero(facts.flagged & ~null)
     if len(odd):
-        control[odd] = _np(pc.match_substring_regex(text.take(pa.array(odd)), _CONTROL))
-    separator = _np(pc.match_substring(text, "|"))
-    length = pc.fill_null(pc.utf8_length(text), 0).to_numpy().astype(np.int64)
+        flagged = text.take(pa.array(odd))
+        control[odd] = _np(pc.match_substring_regex(flagged, _CONTROL))
+        separator[odd] = _np(pc.match_substring(flagged, "|"))
+    length, nbytes, gsm = facts.length.copy(), facts.nbytes.copy(), facts.gsm & ~null
     long = length > MAX_TEXT_LENGTH
 
     parts = np.ones(n, dtype=np.int64)
@@ -630,8 +780,11 @@ def check_texts(
         cut = [_truncate(str(t)) for t in text.take(pa.array(long_rows)).to_pylist()]
         mask = np.zeros(n, dtype=bool)
         mask[long_rows] = True
-        text = _combine(pc.replace_with_mask(text, pa.array(mask), pa.array(cut, _LARGE)))
-        length[long_rows] = [len(t) for t in cut]
+        cut_arr = pa.array(cut, _LARGE)
+        text = _combine(pc.replace_with_mask(text, pa.array(mask), cut_arr))
+        cut_facts = text_facts(cut_arr)
+        length[long_rows], nbytes[long_rows] = cut_facts.length, cut_facts.nbytes
+        gsm[long_rows] = cut_facts.gsm
     elif len(long_rows) and long_text == "split":
         parts[long_rows] = [
             len(split_text(str(t))) for t in text.take(pa.array(long_rows)).to_pylist()
@@ -642,11 +795,9 @@ def check_texts(
     code[null] = _CODE[MISSING_VALUE]
     if failed is not None:
         code[null & failed & ~(missing if missing is not None else False)] = _CODE[FORMAT_ERROR]
-    gsm = _np(pc.match_substring_regex(text, _GSM_FULLMATCH)) & ~null
     # Double units (GSM-7 extension characters, UCS-2 surrogate pairs) only matter for
     # texts long enough to reach a segment boundary with them: count those rows only.
     extra = np.zeros(n, dtype=np.int64)
-    nbytes = pc.fill_null(pc.binary_length(text), 0).to_numpy().astype(np.int64)
     astral_bound = (nbytes - length) // 3  # a 4-byte character is 3 bytes over
     for rows_mask, pattern in (
         (gsm & (2 * length > 160), _GSM_EXT),

@@ -286,17 +286,23 @@ def validate(
     if isinstance(phone_arr, pa.ChunkedArray):
         phone_arr = phone_arr.combine_chunks()
     if template is not None:
-        rendered, missing_at, failed_at, _ = _texts.render_template(df, template)
-        missing, failed = missing_at >= 0, failed_at >= 0
+        rendered = _texts.render_template(df, template, translit=transliterate)
+        checked = _texts.check_texts(
+            rendered.text,
+            missing=rendered.missing_at >= 0,
+            failed=rendered.failed_at >= 0,
+            long_text=long_text,
+            facts=rendered.facts,
+        )
     else:
-        rendered, missing, failed = _texts.column_text(text_col, blank_is_missing=False)
-    checked = _texts.check_texts(
-        rendered,
-        missing=missing,
-        failed=failed,
-        long_text=long_text,
-        do_transliterate=transliterate,
-    )
+        piece = _texts.column_piece(text_col, translit=transliterate)
+        checked = _texts.check_texts(
+            piece.text,
+            missing=piece.missing,
+            failed=piece.failed,
+            long_text=long_text,
+            facts=piece.facts,
+        )
 
     # Exactly one reason per row: phone first, then text, then opt-out, then duplicate.
     n = len(df)

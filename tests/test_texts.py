@@ -18,16 +18,29 @@ from massiva_frames.texts import (
     GSM7_EXTENSION,
     TEXT_REASONS,
     TRANSLITERATION,
+    Rendered,
     TemplateField,
     check_texts,
     column_text,
-    render_template,
     segment_count,
     split_text,
     template_fields,
+    text_facts,
     transliterate,
 )
+from massiva_frames.texts import render_template as _render
 from massiva_frames.validate import Reason
+
+
+def render_template(df: pd.DataFrame, template: str, **kw: Any) -> tuple[Any, ...]:
+    out: Rendered = _render(df, template, **kw)
+    # the facts measured piece by piece equal the facts of the final text
+    whole = text_facts(out.text)
+    nulls = pd.isna(pd.Series(out.text.to_pylist(), dtype=object)).to_numpy()
+    for name in ("length", "nbytes", "gsm", "flagged"):
+        got, want = getattr(out.facts, name), getattr(whole, name)
+        assert (got[~nulls] == want[~nulls]).all(), name
+    return out.text, out.missing_at, out.failed_at, out.columns
 
 
 def _reasons(texts: list[Any], **options: Any) -> list[str | None]:
@@ -129,6 +142,10 @@ def test_numbers_stored_as_text_still_take_a_numeric_spec() -> None:
 def test_template_without_fields_and_with_one_field_only() -> None:
     df = pd.DataFrame({"x": [1, 2]})
     assert render_template(df, "Hola")[0].to_pylist() == ["Hola", "Hola"]
+    assert render_template(df, "¿Cómo está? {x}", translit=True)[0].to_pylist() == [
+        "¿Como esta? 1",
+        "¿Como esta? 2",
+    ]
     assert render_template(df, "{x}")[0].to_pylist() == ["1", "2"]
 
 
