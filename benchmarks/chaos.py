@@ -1569,6 +1569,11 @@ def _send_figures(fig: Figures, df: Any, results: Any, messages: Any) -> None:
     for label in list(missing[:3]) + list(open_rows[:3]) + list(said_unsent[:3]):
         fig.problem(f"{label}: lost ({states.get(label, 'missing')})")
     fig.lost = len(missing) + max(extra, 0) + len(open_rows) + wrong_id + len(said_unsent)
+    # DESIGN.md: every row comes back "with a state and, unless accepted, a reason".
+    reasonless = results.index[(states != "accepted") & results["reason"].isna()]
+    fig.crashes = (fig.crashes or 0) + len(reasonless)
+    for label in list(reasonless[:3]):
+        fig.problem(f"{label}: {states[label]} without a reason")
     fig.duplicated = int((times > 1).sum())
     once = pair.map(times).fillna(0) == 1
     fig.sent_once = int(((states == "accepted") & once).sum())
@@ -1599,7 +1604,7 @@ def scenario_faulty_provider(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
     from massiva_frames.sandbox import sandbox
     from massiva_frames.sending import send
 
-    fig = Figures("faulty provider")
+    fig = Figures("faulty provider", crashes=0)
     start = time.perf_counter()
     df = campaign(sizes.provider_rows, seed=seed)
     journal = workdir / "provider.db"

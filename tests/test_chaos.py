@@ -67,6 +67,7 @@ def test_send_figures_count_lost_and_duplicated_rows() -> None:
             "phone": ["584140000001", "584140000002", "584140000003"],
             "text": ["x", "y", "z"],
             "state": ["accepted", "unknown", "scheduled"],
+            "reason": [None, "in_doubt_no_response", None],
             "message_id": pd.array([10, pd.NA, pd.NA], dtype="Int64"),
         },
         index=["a", "b", "c"],
@@ -83,7 +84,8 @@ def test_send_figures_count_lost_and_duplicated_rows() -> None:
     # d missing, c not terminal: lost; (…02, y) accepted twice: duplicated.
     assert (fig.lost, fig.duplicated, fig.sent_once, fig.unknown) == (2, 1, 1, 1)
     assert fig.evidence["unknown_delivered"] == 1
-    assert fig.failing() == ["lost", "duplicated"]
+    assert fig.crashes == 1  # c: neither accepted nor with a reason
+    assert fig.failing() == ["lost", "duplicated", "crashes"]
 
 
 # --- the scenarios, bounded ----------------------------------------------------------------
