@@ -1822,6 +1822,18 @@ def _frame_strategy() -> Any:
         }
         if draw(st.booleans()):
             options["suppress"] = draw(st.sampled_from([["04141234567"], [], [None, 1.5]]))
+        # send()'s own options (only send() sees the keys starting with "send:").
+        send_options = {
+            "method": draw(st.sampled_from([None, "GET", "POST"])),
+            "max_phones": draw(st.sampled_from([500, 1, 3])),
+            "send_at": draw(st.sampled_from([None, None, "2024-01-01 10:00", "2999-01-01",
+                                             "mañana", "phone", pd.Timestamp("2024-01-01")])),
+            "window": draw(st.sampled_from([None, None, ("08:00", "20:00"), ("20:00", "08:00"),
+                                            ("25:00", "x")])),
+            "campaign": draw(st.sampled_from([None, "enero", ""])),
+            "key": draw(st.sampled_from([None, None, "phone"])),
+        }  # fmt: skip
+        options.update({f"send:{k}": v for k, v in send_options.items()})
         if template:
             options["template"] = draw(
                 st.sampled_from(["Hola {nombre}", "{nombre:>5}", "{nombre!r}", "{0}", "{x}", "{"])
@@ -1856,9 +1868,10 @@ def fuzz_frames(examples: int, *, seed: int = 0, timeout: float = 10.0) -> Figur
     crash_kinds: dict[str, int] = {}
 
     def check(df: Any, options: dict[str, Any]) -> str:
+        only_send = {k[5:]: options.pop(k) for k in list(options) if k.startswith("send:")}
         out = validate(df, phone="phone", **options)
         problems = _frame_problems(df, out, ok_states=("ready",))
-        res = send(df, phone="phone", dry_run=True, progress=False, **options)
+        res = send(df, phone="phone", dry_run=True, progress=False, **options, **only_send)
         problems += _frame_problems(df, res, ok_states=("accepted",))
         if problems:
             raise AssertionError("; ".join(problems))

@@ -234,3 +234,17 @@ def test_a_half_built_client_has_a_repr() -> None:
         MassivaClient("a@b.c", chaos.PASSWORD, "ftp://example.invalid")
     tb = traceback.TracebackException.from_exception(info.value, capture_locals=True)
     assert "self = MassivaClient(usuario='a@b.c', base_url=None" in "".join(tb.format())
+
+
+def test_send_at_column_with_a_repeated_index_label() -> None:
+    # The results keep the input's index, repeated labels included (df.join works).
+    from massiva_frames.sending import send
+
+    df = pd.DataFrame(
+        {"phone": ["04141234567", "04241234567"], "text": ["a", "b"],
+         "cuando": ["2999-01-01 10:00", "2999-01-02 10:00"]},
+        index=[7, 7],
+    )  # fmt: skip
+    results = send(df, text="text", send_at="cuando", dry_run=True, progress=False)
+    assert list(results.index) == [7, 7]
+    assert (results["state"] == "scheduled").all() and results["reason"].notna().all()
