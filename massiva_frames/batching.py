@@ -400,7 +400,7 @@ def plan_batches(
     raw, too_long = _plan(rows, bounds)
     batch, batch_pos = _number(raw, rows.pos, rows.parts)
     n = len(validated)
-    out = validated.copy()
+    out = validated.copy(deep=False)  # copy-on-write: columns are shared until changed
     full_batch = np.full(n, -1, dtype=np.int64)
     full_pos = np.full(n, -1, dtype=np.int64)
     full_batch[rows.pos] = batch
