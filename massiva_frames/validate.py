@@ -506,12 +506,18 @@ def validation_summary(validated: pd.DataFrame) -> pd.DataFrame:
     1  invalid  phone_landline     1
     """
     _require(validated, "validated")
-    states = validated["state"].astype(str).to_numpy(dtype=object)
-    reasons = validated["reason"].fillna("").to_numpy(dtype=object)
+    # Count by integer codes: no per-row Python.
+    state_codes, state_names = pd.factorize(validated["state"].astype("string"))
+    reason_codes, reason_names = pd.factorize(validated["reason"].astype("string"))
+    width = len(reason_names) + 1
+    keys = state_codes.astype(np.int64) * width + (reason_codes.astype(np.int64) + 1)
+    found = np.bincount(keys, minlength=len(state_names) * width)
     counts: dict[tuple[str, str], int] = {}
-    keys, uniques = pd.factorize(pd.Series(list(zip(states, reasons, strict=True)), dtype=object))
-    for key, rows in zip(uniques, np.bincount(keys), strict=True):
-        counts[(str(key[0]), str(key[1]))] = int(rows)
+    state_list, reason_list = [str(v) for v in state_names], [str(v) for v in reason_names]
+    for key in np.flatnonzero(found).tolist():
+        state = state_list[key // width]
+        reason = "" if key % width == 0 else reason_list[key % width - 1]
+        counts[(state, reason)] = int(found[key])
     order = {s: i for i, s in enumerate(STATES)}
     records: list[tuple[str, str | None, str, int]] = []
     for (state, reason), rows in counts.items():

@@ -202,6 +202,7 @@ def test_a_row_too_long_for_any_get_becomes_invalid() -> None:
     assert planned["state"].tolist() == ["invalid", "ready", "ready"]
     assert planned["reason"].tolist()[0] == "url_too_long"
     assert planned["valid"].tolist() == [False, True, True]
+    assert validated["valid"].all() and "batch" not in validated  # the input is untouched
     assert list(iter_batches(planned))[0].index.tolist() == [1, 2]
     # POST has no URL: the same row is planned
     assert plan_batches(validated)["batch"].notna().all()
