@@ -406,3 +406,13 @@ def test_a_slice_of_generated_numbers_matches_phonenumbers_e164() -> None:
         for n in nationals
     ]
     assert out["phone"].tolist() == expected
+
+
+def test_very_long_values_do_not_crash() -> None:
+    out = normalize_phones(["9" * 100_000, "x" * 100_000, "+" + "5" * 50_000, "0414 " * 20_000])
+    assert out["reason"].tolist() == [
+        "phone_wrong_length",
+        "phone_not_a_number",
+        "phone_wrong_length",
+        "phone_wrong_length",
+    ]

@@ -431,3 +431,17 @@ def test_big_frame_validates_vectorised() -> None:
         for a, b in zip(ready["nombre"], ready["saldo"], strict=True)
     ]
     assert ready["text"].tolist() == expected
+
+
+def test_very_long_texts_and_emoji_are_reasons_not_errors() -> None:
+    df = pd.DataFrame(
+        {
+            "tel": ["04141234567", "04241234567", "04161234567"],
+            "msg": ["😀" * 100_000, "a" * 1_000_000, "😀 hola"],
+        }
+    )
+    out = validate(df, phone="tel", text="msg")
+    assert out["reason"].tolist() == ["text_too_long", "text_too_long", pd.NA]
+    split = validate(df, phone="tel", text="msg", long_text="split")
+    assert split["parts"].tolist()[1] == 6250 and split["valid"].all()
+    assert split.loc[2, "encoding"] == "UCS-2" and split.loc[2, "segments"] == 1
