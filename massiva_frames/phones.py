@@ -421,7 +421,7 @@ def _normalize_text(
     zero = ~intl & starts("0")
     # API.md §1: 58 + 10 national digits. The last 10 digits are the national number in
     # every accepted shape: 4141234567, 04141234567, 584141234567, 5804141234567.
-    with_cc = ((length == 12) & is58) | ((length == 13) & is580)
+    with_cc = ((length == 12) & is58 & ~is580) | ((length == 13) & is580)
     venezuelan = with_cc | (~intl & (((length == 10) & ~zero) | ((length == 11) & zero)))
     slow_intl = intl & ~is58
     slow_domestic = np.zeros(n, dtype=bool)

@@ -320,6 +320,8 @@ def _fast_fixed(series: pd.Series, spec: str) -> tuple[pa.Array, np.ndarray[Any,
             return None  # "," alone on floats prints repr digits: Python's job
         ints = series.to_numpy(dtype="float64", na_value=np.nan)
         decimals = int(decimals_text) if decimals_text is not None else 6
+        if decimals > 15:
+            return None  # 10**decimals stops being exact in binary: Python's job
     else:
         return None
     values = ints

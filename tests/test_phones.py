@@ -111,6 +111,7 @@ CORPUS: list[tuple[Any, str | None, str | None]] = [
     ("0414123456", None, "phone_wrong_length"),
     ("041412345678", None, "phone_wrong_length"),
     ("58414123456", None, "phone_wrong_length"),
+    ("580414123456", None, "phone_wrong_length"),
     ("+58414123456", None, "phone_wrong_length"),
     ("04141234567 / 04241234567", None, "phone_wrong_length"),
     ("5.84141234567E+25", None, "phone_wrong_length"),

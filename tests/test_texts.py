@@ -166,7 +166,7 @@ def test_unhashable_cells_format_one_by_one() -> None:
         min_size=1,
         max_size=50,
     ),
-    st.sampled_from([",.2f", ".2f", ",.0f", ".3f", "f", ",.1f", ".0f", ",f"]),
+    st.sampled_from([",.2f", ".2f", ",.0f", ".3f", "f", ",.1f", ".0f", ",f", ".15f", ".20f"]),
 )
 def test_vectorised_number_formatting_matches_python(values: list[float], spec: str) -> None:
     text, missing, failed = column_text(pd.Series(values), TemplateField("x", "", None, spec))
