@@ -7,25 +7,36 @@ api_message, sent_at, encoding, segments``), so ``df.join(results)`` never colli
 States and reasons (``reason`` is a stable code; ``api_message`` the provider's text or,
 for a failed request, the error)::
 
-    invalid     failed validation (validation's reason codes; ``send_at_invalid``)
-    suppressed  duplicate / opted out (``duplicate``, ``duplicate_key``, ``opted_out``)
-    scheduled   in the journal, not sent yet: ``not_due`` (send_at/window later),
-                ``insufficient_credits`` (pre-flight, allow_partial), ``dry_run``,
-                ``not_sent_connect_failed`` / ``not_sent_rate_limited`` (the request
-                provably never reached the provider), ``not_sent_<error>`` (refused by
-                the account: authentication, plan, credits; the run stopped),
-                ``run_stopped`` (the run stopped before its turn)
+    invalid     failed validation (validation's codes), ``send_at_invalid``,
+                ``key_missing``, ``url_too_long`` (GET only)
+    suppressed  ``duplicate``, ``opted_out`` (validation), ``duplicate_key``
+    scheduled   journalled, not sent (yet): ``not_due`` (send_at or window later),
+                ``dry_run``, ``insufficient_credits`` (pre-flight), and requests that
+                provably never reached the provider: ``not_sent_connect_failed``,
+                ``not_sent_rate_limited``, ``not_sent_url_too_long``,
+                ``not_sent_input_error``; refused by the account (the run stopped):
+                ``not_sent_authentication_failed``, ``not_sent_no_active_plan``,
+                ``not_sent_insufficient_credits``, ``not_sent_account_error``; and
+                ``run_stopped`` (its turn never came)
     accepted    the provider accepted it (celular status 0): ``message_id``, ``sid``
     rejected    the provider refused it: ``provider_rejected`` (celular status 2, or a
-                status-0 answer), ``missing_fields``, ``api_error``
+                status-0 answer without entries), ``missing_fields``, ``api_error``
     unknown     the request may have reached the provider: ``in_doubt_no_response``
-                (timeout, connection lost), ``in_doubt_http_status``,
-                ``in_doubt_bad_response`` (not the expected XML),
-                ``in_doubt_mismatch`` (the entries did not match the phones),
-                ``in_doubt_process_stopped`` (the process died mid-request)
+                (timeout, connection lost), ``in_doubt_http_status`` (HTTP 5xx),
+                ``in_doubt_bad_response`` (not the expected XML), ``in_doubt_mismatch``
+                (the entries did not match the phones), ``in_doubt_process_stopped``
+                (the process died mid-request), ``in_doubt_error`` (anything else)
+
+A row split into parts (``long_text="split"``) is ``accepted`` only when every part is;
+otherwise it takes the worst part's state (unknown, then rejected, then scheduled) and
+a ``some_parts_<state>`` reason; it shows its first part's ``message_id`` and ``sid``.
 
 ``scheduled`` rows go out with a re-run of the same call or ``dispatch``; ``unknown``
 rows never go out again unless ``resend_unknown=True``.
+
+Credits: the pre-flight compares the messages to send with ``credits()`` (the provider
+and the sandbox take one credit per accepted SMS); the segments are reported beside
+them (``results.attrs["send"]``), as carriers bill long or UCS-2 texts per segment.
 """
 
 from __future__ import annotations
@@ -40,7 +51,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, InsufficientCreditsError, MassivaError
-from .journal import Journal, objects, prepare_rows, results_from_journal, row_records
+from .journal import Journal, results_from_journal
+from .outbox import objects, prepare_rows, row_records
 from .results import STATES, index_meta
 from .runner import Batch, ProgressArg, run_batches, short_error
 from .scheduling import Window, due_times, parse_window

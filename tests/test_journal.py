@@ -17,13 +17,8 @@ import pandas as pd
 import pytest
 
 from massiva_frames.errors import InputError
-from massiva_frames.journal import (
-    Journal,
-    JournalBusyError,
-    results_from_journal,
-    row_key,
-    user_row_key,
-)
+from massiva_frames.journal import Journal, JournalBusyError, results_from_journal
+from massiva_frames.outbox import row_key, user_row_key
 from massiva_frames.results import (
     RESULT_COLUMNS,
     RESULT_DTYPES,

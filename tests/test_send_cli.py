@@ -204,3 +204,22 @@ def test_console_script_in_a_subprocess(sb: Sandbox, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == EXIT_FAILURE
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_journal_and_results_hold_no_credentials(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", MIXED)
+    journal = tmp_path / "j.db"
+    out = tmp_path / "r.parquet"
+    code, _, _ = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(out), "--journal", str(journal), "--method", "GET",
+    )  # fmt: skip
+    assert code == EXIT_PARTIAL
+    written = [p for p in tmp_path.iterdir() if p.name.startswith(("j.db", "r."))]
+    assert journal in written and out in written
+    for path in written:
+        data = path.read_bytes()
+        for secret in (SECRET, USER, "s3cr3t"):
+            assert secret.encode() not in data, (path.name, secret)
