@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import accessor as _accessor  # noqa: F401 - using send() registers df.massiva
 from .errors import InputError, InsufficientCreditsError, MassivaError
 from .journal import Journal, results_from_journal
 from .outbox import objects, prepare_rows, row_records
