@@ -15,6 +15,7 @@ plan could use (for POST the exact minimum); the plan stays within 1% of it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -171,21 +172,27 @@ def _require(frame: pd.DataFrame, what: str, columns: tuple[str, ...]) -> None:
 
 @dataclass
 class _Rows:
-    """The sendable rows of a validated frame, as arrays (positions ascending)."""
+    """The sendable rows of a validated frame (positions ascending) and their columns."""
 
     pos: np.ndarray[Any, Any]  # row positions in the frame
-    phone: pa.Array
-    text: pa.Array
+    phone_all: pa.Array  # whole columns: taken down to ``pos`` only when needed
+    text_all: pa.Array
     parts: np.ndarray[Any, Any]  # 1 for a plain row
     split_texts: dict[int, list[str]]  # position -> parts, for parts > 1
+
+    @functools.cached_property
+    def phone(self) -> pa.Array:
+        return self.phone_all.take(pa.array(self.pos))
+
+    @functools.cached_property
+    def text(self) -> pa.Array:
+        return self.text_all.take(pa.array(self.pos))
 
 
 def _rows(frame: pd.DataFrame) -> _Rows:
     valid = frame["valid"].to_numpy(dtype=bool, na_value=False)
     pos = np.flatnonzero(valid)
-    take = pa.array(pos)
-    phone = _arrow(frame["phone"]).take(take)
-    text = _arrow(frame["text"]).take(take)
+    text_all = _arrow(frame["text"])
     if "parts" in frame.columns:
         parts = frame["parts"].to_numpy(dtype="float64", na_value=1)[pos].astype(np.int64)
     else:
@@ -193,10 +200,10 @@ def _rows(frame: pd.DataFrame) -> _Rows:
     parts = np.maximum(parts, 1)
     split: dict[int, list[str]] = {}
     for i in np.flatnonzero(parts > 1):
-        pieces = split_text(str(text[int(i)].as_py()))
+        pieces = split_text(str(text_all[int(pos[i])].as_py()))
         split[int(pos[i])] = pieces
         parts[i] = len(pieces)
-    return _Rows(pos, phone, text, parts, split)
+    return _Rows(pos, _arrow(frame["phone"]), text_all, parts, split)
 
 
 def _arrow(series: pd.Series) -> pa.Array:
@@ -271,10 +278,11 @@ def _plan(rows: _Rows, bounds: _Bounds) -> tuple[np.ndarray[Any, Any], np.ndarra
         too_long[plain] = (phone_len + qlen)[plain] > room  # API.md §1: 2048 per request
 
     ok_plain = np.flatnonzero(plain & ~too_long)
-    codes, _ = pd.factorize(
-        pd.array(rows.text.take(pa.array(ok_plain)), dtype="string[pyarrow]"), sort=False
-    )
-    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    # One code per distinct text, in order of first appearance in the frame (groups of
+    # rows that are not sent simply stay empty).
+    encoded = pc.dictionary_encode(rows.text_all)
+    n_groups = len(encoded.dictionary)
+    codes = pc.fill_null(encoded.indices, 0).to_numpy().astype(np.int64)[rows.pos[ok_plain]]
     counts = np.bincount(codes, minlength=n_groups)
     group_q = np.zeros(n_groups, dtype=np.int64)
     if bounds.get and n_groups:
@@ -311,8 +319,12 @@ def _plan(rows: _Rows, bounds: _Bounds) -> tuple[np.ndarray[Any, Any], np.ndarra
     )
     pool_count = rows.parts[pool_rows]
     if len(pool_rows):
-        # Heaviest first; one text's entries stay together; then input order.
-        item_order = np.lexsort((pool_rows, pool_group, -pool_weight))
+        # Heaviest first; one text's entries stay together; then input order. (POST: all
+        # weigh nothing, and the pool is already in text, then input, order.)
+        if bounds.get:
+            item_order = np.lexsort((pool_rows, pool_group, -pool_weight))
+        else:
+            item_order = np.arange(len(pool_rows))
         cap = paired_cap if bounds.get else int(pool_count.sum()) + 1
         bins = _pack(pool_weight[item_order], pool_count[item_order], cap, m)
         raw[pool_rows[item_order]] = n_shared + bins
@@ -334,7 +346,7 @@ def _number(
     lookup[uniq] = rank
     batch = np.full(len(raw), -1, dtype=np.int64)
     batch[planned] = lookup[ids]
-    order = np.lexsort((pos[planned], batch[planned]))
+    order = np.argsort(batch[planned], kind="stable")  # rows are in input order already
     sorted_batch = batch[planned][order]
     size = entries[planned][order]
     cum = np.cumsum(size) - size
