@@ -762,7 +762,8 @@ def check_texts(
         facts = text_facts(text)
     code = np.zeros(n, dtype=np.int8)
     null = _np(pc.is_null(text))
-    blank = _np(pc.equal(pc.utf8_trim_whitespace(text), "")) & ~null
+    # blank: empty, or whitespace only (one pass, no trimmed copy)
+    blank = (_np(pc.utf8_is_space(text)) | (facts.length == 0)) & ~null
     # Control characters and '|' were found in one pass; the rare hits are told apart.
     control = np.zeros(n, dtype=bool)
     separator = np.zeros(n, dtype=bool)
@@ -797,31 +798,36 @@ def check_texts(
     code[null] = _CODE[MISSING_VALUE]
     if failed is not None:
         code[null & failed & ~(missing if missing is not None else False)] = _CODE[FORMAT_ERROR]
-    # Double units (GSM-7 extension characters, UCS-2 surrogate pairs) only matter for
-    # texts long enough to reach a segment boundary with them: count those rows only.
-    extra = np.zeros(n, dtype=np.int64)
-    astral_bound = (nbytes - length) // 3  # a 4-byte character is 3 bytes over
-    for rows_mask, pattern in (
-        (gsm & (2 * length > 160), _GSM_EXT),
-        (~gsm & ~null & (length + astral_bound > 70), _ASTRAL),
-    ):
-        rows = np.flatnonzero(rows_mask)
-        if len(rows):
-            counted = pc.count_substring_regex(text.take(pa.array(rows)), pattern)
-            extra[rows] = pc.fill_null(counted, 0).to_numpy()
-    units = length + extra
-    single = np.where(gsm, 160, 70)
-    per_part = np.where(gsm, 153, 67)
-    segments = np.where(units <= single, 1, -(-units // per_part))
-    # Exact count where a double unit could straddle a part boundary, or parts differ.
-    exact = np.flatnonzero(((units > single) & (extra > 0)) | (parts > 1))
-    if len(exact):
-        values = text.take(pa.array(exact)).to_pylist()
-        segments[exact] = [
-            _row_segments(str(t), bool(g), int(p))
-            for t, g, p in zip(values, gsm[exact], parts[exact], strict=True)
-        ]
-    segments = np.where(null, 0, segments)
+    # Most texts fit one SMS whatever they contain: the most units a text can take is
+    # twice its GSM-7 length (every character an escape pair) or, for UCS-2, its length
+    # plus one unit per 4-byte character (each 3 bytes over). Only texts whose most
+    # could pass one SMS are counted exactly.
+    segments = np.ones(n, dtype=np.int64)
+    cand = np.flatnonzero((length > 35) | (parts > 1))
+    c_len, c_gsm = length[cand], gsm[cand]
+    most = c_len + np.where(c_gsm, c_len, (nbytes[cand] - c_len) // 3)
+    need = cand[(most > np.where(c_gsm, 160, 70)) | (parts[cand] > 1)]
+    if len(need):
+        n_len, n_gsm = length[need], gsm[need]
+        extra = np.zeros(len(need), dtype=np.int64)
+        for rows_mask, pattern in ((n_gsm, _GSM_EXT), (~n_gsm, _ASTRAL)):
+            rows = np.flatnonzero(rows_mask)
+            if len(rows):
+                counted = pc.count_substring_regex(text.take(pa.array(need[rows])), pattern)
+                extra[rows] = pc.fill_null(counted, 0).to_numpy()
+        units = n_len + extra
+        single = np.where(n_gsm, 160, 70)
+        seg = np.where(units <= single, 1, -(-units // np.where(n_gsm, 153, 67)))
+        # Exact count where a double unit could straddle a part boundary, or parts differ.
+        exact = np.flatnonzero(((units > single) & (extra > 0)) | (parts[need] > 1))
+        if len(exact):
+            values = text.take(pa.array(need[exact])).to_pylist()
+            seg[exact] = [
+                _row_segments(str(t), bool(g), int(p))
+                for t, g, p in zip(values, n_gsm[exact], parts[need][exact], strict=True)
+            ]
+        segments[need] = seg
+    segments[null] = 0
     return TextCheck(text=text, code=code, gsm=gsm, segments=segments, parts=parts)
 
 
