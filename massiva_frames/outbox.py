@@ -123,7 +123,7 @@ def prepare_rows(
             "encoding": objects(validated["encoding"]),
             "segments": objects(validated["segments"]),
             "parts": np.where(ready, parts, 1),
-            "send_at": times.to_numpy(),
+            "send_at": times.array,  # tz-aware (UTC)
         }
     )
     at = np.flatnonzero(ready)
@@ -163,8 +163,8 @@ def row_records(rows: pd.DataFrame, index: pd.Index) -> list[tuple[Any, ...]]:
     # A ready one-part row's phone and text live in its message: not stored twice.
     own = (state != "ready") | (parts > 1)
     none = np.array(None, dtype=object)
-    phone = np.where(own, objects(rows["phone"]), none)
-    text = np.where(own, objects(rows["text"]), none)
+    phone = [_storable(v) for v in np.where(own, objects(rows["phone"]), none).tolist()]
+    text = [_storable(v) for v in np.where(own, objects(rows["text"]), none).tolist()]
     segments = [None if v is None else int(v) for v in objects(rows["segments"]).tolist()]
     return list(
         zip(
@@ -173,11 +173,21 @@ def row_records(rows: pd.DataFrame, index: pd.Index) -> list[tuple[Any, ...]]:
             objects(rows["row_key"]).tolist(),
             state.tolist(),
             objects(rows["reason"]).tolist(),
-            phone.tolist(),
-            text.tolist(),
+            phone,
+            text,
             objects(rows["encoding"]).tolist(),
             segments,
             parts.tolist(),
             strict=True,
         )
     )
+
+
+def _storable(value: Any) -> Any:
+    """A value SQLite can store: a lone surrogate (undecodable input) becomes ``?``."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+    return value

@@ -133,7 +133,8 @@ def encode_label(value: Any) -> str:
     >>> encode_label(("a", 1))
     '{"~tuple":["a",1]}'
     """
-    return json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
+    # ASCII escapes: a label with a lone surrogate still round-trips through SQLite.
+    return json.dumps(_plain(value), separators=(",", ":"))
 
 
 def decode_label(text: str) -> Any:

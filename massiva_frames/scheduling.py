@@ -125,36 +125,38 @@ def to_utc(value: Any, *, tz: str = LOCAL_TZ) -> pd.Timestamp:
 
 
 def _column_to_utc(column: pd.Series, tz: str) -> pd.Series:
-    """Parse a column of times to UTC; unparseable values become NaT (reported per row)."""
+    """Parse a column of times to UTC; unparseable values become NaT (reported per row).
+
+    Works by position, so an index with repeated labels cannot mix rows up.
+    """
+    index = column.index
+    column = column.reset_index(drop=True)
     dtype = column.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        converted: pd.Series = column.dt.tz_convert("UTC")
-        return converted
-    if pd.api.types.is_datetime64_dtype(dtype):
-        localized: pd.Series = column.dt.tz_localize(
-            tz, nonexistent="shift_forward", ambiguous="NaT"
-        ).dt.tz_convert("UTC")
-        return localized
     out = pd.Series(pd.NaT, index=column.index, dtype="datetime64[us, UTC]")
-    present = column.notna() & column.astype(str).str.strip().ne("")
-    if not present.any():
-        return out
-    values = column[present]
-    if values.map(lambda v: isinstance(v, pd.Timestamp | dt.datetime)).all():
-        return _column_to_utc(
-            pd.to_datetime(values.tolist(), utc=True).to_series(index=values.index), tz
-        )
-    text = values.astype(str).str.strip()
-    aware = text.str.contains(_HAS_OFFSET)
-    if aware.any():
-        parsed = pd.to_datetime(text[aware], errors="coerce", utc=True, format="mixed")
-        out.loc[parsed.index] = parsed.astype(out.dtype)
-    if (~aware).any():
-        naive = pd.to_datetime(text[~aware], errors="coerce", format="mixed")
-        localized = naive.dt.tz_localize(
-            tz, nonexistent="shift_forward", ambiguous="NaT"
-        ).dt.tz_convert("UTC")
-        out.loc[localized.index] = localized.astype(out.dtype)
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        out = column.dt.tz_convert("UTC").astype(out.dtype)
+    elif pd.api.types.is_datetime64_dtype(dtype):
+        localized = column.dt.tz_localize(tz, nonexistent="shift_forward", ambiguous="NaT")
+        out = localized.dt.tz_convert("UTC").astype(out.dtype)
+    else:
+        present = (column.notna() & column.astype(str).str.strip().ne("")).to_numpy()
+        at = np.flatnonzero(present)
+        values = column.iloc[at]
+        if len(at) and all(isinstance(v, pd.Timestamp | dt.datetime) for v in values.tolist()):
+            stamps = [pd.Timestamp(v) for v in values.tolist()]
+            local = [t.tz_localize(tz) if t.tzinfo is None else t for t in stamps]
+            out.iloc[at] = pd.to_datetime(local, utc=True).astype(out.dtype)
+        elif len(at):
+            text = values.astype(str).str.strip().reset_index(drop=True)
+            aware = text.str.contains(_HAS_OFFSET).to_numpy()
+            if aware.any():
+                parsed = pd.to_datetime(text[aware], errors="coerce", utc=True, format="mixed")
+                out.iloc[at[aware]] = parsed.astype(out.dtype).to_numpy()
+            if (~aware).any():
+                naive = pd.to_datetime(text[~aware], errors="coerce", format="mixed")
+                localized = naive.dt.tz_localize(tz, nonexistent="shift_forward", ambiguous="NaT")
+                out.iloc[at[~aware]] = localized.dt.tz_convert("UTC").astype(out.dtype).to_numpy()
+    out.index = index
     return out
 
 

@@ -203,9 +203,9 @@ def _deliver(
 ) -> tuple[dict[str, Any], BaseException | None]:
     """Schedule, check credits, plan and send the pending messages; return the figures."""
     now = opts.clock()
-    if rows is not None:  # send: this call's send_at
-        by_key = rows.dropna(subset=["row_key"]).set_index("row_key")["send_at"]
-        wanted = pending["row_key"].map(by_key)
+    if rows is not None:  # send: this call's send_at, by the message's input row
+        at = pending["position"].to_numpy(dtype=np.int64)
+        wanted = pd.Series(rows["send_at"].iloc[at].array, index=pending.index)
     else:  # dispatch: the times stored in the journal
         wanted = pd.to_datetime(pending["send_at"].astype("Float64"), unit="us", utc=True)
     stored, due = due_times(wanted, opts.window, now)

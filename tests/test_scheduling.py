@@ -178,3 +178,28 @@ def test_rate_limiter_off_and_invalid() -> None:
     for rate in (0, -1):
         with pytest.raises(InputError):
             RateLimiter(rate)
+
+
+def test_send_at_column_by_position_whatever_the_index_or_dtype() -> None:
+    repeated = pd.DataFrame(
+        {"t": ["2025-01-06 09:00", "2025-01-06T09:00:00Z", "garbage"]}, index=[7, 7, 7]
+    )
+    times, bad = resolve_send_at(repeated, "t")
+    assert list(times.index) == [7, 7, 7]
+    assert times.iloc[0] == pd.Timestamp("2025-01-06 13:00Z")
+    assert times.iloc[1] == pd.Timestamp("2025-01-06 09:00Z")
+    assert bad.tolist() == [False, False, True]
+    categorical = pd.DataFrame({"t": pd.Categorical(["2025-01-06 09:00", None, "x"])})
+    times, bad = resolve_send_at(categorical, "t")
+    assert times.iloc[0] == pd.Timestamp("2025-01-06 13:00Z") and bad.tolist() == [
+        False,
+        False,
+        True,
+    ]
+    # datetime objects: naive ones are Caracas time, aware ones keep their zone
+    objects = pd.DataFrame(
+        {"t": [dt.datetime(2025, 1, 6, 9), dt.datetime(2025, 1, 6, 9, tzinfo=dt.UTC)]},
+        dtype=object,
+    )
+    times, _ = resolve_send_at(objects, "t")
+    assert times.tolist() == [pd.Timestamp("2025-01-06 13:00Z"), pd.Timestamp("2025-01-06 09:00Z")]

@@ -839,3 +839,20 @@ def test_error_outcomes(error: BaseException, state: str, reason: str) -> None:
     assert batch_state == expected
     sent_at = [o[6] for o in settled]
     assert sent_at == {"pending": [None, None], "rejected": [2, 2], "unknown": [1, 1]}[state]
+
+
+def test_every_row_invalid_sends_nothing(
+    sb: Sandbox, client: MassivaClient, tmp_path: Path
+) -> None:
+    df = pd.DataFrame(
+        {"phone": ["no", None, "0212-5551234"], "msg": ["a", "b", "c"], "when": ["x", None, ""]},
+        index=[7, 7, 8],
+    )
+    for dry_run in (True, False):
+        results = send(
+            df, client=client, text="msg", send_at="when", journal=tmp_path / "j.db",
+            dry_run=dry_run, progress=False,
+        )  # fmt: skip
+        assert list(results.index) == [7, 7, 8]
+        assert (results["state"] == "invalid").all() and results["reason"].notna().all()
+    assert len(sb.requests()) == 0  # not even the credit query
