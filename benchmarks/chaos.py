@@ -1887,6 +1887,7 @@ def fuzz_frames(examples: int, *, seed: int = 0, timeout: float = 10.0) -> Figur
 
     @_hypothesis_settings(examples, seed)
     @given(_frame_strategy())
+    @_frame_examples()
     def run(case: tuple[Any, dict[str, Any]]) -> None:
         df, options = case
         fig.tried += 1
@@ -1912,6 +1913,35 @@ def fuzz_frames(examples: int, *, seed: int = 0, timeout: float = 10.0) -> Figur
     fig.notes += [f"crash x{n}: {what}" for what, n in crash_kinds.items()]
     fig.seconds = time.perf_counter() - start
     return fig
+
+
+def _frame_examples() -> Callable[[Any], Any]:
+    """Frames that once found a hole: always tried first (hypothesis explicit examples)."""
+    import pandas as pd
+    from hypothesis import example
+
+    def frame(phones: list[Any], texts: list[Any], **kw: Any) -> Any:
+        return pd.DataFrame({"phone": phones, "text": texts, **kw}, dtype=object)
+
+    cases = [
+        # every row invalid
+        (frame(["x", None], ["a", "b"]), {"text": "text"}),
+        # lone surrogates (text read with errors="surrogateescape")
+        (frame(["04141234567", "04241234567"], ["a\udcff", "b"]), {"text": "text"}),
+        (frame(["04141234567\udcff", "04241234567"], ["a", "b"]), {"text": "text"}),
+        # a send_at column beside repeated index labels
+        (
+            frame(["04141234567"] * 2, ["a", "b"], cuando=["2999-01-01"] * 2).set_axis([0, 0]),
+            {"text": "text", "send:send_at": "cuando"},
+        ),
+    ]
+
+    def apply(fn: Any) -> Any:
+        for case in cases:
+            fn = example(case)(fn)
+        return fn
+
+    return apply
 
 
 def _frame_problems(df: Any, out: Any, *, ok_states: tuple[str, ...]) -> list[str]:
