@@ -274,26 +274,54 @@ def _format_uniques(
 
 
 _FIXED_SPEC = re.compile(r"^(?P<comma>,)?(?:\.(?P<decimals>\d{1,2}))?(?P<kind>[fd]?)$")
-_GROUPS = 6  # |value| < 2**53 has at most 16 integer digits: 6 groups of 3
 
 
-def _group_thousands(whole: np.ndarray[Any, Any]) -> pa.Array:
-    """Non-negative integers as text with ',' every three digits (format's ',')."""
-    groups = np.ones(len(whole), dtype=np.int64)
-    for power in range(1, _GROUPS):
-        groups += whole >= 1000**power
-    top = int(groups.max()) if len(groups) else 1
-    head = pa.array(whole // np.power(1000, groups - 1, dtype=np.int64)).cast(_LARGE)
-    pieces = [head]
-    for j in range(top - 2, -1, -1):
-        group = pa.array((whole // 1000**j) % 1000).cast(_LARGE)
-        padded = pc.utf8_lpad(group, width=3, padding="0")
-        # Rows with fewer groups skip this one (null pieces are left out of the join).
-        pieces.append(pc.if_else(pa.array(groups > j + 1), padded, pa.scalar(None, _LARGE)))
-    if len(pieces) == 1:
-        return head
-    options = pc.JoinOptions(null_handling="skip")
-    return pc.binary_join_element_wise(*pieces, pa.scalar(",", _LARGE), options=options)
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+
+
+def _fixed_strings(
+    units: np.ndarray[Any, Any],
+    decimals: int,
+    comma: bool,
+    negative: np.ndarray[Any, Any],
+    null: np.ndarray[Any, Any],
+) -> pa.Array:
+    """Decimal text of ``units / 10**decimals`` (units >= 0, < 2**53), built as bytes.
+
+    What ``format(v, ",.2f")`` prints, assembled right-aligned in a byte matrix (one
+    column pass per output character) and packed into an Arrow string array.
+    """
+    n = len(units)
+    integer = units // _POW10[decimals]
+    fraction = units % _POW10[decimals]
+    digits = np.maximum(1, np.searchsorted(_POW10, integer, side="right"))
+    commas = (digits - 1) // 3 if comma else np.zeros(n, dtype=np.int64)
+    length = negative + digits + commas + (decimals + 1 if decimals else 0)
+    width = int(length.max()) if n else 0
+    out = np.zeros((n, width), dtype=np.uint8)
+    col = width - 1
+    for k in range(decimals):
+        out[:, col] = 48 + (fraction // _POW10[k]) % 10
+        col -= 1
+    if decimals:
+        out[:, col] = 46  # "."
+        col -= 1
+    for t in range(int(digits.max()) if n else 0):
+        here = t < digits
+        if comma and t and t % 3 == 0:
+            out[here, col] = 44  # ","
+            col -= 1
+        out[here, col] = 48 + (integer[here] // _POW10[t]) % 10
+        col -= 1
+    sign = np.flatnonzero(negative)
+    out[sign, width - length[sign]] = 45  # "-"
+    length = np.where(null, 0, length)
+    keep = np.arange(width) >= (width - length)[:, None]
+    data = out[keep]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    validity = pa.array(~null).buffers()[1] if null.any() else None
+    return pa.Array.from_buffers(_LARGE, n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _fast_fixed(series: pd.Series, spec: str) -> tuple[pa.Array, np.ndarray[Any, Any]] | None:
@@ -336,26 +364,9 @@ def _fast_fixed(series: pd.Series, spec: str) -> tuple[pa.Array, np.ndarray[Any,
         near_half = np.abs(scaled - np.floor(scaled) - 0.5) <= 4e-16 * np.maximum(scaled, 1.0)
         python = ~missing & (~np.isfinite(scaled) | (scaled >= 2.0**53) | near_half)
     whole_units = np.where(python | missing, 0.0, rounded).astype(np.int64)
-    unit = 10**decimals
-    if match["comma"]:
-        integer = _group_thousands(whole_units // unit)
-    else:
-        integer = pa.array(whole_units // unit).cast(_LARGE)
-    pieces = [integer]
-    if decimals:
-        fraction = pc.utf8_lpad(
-            pa.array(whole_units % unit).cast(_LARGE), width=decimals, padding="0"
-        )
-        pieces += [pa.scalar(".", _LARGE), fraction]
-    text = pc.binary_join_element_wise(*pieces, pa.scalar("", _LARGE))
-    negative = np.signbit(np.where(missing, 0.0, values))
-    text = pc.if_else(
-        pa.array(negative),
-        pc.binary_join_element_wise(pa.scalar("-", _LARGE), text, pa.scalar("", _LARGE)),
-        text,
-    )
-    text = pc.if_else(pa.array(missing), pa.scalar(None, _LARGE), text)
-    return _combine(text), python
+    negative = np.signbit(np.where(missing, 0.0, values)).astype(np.int64)
+    text = _fixed_strings(whole_units, decimals, bool(match["comma"]), negative, missing)
+    return text, python
 
 
 @dataclass
