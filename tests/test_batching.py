@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import numpy as np
 import pandas as pd
@@ -318,3 +318,18 @@ def test_large_plan_many_batches_of_500() -> None:
     assert len(batches) == minimum_requests(validated) == 400
     assert sum(len(b) for b in batches) == n
     assert all(len(b) <= 500 for b in batches)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=80), min_size=1, max_size=10))
+def test_quoted_lengths_match_quote_plus(texts: list[str]) -> None:
+    import pyarrow as pa
+
+    from massiva_frames.batching import _quoted_lengths
+
+    got = _quoted_lengths(pa.array(texts, pa.large_string()), "utf-8").tolist()
+    assert got == [len(quote_plus(t, safe="")) for t in texts]
+    latin = [t for t in texts if all(ord(c) < 256 for c in t)]
+    if latin:
+        got = _quoted_lengths(pa.array(latin, pa.large_string()), "iso8859-1").tolist()
+        assert got == [len(quote_plus(t, safe="", encoding="latin-1")) for t in latin]
