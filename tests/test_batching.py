@@ -333,3 +333,28 @@ def test_quoted_lengths_match_quote_plus(texts: list[str]) -> None:
     if latin:
         got = _quoted_lengths(pa.array(latin, pa.large_string()), "iso8859-1").tolist()
         assert got == [len(quote_plus(t, safe="", encoding="latin-1")) for t in latin]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["abcdefgh-MIDDLE-1-ijklmnop", "abcdefgh-MIDDLE-2-ijklmnop", "a", ""]),
+            st.text(max_size=30),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_text_groups_are_exact(texts: list[str]) -> None:
+    import pyarrow as pa
+
+    from massiva_frames.batching import _text_codes
+
+    arr = pa.array(texts, pa.large_string()).slice(0)
+    rows = np.arange(len(texts))
+    codes, n_groups = _text_codes(arr, rows)
+    assert n_groups == len(set(texts))
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            assert (codes[i] == codes[j]) == (texts[i] == texts[j])
