@@ -55,42 +55,16 @@ GSM7_EXTENSION = "\f^{}\\[~]|€"
 #: ``transliterate=True``: characters GSM-7 lacks -> nearest GSM-7 text. Characters
 #: GSM-7 has (ñ, é, ü, ¿, ¡, à, è ...) are left alone.
 TRANSLITERATION: dict[str, str] = {
+    # accented letters GSM-7 lacks -> the bare letter
     **dict(zip("áíóúâêîôûãõëïÿýçšžł", "aiouaeiouaoeiyycszl", strict=True)),
     **dict(zip("ÁÍÓÚÂÊÎÔÛÃÕËÏŸÝÀÈÌÒÙŠŽŁ", "AIOUAEIOUAOEIYYAEIOUSZL", strict=True)),
-    "œ": "oe",
-    "Œ": "OE",
-    "‘": "'",
-    "’": "'",
-    "‚": "'",
-    "‛": "'",
-    "´": "'",
-    "`": "'",
-    "“": '"',
-    "”": '"',
-    "„": '"',
-    "‟": '"',
-    "«": '"',
-    "»": '"',
-    "‐": "-",
-    "‑": "-",
-    "‒": "-",
-    "–": "-",
-    "—": "-",
-    "―": "-",
-    "−": "-",
-    "…": "...",
-    "•": "-",
-    "·": ".",
-    "º": "o",
-    "ª": "a",
-    "°": "o",
-    "\t": " ",
-    "\u00a0": " ",
-    "\u2007": " ",
-    "\u2009": " ",
-    "\u202f": " ",
-    "\u200b": "",
-    "\ufeff": "",
+    # quotes, dashes, bullets, ordinals, odd spaces
+    **dict.fromkeys("‘’‚‛´`", "'"),
+    **dict.fromkeys("“”„‟«»", '"'),
+    **dict.fromkeys("‐‑‒–—―−•", "-"),
+    **dict.fromkeys("\t\u00a0\u2007\u2009\u202f", " "),
+    **dict.fromkeys("\u200b\ufeff", ""),
+    **{"œ": "oe", "Œ": "OE", "…": "...", "·": ".", "º": "o", "ª": "a", "°": "o"},
 }
 
 MISSING_VALUE = "text_missing_value"
@@ -477,11 +451,12 @@ def _piece(
         failed = np.zeros(n, dtype=bool)
         if python.any():
             rows = np.flatnonzero(python)
-            redo, failed_rows = _format_by_uniques(series.iloc[rows], _formatter(field))
+            table, codes, failed_u = _format_table(series.iloc[rows], _formatter(field))
+            redo = table.take(pa.array(codes, mask=codes < 0, type=pa.int64()))
             mask = np.zeros(n, dtype=bool)
             mask[rows] = True
             text = _combine(pc.replace_with_mask(text, pa.array(mask), redo))
-            failed[rows] = failed_rows
+            failed[rows] = (codes >= 0) & failed_u[np.maximum(codes, 0)]
         missing = _np(pc.is_null(text)) & ~failed
         return _Piece(text, missing, failed, _number_facts(text))
     if plain and _is_string_dtype(dtype):
@@ -558,15 +533,6 @@ def _format_table(
             uniques = list(values[keep])
     out, failed_u = _format_uniques(uniques, fmt)
     return pa.array(out, type=_LARGE), codes, failed_u
-
-
-def _format_by_uniques(
-    series: pd.Series, fmt: Callable[[Any], str]
-) -> tuple[pa.Array, np.ndarray[Any, Any]]:
-    table, codes, failed_u = _format_table(series, fmt)
-    text = _combine(table.take(pa.array(codes, mask=codes < 0, type=pa.int64())))
-    failed = (codes >= 0) & failed_u[np.maximum(codes, 0)] if len(table) else codes < -1
-    return text, failed
 
 
 @dataclass
