@@ -193,9 +193,13 @@ class _Rows:
 
 
 def _rows(frame: pd.DataFrame) -> _Rows:
-    valid = frame["valid"].to_numpy(dtype=bool, na_value=False)
-    pos = np.flatnonzero(valid)
     text_all = _arrow(frame["text"])
+    phone_all = _arrow(frame["phone"])
+    # a row without a phone or a text cannot be sent, whatever its ``valid`` says
+    valid = frame["valid"].to_numpy(dtype=bool, na_value=False)
+    valid &= ~np.asarray(pc.is_null(text_all).to_numpy(zero_copy_only=False), dtype=bool)
+    valid &= ~np.asarray(pc.is_null(phone_all).to_numpy(zero_copy_only=False), dtype=bool)
+    pos = np.flatnonzero(valid)
     if "parts" in frame.columns:
         parts = frame["parts"].to_numpy(dtype="float64", na_value=1)[pos].astype(np.int64)
     else:
@@ -206,7 +210,7 @@ def _rows(frame: pd.DataFrame) -> _Rows:
         pieces = split_text(str(text_all[int(pos[i])].as_py()))
         split[int(pos[i])] = pieces
         parts[i] = len(pieces)
-    return _Rows(pos, _arrow(frame["phone"]), text_all, parts, split)
+    return _Rows(pos, phone_all, text_all, parts, split)
 
 
 def _arrow(series: pd.Series) -> pa.Array:

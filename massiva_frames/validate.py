@@ -243,6 +243,14 @@ def validate(
         (``GSM-7``/``UCS-2``), ``segments`` (carrier SMS count) and ``parts`` (messages
         per row, >1 only with ``long_text="split"``).
 
+    Notes
+    -----
+    One reason per row, first that applies: the phone's, then the text's (missing value,
+    format error, empty, control characters, ``|``, too long), then ``opted_out``, then
+    ``duplicate``. Texts may hold newlines (GSM-7 has LF and CR); other C0/C1 control
+    characters are refused. Values and texts are trimmed. Phones and texts are checked
+    side by side on two threads for large frames.
+
     Examples
     --------
     >>> df = pd.DataFrame({"tel": ["0414-1234567", "0212 5551234"], "nombre": ["Ana", "Luis"]})

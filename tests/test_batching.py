@@ -358,3 +358,17 @@ def test_text_groups_are_exact(texts: list[str]) -> None:
     for i in range(len(texts)):
         for j in range(len(texts)):
             assert (codes[i] == codes[j]) == (texts[i] == texts[j])
+
+
+def test_rows_without_phone_or_text_are_not_planned_even_if_marked_valid() -> None:
+    frame = pd.DataFrame(
+        {
+            "phone": pd.array(["584141234567", None, "584241234567"], dtype="string"),
+            "text": pd.array(["a", "a", None], dtype="string"),
+            "valid": True,
+            "state": "ready",
+            "reason": pd.NA,
+        }
+    )
+    planned = plan_batches(frame)
+    assert planned["batch"].notna().tolist() == [True, False, False]
