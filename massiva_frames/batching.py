@@ -196,7 +196,7 @@ def _rows(frame: pd.DataFrame) -> _Rows:
     text_all = _arrow(frame["text"])
     phone_all = _arrow(frame["phone"])
     # a row without a phone or a text cannot be sent, whatever its ``valid`` says
-    valid = frame["valid"].to_numpy(dtype=bool, na_value=False)
+    valid = frame["valid"].to_numpy(dtype=bool, na_value=False, copy=True)
     valid &= ~np.asarray(pc.is_null(text_all).to_numpy(zero_copy_only=False), dtype=bool)
     valid &= ~np.asarray(pc.is_null(phone_all).to_numpy(zero_copy_only=False), dtype=bool)
     pos = np.flatnonzero(valid)
