@@ -95,7 +95,7 @@ def run_send(
 
 def run_naive(base_url: str, df: pd.DataFrame) -> dict[str, float]:
     """One request per phone, a new connection each: the PHP sample, one curl per phone."""
-    from massiva_frames.validate import validate
+    from massiva_frames.validation import validate
 
     checked = validate(df, phone="telefono", template=TEMPLATE)
     pairs = list(zip(checked["phone"], checked["text"], strict=True))
@@ -115,7 +115,7 @@ def run_naive(base_url: str, df: pd.DataFrame) -> dict[str, float]:
 
 def minimum(df: pd.DataFrame) -> int:
     from massiva_frames.batching import minimum_requests
-    from massiva_frames.validate import validate
+    from massiva_frames.validation import validate
 
     return minimum_requests(validate(df, phone="telefono", template=TEMPLATE), method="POST")
 

@@ -1859,7 +1859,7 @@ def fuzz_frames(examples: int, *, seed: int = 0, timeout: float = 10.0) -> Figur
 
     from massiva_frames.errors import MassivaError
     from massiva_frames.sending import send
-    from massiva_frames.validate import validate
+    from massiva_frames.validation import validate
 
     fig = Figures("bad input: DataFrames", crashes=0, hangs=0)
     start = time.perf_counter()

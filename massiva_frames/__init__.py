@@ -9,7 +9,9 @@ The public verbs take and return DataFrames::
     status = mf.read_callbacks("callback-logs", kind="status")
     report = mf.delivery_summary(mf.attach_delivery(results, status), by="operator")
 
-Names are imported lazily, so ``import massiva_frames`` stays cheap.
+Importing the package registers the ``df.massiva`` accessor (so it imports pandas);
+every other name is imported lazily, on first use, so ``import massiva_frames`` never
+pulls in requests, lxml, ipywidgets or matplotlib.
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ _EXPORTS: dict[str, str] = {
     "ResponseMismatchError": "massiva_frames.errors",
     "TransportError": "massiva_frames.errors",
     "URLTooLongError": "massiva_frames.errors",
+    # preparation
+    "Reason": "massiva_frames.validation",
+    "failure_cases": "massiva_frames.validation",
+    "validate": "massiva_frames.validation",
+    "validation_summary": "massiva_frames.validation",
+    "normalize_phones": "massiva_frames.phones",
+    "segment_count": "massiva_frames.texts",
+    "split_text": "massiva_frames.texts",
+    "transliterate": "massiva_frames.texts",
+    "Batch": "massiva_frames.batching",
+    "iter_batches": "massiva_frames.batching",
+    "minimum_requests": "massiva_frames.batching",
+    "plan_batches": "massiva_frames.batching",
+    # sending
+    "JournalBusyError": "massiva_frames.journal",
+    "STATES": "massiva_frames.results",
+    "dispatch": "massiva_frames.sending",
+    "results_from_journal": "massiva_frames.sending",
+    "send": "massiva_frames.sending",
     # transport and sandbox
     "MassivaClient": "massiva_frames.client",
     "Sandbox": "massiva_frames.sandbox",
@@ -70,6 +91,7 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
     from .analytics import attach_delivery, delivery_summary, operator_of, opt_outs, replies
+    from .batching import Batch, iter_batches, minimum_requests, plan_batches
     from .callbacks import CompactionStats, Receiver, compact, read_callbacks, receiver
     from .client import MassivaClient
     from .demo import load_sample_campaign, run_demo
@@ -92,14 +114,24 @@ if TYPE_CHECKING:
         TransportError,
         URLTooLongError,
     )
+    from .journal import JournalBusyError
+    from .phones import normalize_phones
     from .plots import (
         delivery_report_figure,
         plot_deliveries_over_time,
         plot_delivery_by_operator,
         plot_latency,
     )
+    from .results import STATES
     from .sandbox import Sandbox, sandbox
+    from .sending import dispatch, results_from_journal, send
+    from .texts import segment_count, split_text, transliterate
+    from .validation import Reason, failure_cases, validate, validation_summary
     from .widgets import DeliveryDashboard, SendWidget
+
+
+# ``df.massiva``: registering the accessor needs pandas, and nothing heavier.
+from . import accessor as _accessor  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

@@ -50,8 +50,8 @@ class MassivaAccessor:
         self._df = df
 
     def validate(self, **options: Any) -> pd.DataFrame:
-        """:func:`massiva_frames.validate.validate` on this frame."""
-        from .validate import validate
+        """:func:`massiva_frames.validation.validate` on this frame."""
+        from .validation import validate
 
         return validate(self._df, **options)
 
@@ -62,7 +62,7 @@ class MassivaAccessor:
         planner; every other keyword to validation.
         """
         from .batching import plan_batches
-        from .validate import validate
+        from .validation import validate
 
         planning = {k: options.pop(k) for k in _PLAN_OPTIONS if k in options}
         return plan_batches(validate(self._df, **options), **planning)

@@ -37,7 +37,7 @@ from .protocol import (
     encode_query,
 )
 from .texts import split_text
-from .validate import Reason
+from .validation import Reason
 
 __all__ = ["Batch", "iter_batches", "minimum_requests", "plan_batches"]
 
@@ -432,7 +432,7 @@ def plan_batches(
     Parameters
     ----------
     validated : DataFrame
-        What :func:`~massiva_frames.validate.validate` returned.
+        What :func:`~massiva_frames.validation.validate` returned.
     method : {"POST", "GET"}
         GET requests are also bounded by their exact URL length.
     max_phones : int, default 500
@@ -454,7 +454,7 @@ def plan_batches(
 
     Examples
     --------
-    >>> from massiva_frames.validate import validate
+    >>> from massiva_frames.validation import validate
     >>> df = pd.DataFrame({"tel": ["04141234567", "04241234567", "04161234567"],
     ...                    "msg": ["Hola", "Hola", "Chao"]})
     >>> plan_batches(validate(df, phone="tel", text="msg"), max_phones=2)[["batch", "batch_pos"]]
@@ -490,7 +490,7 @@ def iter_batches(planned: pd.DataFrame) -> Iterator[Batch]:
 
     Examples
     --------
-    >>> from massiva_frames.validate import validate
+    >>> from massiva_frames.validation import validate
     >>> df = pd.DataFrame({"tel": ["04141234567", "04241234567"], "msg": ["Hola", "Hola"]})
     >>> [b.texts for b in iter_batches(plan_batches(validate(df, phone="tel", text="msg")))]
     [('Hola',)]
@@ -586,7 +586,7 @@ def minimum_requests(
 
     Examples
     --------
-    >>> from massiva_frames.validate import validate
+    >>> from massiva_frames.validation import validate
     >>> df = pd.DataFrame({"tel": ["04141234567"] * 3, "msg": ["a", "b", "c"]})
     >>> minimum_requests(validate(df, phone="tel", text="msg", dedupe=None), max_phones=2)
     2

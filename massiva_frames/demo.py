@@ -141,7 +141,7 @@ def run_demo(
     from .client import MassivaClient
     from .sandbox import sandbox
     from .sending import send
-    from .validate import failure_cases, validate, validation_summary
+    from .validation import failure_cases, validate, validation_summary
 
     write = (stream or sys.stdout).write
     started = time.monotonic()

@@ -399,7 +399,7 @@ def send(
     client : MassivaClient, optional
         Defaults to one built from ``MASSIVA_USUARIO``/``MASSIVA_CLAVE``/``MASSIVA_BASE_URL``.
     phone, text, template, **validate_options
-        Passed to :func:`~massiva_frames.validate.validate` (``text`` is a column,
+        Passed to :func:`~massiva_frames.validation.validate` (``text`` is a column,
         ``template`` a ``str.format`` template over the columns).
     journal : str or path, optional
         SQLite journal: makes the send idempotent, resumable and schedulable. Without
@@ -469,7 +469,7 @@ def send(
     _check_options(concurrency, max_phones)
     win = parse_window(window)
     clock = _clock(now)
-    from .validate import validate
+    from .validation import validate
 
     validated = validate(df, phone=phone, text=text, template=template, **validate_options)
     own_client = client is None

@@ -1,7 +1,7 @@
 """Notebook widgets: a send form and a delivery dashboard.
 
 Both are ipywidgets composites (``VBox`` subclasses) that only wire controls to the
-public functions — :func:`~massiva_frames.validate.validate` (preview and summary),
+public functions — :func:`~massiva_frames.validation.validate` (preview and summary),
 ``send(..., dry_run=True)`` (the counts to confirm), :meth:`MassivaClient.credits`,
 :func:`~massiva_frames.sending.send`, :func:`~massiva_frames.analytics.attach_delivery`,
 :func:`~massiva_frames.analytics.delivery_summary` and the plots. They hold no business
@@ -305,8 +305,8 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
         self._run(self._validate)
 
     def _validate(self) -> None:
-        from .validate import failure_cases, validation_summary
-        from .validate import validate as validate_frame
+        from .validation import failure_cases, validation_summary
+        from .validation import validate as validate_frame
 
         # API.md §1 limits are checked by validate(); the widget only shows its verdict.
         checked = validate_frame(self.df, **self._choices(), **self.validate_options)

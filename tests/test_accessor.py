@@ -12,7 +12,7 @@ import massiva_frames.accessor  # noqa: F401 - registers df.massiva
 from massiva_frames.client import MassivaClient
 from massiva_frames.sandbox import Sandbox, sandbox
 from massiva_frames.sending import send
-from massiva_frames.validate import validate
+from massiva_frames.validation import validate
 
 FRAME = pd.DataFrame(
     {"tel": ["0414-1234567", "0212 5551234", "0424 1234567"], "nombre": ["Ana", "Luis", "Eva"]},

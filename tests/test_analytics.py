@@ -959,7 +959,7 @@ def test_sandbox_callbacks_reach_a_receiver_and_attach_marks_them(tmp_path: Any)
 
 
 def test_validate_accepts_the_opt_out_list(tmp_path: Any) -> None:
-    from massiva_frames.validate import validate
+    from massiva_frames.validation import validate
 
     inbound = inbound_log(
         [

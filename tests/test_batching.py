@@ -16,7 +16,7 @@ from massiva_frames.batching import Batch, iter_batches, minimum_requests, plan_
 from massiva_frames.client import MassivaClient
 from massiva_frames.errors import InputError
 from massiva_frames.texts import split_text
-from massiva_frames.validate import validate
+from massiva_frames.validation import validate
 
 USER = "usuario@example.com"
 CLAVE = "s3cr3t&clave=1"

@@ -212,7 +212,7 @@ def test_send_where_every_row_is_invalid_returns_the_rows(
 def test_a_lone_surrogate_is_a_row_reason_not_a_crash(column: str) -> None:
     # Text decoded with errors="surrogateescape" (read_csv(encoding_errors=...)) keeps
     # lone surrogates: one bad row must not stop the whole frame.
-    from massiva_frames.validate import validate
+    from massiva_frames.validation import validate
 
     values = {"phone": ["04141234567", "04241234567"], "text": ["Hola", "Chao"]}
     values[column][0] += "\udcff"

@@ -58,9 +58,34 @@ def test_lazy_import_is_cheap() -> None:
     import subprocess
     import sys
 
-    code = "import massiva_frames, sys; print('pandas' in sys.modules)"
+    heavy = ["requests", "lxml", "ipywidgets", "matplotlib", "waitress", "phonenumbers"]
+    code = f"import massiva_frames, sys; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
+
+
+def test_import_registers_the_accessor() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import massiva_frames, pandas as pd; "
+        "df = pd.DataFrame({'t': ['0414-1234567'], 'm': ['Hola']}); "
+        "print(df.massiva.validate(phone='t', text='m')['phone'].iloc[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "584141234567"
+
+
+def test_validate_stays_callable_after_every_module_is_imported() -> None:
+    """A submodule named like a public verb would shadow it once imported."""
+    for module_name in _modules():
+        importlib.import_module(module_name)
+    df = __import__("pandas").DataFrame({"tel": ["04141234567"], "msg": ["Hola"]})
+    assert massiva_frames.validate(df, phone="tel", text="msg")["valid"].all()
+    with massiva_frames.sandbox() as sb:
+        assert sb.base_url.startswith("http://127.0.0.1:")
 
 
 def test_unknown_attribute_raises() -> None:

@@ -22,7 +22,7 @@ from massiva_frames.phones import (
     check_operators,
     normalize_phones,
 )
-from massiva_frames.validate import Reason
+from massiva_frames.validation import Reason
 
 OK = None
 P = "584141234567"

@@ -29,7 +29,7 @@ from massiva_frames.texts import (
     transliterate,
 )
 from massiva_frames.texts import render_template as _render
-from massiva_frames.validate import Reason
+from massiva_frames.validation import Reason
 
 
 def render_template(df: pd.DataFrame, template: str, **kw: Any) -> tuple[Any, ...]:

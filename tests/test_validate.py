@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from massiva_frames.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from massiva_frames.errors import InputError
-from massiva_frames.validate import (
+from massiva_frames.validation import (
     OUTPUT_COLUMNS,
     Reason,
     failure_cases,

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..errors import MassivaError
-    from ..validate import failure_cases, validate, validation_summary
+    from ..validation import failure_cases, validate, validation_summary
 
     try:
         frame = _read(source, args.phone)
