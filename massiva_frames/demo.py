@@ -158,8 +158,10 @@ def run_demo(
             credits=5000,
             status_url=rc.url,
             inbound_url=rc.url,
-            # a second's delay: the callbacks' clock has one-second resolution (API.md §2)
+            # 1 to 4 s from send to delivery, spread per message (the callbacks' clock has
+            # one-second resolution, API.md §2)
             callback_delay=1.0,
+            callback_jitter=3.0,
             fail_ratio=0.1,
             reply_ratio=0.15,
             seed=seed,

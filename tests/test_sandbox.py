@@ -729,6 +729,21 @@ def test_callback_delay_is_honoured(http_sink: Sink) -> None:
     assert lag >= pd.Timedelta(seconds=0.29)
 
 
+def test_callback_jitter_spreads_dispatch_reproducibly(http_sink: Sink) -> None:
+    lags = []
+    for _ in range(2):
+        with sandbox(status_url=http_sink.url, callback_delay=0.1, callback_jitter=1.0) as sb:
+            send(sb, ";".join(VALID[:4]))
+            assert sb.wait_callbacks(10)
+            msgs = sb.messages().sort_values("id")
+        lags.append((msgs["updated_at"] - msgs["accepted_at"]).dt.total_seconds())
+    assert lags[0].min() >= 0.09
+    assert lags[0].max() <= 1.5
+    assert lags[0].max() - lags[0].min() > 0.2  # spread, not one moment
+    # the same ids get the same delays (up to scheduling noise)
+    assert (lags[0].reset_index(drop=True) - lags[1].reset_index(drop=True)).abs().max() < 0.15
+
+
 def test_callback_urls_can_be_set_later(sandbox_server: Sandbox, http_sink: Sink) -> None:
     sb = sandbox_server
     with pytest.raises(InputError):

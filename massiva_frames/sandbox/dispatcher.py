@@ -125,6 +125,9 @@ class Dispatcher:
         Returns the current ``(status_url, inbound_url)``; read at dispatch time.
     delay
         Seconds between acceptance and dispatch (also before an inbound reply).
+    jitter
+        Up to this many seconds more, per message (spread like real carriers' delays;
+        derived from the message id, so a run is reproducible).
     workers
         Threads delivering callbacks.
     max_attempts, backoff
@@ -138,6 +141,7 @@ class Dispatcher:
         urls: Callable[[], tuple[str | None, str | None]],
         *,
         delay: float = 0.5,
+        jitter: float = 0.0,
         workers: int = 4,
         max_attempts: int = 5,
         backoff: float = 0.1,
@@ -146,6 +150,7 @@ class Dispatcher:
         self.state = state
         self.urls = urls
         self.delay = delay
+        self.jitter = jitter
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.timeout = timeout
@@ -195,9 +200,15 @@ class Dispatcher:
         due = time.monotonic() + self.delay
         with self._lock:
             for mid in ids:
-                self._push(due, "dispatch", mid)
+                self._push(due + self._jitter_of(mid), "dispatch", mid)
             self._outstanding += len(ids)
             self._wake.notify()
+
+    def _jitter_of(self, mid: int) -> float:
+        if self.jitter <= 0:
+            return 0.0
+        # Knuth's multiplicative hash: a fixed, well-spread fraction per message id.
+        return self.jitter * ((mid * 2654435761) % 2**32) / 2**32
 
     def emit(self, kind: str, url: str, params: dict[str, str], *, delay: float = 0.0) -> None:
         """Deliver one callback to ``url`` after ``delay`` seconds."""

@@ -101,6 +101,7 @@ class Sandbox:
         max_url_length: int | None = 2048,
         callback_workers: int = 4,
         callback_attempts: int = 5,
+        callback_jitter: float = 0.0,
     ) -> None:
         for name, ratio in (("fail_ratio", fail_ratio), ("reply_ratio", reply_ratio)):
             if not 0.0 <= ratio <= 1.0:
@@ -125,6 +126,7 @@ class Sandbox:
             self._state,
             self._urls,
             delay=callback_delay,
+            jitter=callback_jitter,
             workers=callback_workers,
             max_attempts=callback_attempts,
         )
@@ -445,7 +447,7 @@ def sandbox(
     """Run a :class:`Sandbox` for the duration of a ``with`` block.
 
     Extra ``options`` (``hang_seconds``, ``max_url_length``, ``callback_workers``,
-    ``callback_attempts``) go to :class:`Sandbox`.
+    ``callback_attempts``, ``callback_jitter``) go to :class:`Sandbox`.
 
     Examples
     --------
