@@ -188,18 +188,42 @@ def _kind(kinds: Any, cls: type) -> np.ndarray[Any, Any]:
     return np.asarray(same, dtype=bool)
 
 
+def _arrow_strings(values: Any) -> tuple[pa.Array, np.ndarray[Any, Any]]:
+    """Arrow text of str/None cells, and a mask of the cells Arrow cannot hold.
+
+    A lone surrogate (text decoded with ``errors="surrogateescape"``) has no UTF-8 form:
+    that cell becomes missing and is flagged "not a number" instead of failing the frame.
+    """
+    try:
+        return pa.array(values, type=_LARGE, from_pandas=True), np.zeros(len(values), bool)
+    except UnicodeEncodeError:
+        odd = np.fromiter((_unencodable(v) for v in values), dtype=bool, count=len(values))
+        kept = np.asarray(values, dtype=object).copy()
+        kept[odd] = None
+        return pa.array(kept, type=_LARGE, from_pandas=True), odd
+
+
+def _unencodable(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _object_text(arr: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, Any]]:
     """Mixed cells (Excel): strings, ints and floats each take a vectorised path; only
     the odd remainder (Decimal, bool, junk objects) goes cell by cell."""
     n = len(arr)
-    bad = np.zeros(n, dtype=bool)
     if pd.api.types.infer_dtype(arr, skipna=True) in ("string", "empty"):
-        return pa.array(arr, type=_LARGE, from_pandas=True), bad
+        return _arrow_strings(arr)
     kinds: Any = np.frompyfunc(type, 1, 1)(arr)
     is_str, is_int, is_float = (_kind(kinds, cls) for cls in (str, int, float))
     strings = arr.copy()
     strings[~is_str] = None
-    text = pa.array(strings, type=_LARGE, from_pandas=True)
+    text, bad = _arrow_strings(strings)
     # Non-string cells are converted per kind, then put back in one pass.
     pieces: list[tuple[np.ndarray[Any, Any], pa.Array]] = []
     if is_int.any():
@@ -220,8 +244,9 @@ def _object_text(arr: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, A
     other = ~(is_str | is_int | is_float)
     if other.any():
         settled = [_scalar_text(v) for v in arr[other]]
-        pieces.append((np.flatnonzero(other), pa.array([t for t, _ in settled], _LARGE)))
-        bad[other] = [b for _, b in settled]
+        other_text, odd = _arrow_strings([t for t, _ in settled])
+        pieces.append((np.flatnonzero(other), other_text))
+        bad[other] = np.array([b for _, b in settled], dtype=bool) | odd
     if pieces:
         positions = np.concatenate([rows for rows, _ in pieces])
         values = pa.concat_arrays([_combine(v).cast(_LARGE) for _, v in pieces])
