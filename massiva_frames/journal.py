@@ -32,6 +32,7 @@ released by the operating system when the process dies, even by ``SIGKILL``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -344,6 +345,42 @@ class Journal:
                 "INSERT OR IGNORE INTO messages", _MESSAGE_COLUMNS, messages, constants
             )
             return conn.total_changes - before
+
+    def insert_messages(
+        self,
+        row_key: Iterable[str],
+        part: Iterable[int],
+        phone: Iterable[str],
+        text: Iterable[str],
+        *,
+        campaign: str,
+    ) -> tuple[int, int]:
+        """Add messages by column, like :meth:`add_messages` (due now); ids are explicit.
+
+        The i-th message gets id ``first + i`` when it is added (an existing
+        ``(row_key, part)`` is left untouched and its id unused). Returns ``(first,
+        added)``: when ``added`` is the number of messages given, every one is new,
+        pending, and its id is known without reading it back.
+        """
+        with self.transaction() as conn:
+            first = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()[0])
+            before = conn.total_changes
+            # zip of columns and constants: no Python-level work per message
+            conn.executemany(
+                "INSERT OR IGNORE INTO messages "
+                "(id, row_key, part, phone, text, campaign, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                zip(
+                    itertools.count(first),
+                    row_key,
+                    part,
+                    phone,
+                    text,
+                    itertools.repeat(campaign),
+                    itertools.repeat(now_us()),
+                ),
+            )
+            return first, conn.total_changes - before
 
     def _insert_many(
         self,

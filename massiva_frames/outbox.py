@@ -9,6 +9,8 @@ no campaign, phone or text can forge another row's key.
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -99,15 +101,7 @@ def prepare_rows(
     else:
         # Identical (phone, text) rows kept on purpose (dedupe=None) get distinct keys.
         at = np.flatnonzero(ready)
-        pairs = pd.DataFrame({"p": phone[at], "t": text[at]})
-        occurrence = pairs.groupby(["p", "t"], sort=False).cumcount().tolist()
-        head = f"2:v1,{len(campaign)}:{campaign},"
-        sha = hashlib.sha256
-        # row_key() inlined: the same material, without a call per row
-        keys[at] = [
-            sha(f"{head}{len(p)}:{p},{len(t)}:{t},{len(str(o))}:{o},".encode()).hexdigest()
-            for p, t, o in zip(phone[at].tolist(), text[at].tolist(), occurrence, strict=True)
-        ]
+        keys[at] = _pair_keys(campaign, phone[at], text[at])
     if "parts" in validated:
         parts = validated["parts"].to_numpy(dtype="float64", na_value=1).astype(np.int64)
     else:
@@ -115,13 +109,13 @@ def prepare_rows(
     rows = pd.DataFrame(
         {
             "position": np.arange(n),
-            "row_key": keys,
-            "input_state": state,
-            "reason": reason,
-            "phone": phone,
-            "text": text,
-            "encoding": objects(validated["encoding"]),
-            "segments": objects(validated["segments"]),
+            "row_key": _column(keys),
+            "input_state": _column(state),
+            "reason": _column(reason),
+            "phone": _column(phone),
+            "text": _column(text),
+            "encoding": _column(objects(validated["encoding"])),
+            "segments": _column(objects(validated["segments"])),
             "parts": np.where(ready, parts, 1),
             "send_at": times.array,  # tz-aware (UTC)
         }
@@ -135,12 +129,25 @@ def prepare_rows(
                     records.append((keys[pos], part, phone[pos], piece, pos))
             else:
                 records.append((keys[pos], 1, phone[pos], text[pos], pos))
-        messages = pd.DataFrame.from_records(
-            records, columns=["row_key", "part", "phone", "text", "position"]
+        columns = list(zip(*records, strict=True)) if records else [()] * 5
+        messages = pd.DataFrame(
+            {
+                "row_key": _column(np.array(columns[0], dtype=object)),
+                "part": np.array(columns[1], dtype=np.int64),
+                "phone": _column(np.array(columns[2], dtype=object)),
+                "text": _column(np.array(columns[3], dtype=object)),
+                "position": np.array(columns[4], dtype=np.int64),
+            }
         )
     else:  # the common case, without a Python loop
         messages = pd.DataFrame(
-            {"row_key": keys[at], "part": 1, "phone": phone[at], "text": text[at], "position": at}
+            {
+                "row_key": _column(keys[at]),
+                "part": np.ones(len(at), dtype=np.int64),
+                "phone": _column(phone[at]),
+                "text": _column(text[at]),
+                "position": at,
+            }
         )
     return rows, messages
 
@@ -151,35 +158,59 @@ def objects(series: pd.Series) -> np.ndarray[Any, Any]:
     return values
 
 
-def row_records(rows: pd.DataFrame, index: pd.Index) -> list[tuple[Any, ...]]:
+def _column(values: np.ndarray[Any, Any]) -> pd.Series:
+    # Kept as Python objects: no round trip through Arrow strings (the journal binds
+    # Python objects, and pandas would infer a string dtype for a plain object array).
+    return pd.Series(values, dtype=object, copy=False)
+
+
+def _pair_keys(campaign: str, phone: np.ndarray[Any, Any], text: np.ndarray[Any, Any]) -> list[str]:
+    """:func:`row_key` of each (phone, text) pair, the n-th copy of a pair with ``n``."""
+    pairs = pd.DataFrame({"p": _column(phone), "t": _column(text)})
+    head = f"2:v1,{len(campaign)}:{campaign},"
+    sha = hashlib.sha256
+    if not pairs.duplicated().any():  # every pair distinct: the occurrence field is "1:0,"
+        # row_key() inlined: the same material, without a call per row
+        return [
+            sha(f"{head}{len(p)}:{p},{len(t)}:{t},1:0,".encode()).hexdigest()
+            for p, t in zip(phone.tolist(), text.tolist(), strict=True)
+        ]
+    occurrence = pairs.groupby(["p", "t"], sort=False).cumcount()
+    return [
+        sha(f"{head}{len(p)}:{p},{len(t)}:{t},{len(str(o))}:{o},".encode()).hexdigest()
+        for p, t, o in zip(phone.tolist(), text.tolist(), occurrence.tolist(), strict=True)
+    ]
+
+
+def row_records(rows: pd.DataFrame, index: pd.Index) -> Iterator[tuple[Any, ...]]:
     """The ``rows`` table records of :func:`prepare_rows` output, labels JSON-encoded."""
+    n = len(rows)
     if isinstance(index, pd.RangeIndex):
-        labels: list[str] = [""] * len(index)  # rebuilt from start/stop/step
+        labels: Iterable[str] = itertools.repeat("", n)  # rebuilt from start/stop/step
     else:
         labels = [encode_label(label) for label in index]
 
     state = objects(rows["input_state"])
     parts = rows["parts"].to_numpy()
     # A ready one-part row's phone and text live in its message: not stored twice.
-    own = (state != "ready") | (parts > 1)
-    none = np.array(None, dtype=object)
-    phone = [_storable(v) for v in np.where(own, objects(rows["phone"]), none).tolist()]
-    text = [_storable(v) for v in np.where(own, objects(rows["text"]), none).tolist()]
-    segments = [None if v is None else int(v) for v in objects(rows["segments"]).tolist()]
-    return list(
-        zip(
-            range(len(rows)),
-            labels,
-            objects(rows["row_key"]).tolist(),
-            state.tolist(),
-            objects(rows["reason"]).tolist(),
-            phone,
-            text,
-            objects(rows["encoding"]).tolist(),
-            segments,
-            parts.tolist(),
-            strict=True,
-        )
+    own = np.flatnonzero((state != "ready") | (parts > 1))
+    phone = np.full(n, None, dtype=object)
+    text = np.full(n, None, dtype=object)
+    phone[own] = [_storable(v) for v in objects(rows["phone"])[own].tolist()]
+    text[own] = [_storable(v) for v in objects(rows["text"])[own].tolist()]
+    return zip(
+        range(n),
+        labels,
+        objects(rows["row_key"]).tolist(),
+        state.tolist(),
+        objects(rows["reason"]).tolist(),
+        phone.tolist(),
+        text.tolist(),
+        objects(rows["encoding"]).tolist(),
+        # Python ints (SQLite binds no numpy scalars); missing as None
+        [None if v is None else int(v) for v in objects(rows["segments"]).tolist()],
+        parts.tolist(),
+        strict=True,
     )
 
 

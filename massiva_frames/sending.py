@@ -138,11 +138,28 @@ def _plan(
     return batches
 
 
-def _pending_of(journal: Journal, messages: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """This input's pending messages, in input order, with their journal id and state."""
-    lean = journal.pending_messages()
+def _pending_of(
+    journal: Journal, messages: pd.DataFrame, rows: pd.DataFrame, first_id: int | None
+) -> pd.DataFrame:
+    """This input's pending messages, in input order, with their journal id and state.
+
+    ``first_id``: every message was just added, the i-th with id ``first_id + i``; they
+    are all pending, due now, without a reason (nothing to read back).
+    """
     columns = ["id", "row_key", "part", "phone", "text", "send_at", "reason", "position"]
     columns += ["segments", "parts"]
+    if first_id is not None:
+        at = messages["position"].to_numpy()
+        none = pd.Series(np.full(len(messages), None, dtype=object), dtype=object, copy=False)
+        fresh = messages.assign(
+            id=np.arange(first_id, first_id + len(messages), dtype=np.int64),
+            send_at=none,
+            reason=none,
+            segments=pd.Series(objects(rows["segments"])[at], dtype=object, copy=False),
+            parts=rows["parts"].to_numpy()[at],
+        )
+        return fresh[columns]
+    lean = journal.pending_messages()
     if lean.empty or messages.empty:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     lean["part"] = lean["part"].astype(np.int64)
@@ -529,19 +546,14 @@ def send(
                 row_records(rows, df.index),
                 {"index": index_meta(df.index), "settings": settings},
             )
-            added = jr.add_messages(
-                [
-                    (k, int(p), ph, tx, campaign_key, None)
-                    for k, p, ph, tx in zip(
-                        *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
-                        strict=True,
-                    )
-                ]
+            first, added = jr.insert_messages(
+                *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
+                campaign=campaign_key,
             )
-        row_keys = set(rows["row_key"].dropna())
+        fresh = added == len(messages) and not resend_unknown
         if resend_unknown:
-            jr.requeue(row_keys, states=("unknown",))
-        pending = _pending_of(jr, messages, rows)
+            jr.requeue(set(rows["row_key"].dropna()), states=("unknown",))
+        pending = _pending_of(jr, messages, rows, first if fresh else None)
         summary, stop = _deliver(jr, pending, rows, opts)
         summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
         results = _finish(jr, run, summary, jr.results(index=df.index))
