@@ -46,7 +46,14 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .results import REASON_PROCESS_STOPPED, rebuild_index, results_frame
+from .results import (
+    ENCODINGS,
+    JOURNAL_STATES,
+    REASON_PROCESS_STOPPED,
+    range_index,
+    rebuild_index,
+    results_frame,
+)
 
 # The helpers below are the sending layer's own; the public names are these.
 __all__ = ["JournalBusyError", "results_from_journal"]
@@ -574,32 +581,63 @@ class Journal:
         input's own index).
         """
         columns = self._columns(_RESULTS_SQL)
+        n = len(columns["segments"])
+        first, last, count = self.conn.execute(
+            "SELECT MIN(position), MAX(position), COUNT(*) FROM rows"
+        ).fetchone()
+        multi = self._columns(_MULTI_SQL)
+        row = multi.pop("position").astype(np.int64)
+        if count and (first, last) != (0, count - 1):  # positions not 0..n-1: map them
+            positions = self._columns("SELECT position FROM rows ORDER BY position")["position"]
+            row = np.searchsorted(positions.astype(np.int64), row)
         if index is None:
             meta = self.get_meta("index") or {"kind": "index", "names": [None]}
-            index = rebuild_index(meta, columns["label"].tolist())
-        return results_frame(columns, index)
+            index = range_index(meta, n)
+            if index is None:  # labels are read only when the index is not a range
+                labels = self._columns("SELECT label FROM rows ORDER BY position")["label"]
+                index = rebuild_index(meta, labels.tolist())
+        return results_frame(columns, index, {"row": row, **multi})
 
 
-_RESULTS_SQL = """
-WITH multi AS (
-    SELECT m.row_key AS row_key,
-           COUNT(*) AS n,
-           SUM(m.state = 'accepted') AS n_accepted,
-           SUM(m.state = 'rejected') AS n_rejected,
-           SUM(m.state IN ('unknown', 'inflight')) AS n_unknown
-    FROM rows r CROSS JOIN messages m ON m.row_key = r.row_key
-    WHERE r.parts > 1
-    GROUP BY m.row_key
-)
-SELECT r.position, r.label, r.input_state, r.reason AS input_reason,
-       COALESCE(r.phone, m.phone) AS phone, COALESCE(r.text, m.text) AS text,
-       r.encoding, r.segments, r.parts,
-       m.state AS m_state, m.reason AS m_reason, m.batch, m.message_id, m.sid,
-       m.request_status, m.api_message, m.sent_at,
-       multi.n, multi.n_accepted, multi.n_rejected, multi.n_unknown
+def _code(expr: str, values: Sequence[str], name: str) -> str:
+    """SQL for ``expr`` as its position in ``values``: -1 when NULL, ``len(values)`` else.
+
+    Small integers cost far less to fetch than strings; values outside the list come in
+    a second column, ``<name>_other`` (NULL for the listed ones).
+    """
+    cases = " ".join(f"WHEN '{v}' THEN {i}" for i, v in enumerate(values))
+    listed = ", ".join(f"'{v}'" for v in values)
+    return (
+        f"CASE WHEN {expr} IS NULL THEN -1 ELSE CASE {expr} {cases} ELSE {len(values)} END "
+        f"END AS {name}, CASE WHEN {expr} IN ({listed}) THEN NULL ELSE {expr} END "
+        f"AS {name}_other"
+    )
+
+
+# One row per input row, in order; message columns from each row's first part. States
+# and encodings come as small integer codes (see _code), the rest as stored.
+_RESULTS_SQL = f"""
+SELECT COALESCE(r.phone, m.phone) AS phone, COALESCE(r.text, m.text) AS text,
+       NULLIF(r.input_state, 'ready') AS input_state,
+       CASE WHEN r.input_state = 'ready' THEN m.reason ELSE r.reason END AS reason,
+       {_code("m.state", JOURNAL_STATES, "m_state")},
+       {_code("r.encoding", ENCODINGS, "encoding")},
+       r.segments, m.batch, m.message_id, m.sid, m.request_status, m.api_message, m.sent_at
 FROM rows r
 LEFT JOIN messages m ON m.row_key = r.row_key AND m.part = 1
-LEFT JOIN multi ON multi.row_key = r.row_key
+ORDER BY r.position
+"""
+
+# Rows split into several messages: how their parts fared.
+_MULTI_SQL = """
+SELECT r.position AS position,
+       COUNT(*) AS n,
+       SUM(m.state = 'accepted') AS n_accepted,
+       SUM(m.state = 'rejected') AS n_rejected,
+       SUM(m.state IN ('unknown', 'inflight')) AS n_unknown
+FROM rows r CROSS JOIN messages m ON m.row_key = r.row_key
+WHERE r.parts > 1
+GROUP BY r.position
 ORDER BY r.position
 """
 

@@ -211,6 +211,12 @@ def rebuild_index(meta: dict[str, Any], labels: list[str]) -> pd.Index:
 # --- the results frame -------------------------------------------------------------------
 
 
+#: message states of the journal, in the order of the codes the journal reads them as.
+JOURNAL_STATES: tuple[str, ...] = ("pending", "inflight", "accepted", "rejected", "unknown")
+
+#: encodings, in the order of the codes the journal reads them as.
+ENCODINGS: tuple[str, ...] = ("GSM-7", "UCS-2")
+
 #: journal message state -> result state ('inflight': a request whose process died)
 _FROM_JOURNAL = {
     "pending": "scheduled",
@@ -220,6 +226,12 @@ _FROM_JOURNAL = {
     "unknown": "unknown",
 }
 
+_STATE_CODE = {s: i for i, s in enumerate(STATES)}
+
+#: result state code of each journal state code; the last entry is for "no message"
+_STATE_OF_MESSAGE = np.array(
+    [_STATE_CODE[_FROM_JOURNAL[s]] for s in JOURNAL_STATES] + [-1], dtype=np.int64
+)
 
 _NONE = np.array(None, dtype=object)
 
@@ -238,38 +250,72 @@ def _ints(values: np.ndarray[Any, Any]) -> pd.arrays.IntegerArray:
     return pd.arrays.IntegerArray(data, mask)
 
 
-def results_frame(raw: Mapping[str, np.ndarray[Any, Any]], index: pd.Index) -> pd.DataFrame:
-    """Turn the journal's joined rows (object arrays by column) into the results frame."""
-    n = len(raw["position"])
+def _decode(
+    codes: np.ndarray[Any, Any], other: np.ndarray[Any, Any], values: tuple[str, ...]
+) -> np.ndarray[Any, Any]:
+    """Strings back from the journal's codes: ``values[code]``, None for -1, else ``other``."""
+    codes = codes.astype(np.int64)
+    table = np.array([*values, None, None], dtype=object)  # [len]: other, [-1]: None
+    out: np.ndarray[Any, Any] = table[codes]
+    unlisted = codes == len(values)
+    out[unlisted] = other[unlisted]
+    return out
+
+
+def range_index(meta: dict[str, Any], n: int) -> pd.Index | None:
+    """The RangeIndex :func:`index_meta` describes, if it has ``n`` labels (else None)."""
+    if meta.get("kind") != "range":
+        return None
+    span = range(meta["start"], meta["stop"], meta["step"])
+    if len(span) != n:
+        return None
+    names = [_unplain(v) for v in meta.get("names", [None])]
+    return pd.RangeIndex(span.start, span.stop, span.step, name=names[0])
+
+
+def results_frame(
+    raw: Mapping[str, np.ndarray[Any, Any]],
+    index: pd.Index,
+    multi: Mapping[str, np.ndarray[Any, Any]],
+) -> pd.DataFrame:
+    """Turn the journal's joined rows (object arrays by column) into the results frame.
+
+    ``raw`` has one entry per input row (state and encoding as codes, see
+    ``journal._RESULTS_SQL``); ``multi`` the rows split in several messages (``row``,
+    the input row's number, and counts of the parts: ``n``, ``n_accepted``,
+    ``n_rejected``, ``n_unknown``).
+    """
+    n = len(raw["segments"])
     if len(index) != n:
         raise InputError(f"index has {len(index)} labels for {n} journalled rows")
     if n == 0:
         return empty_results(index)
-    input_state = raw["input_state"]
-    m_state = raw["m_state"]
-    ready = input_state == "ready"
-    state = np.array([_FROM_JOURNAL.get(s) for s in m_state.tolist()], dtype=object)
-    reason = raw["m_reason"].copy()
-    reason[m_state == "inflight"] = REASON_PROCESS_STOPPED
+    input_state = raw["input_state"]  # None: the row sends (validation said ready)
+    ready = _is_none(input_state)
+    m_state = raw["m_state"].astype(np.int64)
+    state = _STATE_OF_MESSAGE[m_state]  # result state codes
+    reason = raw["reason"].copy()
+    reason[ready & (m_state == JOURNAL_STATES.index("inflight"))] = REASON_PROCESS_STOPPED
     # A split row (several parts) is accepted only if every part is (documented in send).
-    multi = ~_is_none(raw["n"])
-    if multi.any():
-        at = np.flatnonzero(multi)
-        n_parts = raw["n"][at].astype(np.int64)
-        n_unknown = raw["n_unknown"][at].astype(np.int64)
-        n_rejected = raw["n_rejected"][at].astype(np.int64)
-        n_accepted = raw["n_accepted"][at].astype(np.int64)
+    at = multi["row"].astype(np.int64)
+    if len(at):
+        n_parts = multi["n"].astype(np.int64)
+        n_unknown = multi["n_unknown"].astype(np.int64)
+        n_rejected = multi["n_rejected"].astype(np.int64)
+        n_accepted = multi["n_accepted"].astype(np.int64)
         agg = np.select(
             [n_unknown > 0, n_rejected > 0, n_accepted == n_parts],
-            ["unknown", "rejected", "accepted"],
-            "scheduled",
-        ).astype(object)
+            [_STATE_CODE["unknown"], _STATE_CODE["rejected"], _STATE_CODE["accepted"]],
+            _STATE_CODE["scheduled"],
+        )
         differs = agg != state[at]
-        reason[at[differs]] = ["some_parts_" + str(a) for a in agg[differs]]
+        reason[at[differs]] = ["some_parts_" + STATES[a] for a in agg[differs].tolist()]
         state[at] = agg
-    missing = ready & _is_none(m_state)
-    state[missing], reason[missing] = "unknown", "not_journalled"
-    state[~ready], reason[~ready] = input_state[~ready], raw["input_reason"][~ready]
+    missing = ready & (m_state == -1)
+    state[missing], reason[missing] = _STATE_CODE["unknown"], "not_journalled"
+    if not ready.all():
+        others = np.flatnonzero(~ready)
+        state[others] = [_STATE_CODE.get(s, -1) for s in input_state[others].tolist()]
 
     def sent(name: str) -> np.ndarray[Any, Any]:
         # message columns only for rows that send (an invalid row has no message)
@@ -277,11 +323,12 @@ def results_frame(raw: Mapping[str, np.ndarray[Any, Any]], index: pd.Index) -> p
         return column
 
     sent_at = pd.to_datetime(_ints(sent("sent_at")), unit="us", utc=True)
+    encoding = _decode(raw["encoding"], raw["encoding_other"], ENCODINGS)
     out = pd.DataFrame(
         {
             "phone": _strings(raw["phone"]),
             "text": _strings(raw["text"]),
-            "state": pd.Categorical(state, dtype=RESULT_DTYPES["state"]),
+            "state": pd.Categorical.from_codes(state, dtype=RESULT_DTYPES["state"]),
             "reason": _strings(reason),
             "batch": _ints(sent("batch")),
             "message_id": _ints(sent("message_id")),
@@ -289,7 +336,7 @@ def results_frame(raw: Mapping[str, np.ndarray[Any, Any]], index: pd.Index) -> p
             "request_status": _ints(sent("request_status")),
             "api_message": _strings(sent("api_message")),
             "sent_at": pd.Series(sent_at).astype(RESULT_DTYPES["sent_at"]).array,
-            "encoding": _strings(raw["encoding"]),
+            "encoding": _strings(encoding),
             "segments": _ints(raw["segments"]),
         },
         index=index,

@@ -209,6 +209,57 @@ def test_split_rows_are_accepted_only_when_every_part_is(tmp_path: Path) -> None
     assert results.loc[1, "reason"] == "some_parts_rejected"
 
 
+def test_results_follow_row_positions_and_keep_every_encoding(tmp_path: Path) -> None:
+    # Positions with gaps (the rows table's order, not its numbers, is the row's place),
+    # a split row in the middle, and encodings outside the usual two come back as stored.
+    path = tmp_path / "j.db"
+    keys = [row_key("c", PHONES[i], "t") for i in range(3)]
+    with Journal(path) as journal:
+        journal.replace_rows(
+            [
+                (10, "0", keys[0], "ready", None, None, None, "UCS-2", 1, 1),
+                (20, "1", keys[1], "ready", None, PHONES[1], "long", "GSM-7", 2, 2),
+                (30, "2", keys[2], "ready", None, None, None, "UTF-16", 1, 1),
+                (40, "3", None, "invalid", "phone_landline", "0212", "t", None, None, 1),
+            ],
+            {"index": index_meta(pd.RangeIndex(4))},
+        )
+        journal.add_messages(
+            [
+                (keys[0], 1, PHONES[0], "t", "c", None),
+                (keys[1], 1, PHONES[1], "lo", "c", None),
+                (keys[1], 2, PHONES[1], "ng", "c", None),
+                (keys[2], 1, PHONES[2], "t", "c", None),
+            ]
+        )
+        ids = journal.pending()["id"].tolist()
+        journal.mark_inflight(1, ids, method="POST")
+        journal.record_outcome(
+            1,
+            [
+                (ids[0], "accepted", None, 10, "a", "ok", 1),
+                (ids[1], "accepted", None, 11, "b", "ok", 1),
+                (ids[2], "rejected", "provider_rejected", 12, None, "ok", 1),
+                (ids[3], "accepted", None, 13, "d", "ok", 1),
+            ],
+            batch_state="done",
+            request_status=3,
+            detail=None,
+        )
+    results = results_from_journal(path)
+    assert list(results["state"]) == ["accepted", "rejected", "accepted", "invalid"]
+    assert list(results["reason"].fillna("-")) == [
+        "-",
+        "some_parts_rejected",
+        "-",
+        "phone_landline",
+    ]
+    assert list(results["message_id"].fillna(-1)) == [10, 11, 13, -1]
+    assert list(results["encoding"].fillna("-")) == ["UCS-2", "GSM-7", "UTF-16", "-"]
+    assert list(results["text"]) == ["t", "long", "t", "t"]
+    assert list(results["segments"].fillna(-1)) == [1, 2, 1, -1]
+
+
 def test_invalid_rows_keep_validation_state_and_reason(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     with Journal(path) as journal:
