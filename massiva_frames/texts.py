@@ -532,7 +532,26 @@ def _format_table(
             codes[keep] = np.arange(int(keep.sum()))
             uniques = list(values[keep])
     out, failed_u = _format_uniques(uniques, fmt)
-    return pa.array(out, type=_LARGE), codes, failed_u
+    try:
+        table = pa.array(out, type=_LARGE)
+    except UnicodeEncodeError:
+        # A lone surrogate (text decoded with errors="surrogateescape") has no UTF-8
+        # form, so no SMS can carry it: that value fails like one that cannot be
+        # formatted, and the other rows go on.
+        odd = np.fromiter((_unencodable(v) for v in out), dtype=bool, count=len(out))
+        failed_u = failed_u | odd
+        table = pa.array([None if bad else v for v, bad in zip(out, odd, strict=True)], _LARGE)
+    return table, codes, failed_u
+
+
+def _unencodable(value: str | None) -> bool:
+    if value is None:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 @dataclass
