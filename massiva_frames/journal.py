@@ -39,6 +39,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -139,6 +140,41 @@ CREATE TABLE IF NOT EXISTS runs (
 
 class JournalBusyError(InputError):
     """Another process is sending from the same journal right now."""
+
+
+@dataclass
+class Fate:
+    """The messages of one batch that share an outcome (state, reason, answer, time).
+
+    ``message_ids`` and ``sids`` are the provider's, one per message (``None``: none).
+    """
+
+    state: str
+    reason: str | None
+    api_message: str | None
+    sent_at: int | None
+    ids: list[int]
+    message_ids: list[int | None] | None = None
+    sids: list[str | None] | None = None
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """``(id, state, reason, message_id, sid, api_message, sent_at)`` per message."""
+        n = len(self.ids)
+        mids = self.message_ids or [None] * n
+        sids = self.sids or [None] * n
+        return [
+            (i, self.state, self.reason, m, s, self.api_message, self.sent_at)
+            for i, m, s in zip(self.ids, mids, sids, strict=True)
+        ]
+
+
+def _all_none(values: Sequence[Any] | None) -> bool:
+    return values is None or all(v is None for v in values)
+
+
+def _json_ids(ids: Sequence[int]) -> str:
+    # default=int: numpy integers too
+    return json.dumps(ids if isinstance(ids, list) else list(ids), default=int)
 
 
 def now_us() -> int:
@@ -484,7 +520,7 @@ class Journal:
         The batch keeps its message ids in request order (``batches.ids``).
         """
         at = now_us() if requested_at is None else requested_at
-        id_list = json.dumps([int(i) for i in ids])
+        id_list = _json_ids(ids)
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO batches (number, state, n_messages, method, requested_at, ids) "
@@ -513,11 +549,45 @@ class Journal:
         detail: str | None,
         answered_at: int | None = None,
     ) -> None:
-        """Commit a batch's outcome right after its request.
+        """Commit a batch's outcome right after its request, one tuple per message.
 
         Each outcome is ``(id, state, reason, message_id, sid, api_message, sent_at)``;
         ``state`` may be ``pending`` for messages that provably never left (their batch
-        number is cleared, so a later run plans them again).
+        number is cleared, so a later run plans them again). Same as
+        :meth:`record_fates` with the messages grouped by their shared fields.
+        """
+        groups: dict[tuple[Any, ...], Fate] = {}
+        for i, state, reason, mid, sid, api, sent in outcomes:
+            fate = groups.get((state, reason, api, sent))
+            if fate is None:
+                fate = groups[state, reason, api, sent] = Fate(state, reason, api, sent, [], [], [])
+            fate.ids.append(i)
+            fate.message_ids.append(mid)  # type: ignore[union-attr]
+            fate.sids.append(sid)  # type: ignore[union-attr]
+        self.record_fates(
+            number,
+            list(groups.values()),
+            batch_state=batch_state,
+            request_status=request_status,
+            detail=detail,
+            answered_at=answered_at,
+        )
+
+    def record_fates(
+        self,
+        number: int,
+        fates: Sequence[Fate],
+        *,
+        batch_state: str,
+        request_status: int | None,
+        detail: str | None,
+        answered_at: int | None = None,
+    ) -> None:
+        """Commit a batch's outcome right after its request: one :class:`Fate` per group
+        of messages that share state, reason, the provider's message and the time.
+
+        A ``pending`` fate is for messages that provably never left: their batch number
+        is cleared, so a later run plans them again.
         """
         at = now_us() if answered_at is None else answered_at
         with self.transaction() as conn:
@@ -526,31 +596,48 @@ class Journal:
                 "detail = ? WHERE number = ?",
                 (batch_state, at, request_status, detail, number),
             )
-            if _JSON_UPDATES:
-                # UPDATE ... FROM json_each: one statement for the whole batch.
-                conn.execute(
-                    "UPDATE messages SET state = json_extract(j.value, '$[1]'), "
-                    "reason = json_extract(j.value, '$[2]'), "
-                    "message_id = json_extract(j.value, '$[3]'), "
-                    "sid = json_extract(j.value, '$[4]'), "
-                    "api_message = json_extract(j.value, '$[5]'), "
-                    "sent_at = json_extract(j.value, '$[6]'), request_status = ?, "
-                    "batch = CASE WHEN json_extract(j.value, '$[1]') = 'pending' "
-                    "THEN NULL ELSE batch END "
-                    "FROM json_each(?) AS j WHERE messages.id = json_extract(j.value, '$[0]')",
-                    (request_status, json.dumps([list(o) for o in outcomes], ensure_ascii=False)),
-                )
-            else:
-                conn.executemany(
-                    "UPDATE messages SET state = ?1, reason = ?2, message_id = ?3, sid = ?4, "
-                    "api_message = ?5, sent_at = ?6, request_status = ?7, "
-                    "batch = CASE WHEN ?1 = 'pending' THEN NULL ELSE batch END "
-                    "WHERE id = ?8",
-                    (
-                        (state, reason, mid, sid, api, sent, request_status, i)
-                        for (i, state, reason, mid, sid, api, sent) in outcomes
-                    ),
-                )
+            for fate in fates:
+                self._record_fate(conn, fate, request_status)
+
+    def _record_fate(
+        self, conn: sqlite3.Connection, fate: Fate, request_status: int | None
+    ) -> None:
+        shared = (fate.state, fate.reason, fate.api_message, fate.sent_at, request_status)
+        head = (
+            "UPDATE messages SET state = ?1, reason = ?2, api_message = ?3, sent_at = ?4, "
+            "request_status = ?5, batch = CASE WHEN ?1 = 'pending' THEN NULL ELSE batch END, "
+        )
+        mids, sids = fate.message_ids, fate.sids
+        if not _JSON_UPDATES:
+            conn.executemany(
+                head + "message_id = ?6, sid = ?7 WHERE id = ?8",
+                (
+                    (*shared, m, s, i)
+                    for i, m, s in zip(
+                        fate.ids,
+                        mids or itertools.repeat(None),
+                        sids or itertools.repeat(None),
+                        strict=False,
+                    )
+                ),
+            )
+        elif _all_none(mids) and _all_none(sids):  # no ids from the provider
+            conn.execute(
+                head + "message_id = NULL, sid = NULL "
+                "WHERE id IN (SELECT value FROM json_each(?6))",
+                (*shared, _json_ids(fate.ids)),
+            )
+        else:
+            # One statement for the group: [id, message_id, sid] triples, the shared
+            # fields bound once (measured ~2x less work than every field per message).
+            assert mids is not None and sids is not None
+            triples = json.dumps(list(zip(fate.ids, mids, sids, strict=True)), default=int)
+            conn.execute(
+                head + "message_id = json_extract(j.value, '$[1]'), "
+                "sid = json_extract(j.value, '$[2]') "
+                "FROM json_each(?6) AS j WHERE messages.id = json_extract(j.value, '$[0]')",
+                (*shared, triples),
+            )
 
     # -- reading --
 

@@ -47,7 +47,7 @@ from .errors import (
     RateLimitedError,
     URLTooLongError,
 )
-from .journal import Journal, now_us
+from .journal import Fate, Journal, now_us
 from .scheduling import RateLimiter, Window, next_open
 
 if TYPE_CHECKING:
@@ -111,12 +111,12 @@ _ACCOUNT_REASONS: list[tuple[type[AccountError], str]] = [
 
 def outcomes(
     batch: Batch, result: SendResponse | BaseException, at: int, requested_at: int
-) -> tuple[list[tuple[Any, ...]], str, int | None, str | None]:
-    """Journal outcomes of one batch: (per-message outcomes, batch state, status, detail)."""
+) -> tuple[list[Fate], str, int | None, str | None]:
+    """Journal outcomes of one batch: (fates of its messages, batch state, status, detail)."""
     n = len(batch.ids)
 
-    def every(state: str, reason: str | None, api: str | None, sent: int | None) -> list[Any]:
-        return [(i, state, reason, None, None, api, sent) for i in batch.ids]
+    def every(state: str, reason: str | None, api: str | None, sent: int | None) -> list[Fate]:
+        return [Fate(state, reason, api, sent, batch.ids)]
 
     if isinstance(result, BaseException):
         exc = result
@@ -151,17 +151,19 @@ def outcomes(
 
     resp = result
     mensaje = resp.mensaje or None
-    if resp.status == 0 and not resp.celulares:
+    cels = resp.celulares
+    if resp.status == 0 and not cels:
         # API.md §1: status 0 = nothing sent; no entries to go by.
         return every("rejected", "provider_rejected", mensaje, at), "done", 0, None
     # API.md §1: one <celular> per phone, in request order; checked, never assumed.
     problem = None
-    if len(resp.celulares) != n:
-        problem = f"{len(resp.celulares)} <celular> entries for {n} phones"
-    else:
-        for i, (phone, cel) in enumerate(zip(batch.phones, resp.celulares, strict=True)):
-            if not _same_phone(cel.num_celular, phone):
-                problem = f"entry {i} is for {cel.num_celular!r}, the request's phone is {phone!r}"
+    echoed = [c.num_celular for c in cels]
+    if len(cels) != n:
+        problem = f"{len(cels)} <celular> entries for {n} phones"
+    elif echoed != list(batch.phones):  # the same strings: nothing more to check
+        for i, (phone, num) in enumerate(zip(batch.phones, echoed, strict=True)):
+            if not _same_phone(num, phone):
+                problem = f"entry {i} is for {num!r}, the request's phone is {phone!r}"
                 break
     if problem is not None:
         detail = f"response did not match the request: {problem}"
@@ -172,13 +174,36 @@ def outcomes(
             resp.status,
             "in_doubt_mismatch",
         )
-    out: list[tuple[Any, ...]] = []
-    for i, cel in zip(batch.ids, resp.celulares, strict=True):
-        if cel.accepted:
-            out.append((i, "accepted", None, cel.id, cel.sid, mensaje, at))
-        else:
-            out.append((i, "rejected", "provider_rejected", cel.id, cel.sid, mensaje, at))
-    return out, "done", resp.status, None
+    mids = [c.id for c in cels]
+    sids = [c.sid for c in cels]
+    accepted = [c.accepted for c in cels]
+    if all(accepted):
+        return (
+            [Fate("accepted", None, mensaje, at, batch.ids, mids, sids)],
+            "done",
+            resp.status,
+            None,
+        )
+    fates = []
+    groups: list[tuple[str, str | None, bool]] = [
+        ("accepted", None, True),
+        ("rejected", "provider_rejected", False),
+    ]
+    for fate_state, fate_reason, keep in groups:
+        at_k = [k for k, ok in enumerate(accepted) if ok is keep]
+        if at_k:
+            fates.append(
+                Fate(
+                    fate_state,
+                    fate_reason,
+                    mensaje,
+                    at,
+                    [batch.ids[k] for k in at_k],
+                    [mids[k] for k in at_k],
+                    [sids[k] for k in at_k],
+                )
+            )
+    return fates, "done", resp.status, None
 
 
 def _request(client: MassivaClient, batch: Batch, group: str | None, method: str) -> SendResponse:
@@ -244,20 +269,19 @@ def run_batches(
         batch, requested_at = running.pop(future)
         exc = future.exception()
         result: SendResponse | BaseException = exc if exc is not None else future.result()
-        settled, batch_state, status, detail = outcomes(batch, result, now_us(), requested_at)
-        journal.record_outcome(
-            batch.number, settled, batch_state=batch_state, request_status=status, detail=detail
+        fates, batch_state, status, detail = outcomes(batch, result, now_us(), requested_at)
+        journal.record_fates(
+            batch.number, fates, batch_state=batch_state, request_status=status, detail=detail
         )
-        for o in settled:
-            state = o[1]
-            if state == "accepted":
-                stats.accepted += 1
-            elif state == "rejected":
-                stats.rejected += 1
-            elif state == "unknown":
-                stats.unknown += 1
+        for fate in fates:
+            if fate.state == "accepted":
+                stats.accepted += len(fate.ids)
+            elif fate.state == "rejected":
+                stats.rejected += len(fate.ids)
+            elif fate.state == "unknown":
+                stats.unknown += len(fate.ids)
             else:
-                stats.not_sent += 1
+                stats.not_sent += len(fate.ids)
         if batch_state != "not_sent":
             stats.messages_sent += len(batch.ids)
         if detail == "in_doubt_mismatch":
@@ -331,9 +355,9 @@ def run_batches(
         for future in list(running):
             if future.cancelled():
                 batch, _ = running.pop(future)
-                journal.record_outcome(
+                journal.record_fates(
                     batch.number,
-                    [(i, "pending", "run_stopped", None, None, None, None) for i in batch.ids],
+                    [Fate("pending", "run_stopped", None, None, batch.ids)],
                     batch_state="not_sent",
                     request_status=None,
                     detail="run_stopped",

@@ -402,6 +402,32 @@ def test_entries_are_matched_to_phones_by_position(
         assert (results["reason"] == reason).all() and results["message_id"].isna().all()
 
 
+def test_a_batch_partly_rejected_keeps_each_entry() -> None:
+    # Accepted and refused entries in one answer: each row gets its own state and ids.
+    statuses = [0, 2, 0, 2]
+    phones = ["584141234567", "584241234567", "584161234567", "584261234567"]
+    xml = (
+        "<respuesta><mensaje>m</mensaje><status>2</status><telefonos>"
+        + "".join(
+            _celular(10 + i, p, s) for i, (p, s) in enumerate(zip(phones, statuses, strict=True))
+        )
+        + "</telefonos></respuesta>"
+    )
+    api = ScriptedAPI(xml)
+    try:
+        df = pd.DataFrame({"phone": ["0" + p[2:] for p in phones]})
+        with MassivaClient("u@x.test", "pw", api.base_url) as c:
+            results = send(df, client=c, template="Hola", progress=False)
+    finally:
+        api.close()
+    assert list(results["state"]) == ["accepted", "rejected", "accepted", "rejected"]
+    assert list(results["reason"].fillna("-")) == ["-", "provider_rejected"] * 2
+    assert list(results["message_id"]) == [10, 11, 12, 13]
+    assert list(results["sid"]) == ["s10", "s11", "s12", "s13"]
+    assert (results["request_status"] == 2).all() and (results["api_message"] == "m").all()
+    assert results.attrs["send"]["accepted"] == 2 and results.attrs["send"]["rejected"] == 2
+
+
 # --- account errors and credits ---------------------------------------------------------
 
 
@@ -830,7 +856,8 @@ def test_sigkill_at_random_moments_never_double_sends(tmp_path: Path) -> None:
 )
 def test_error_outcomes(error: BaseException, state: str, reason: str) -> None:
     batch = Batch(7, [11, 12], ("584141234567", "584241234567"), ("Hola",))
-    settled, batch_state, _, _ = outcomes(batch, error, at=2, requested_at=1)
+    fates, batch_state, _, _ = outcomes(batch, error, at=2, requested_at=1)
+    settled = [row for fate in fates for row in fate.rows()]
     assert [o[0] for o in settled] == [11, 12]
     assert [o[1] for o in settled] == [state, state]
     assert [o[2] for o in settled] == [reason, reason]
