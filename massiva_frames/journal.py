@@ -116,7 +116,6 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at INTEGER NOT NULL,
     UNIQUE (row_key, part)
 );
-CREATE INDEX IF NOT EXISTS rows_key ON rows (row_key);
 CREATE TABLE IF NOT EXISTS batches (
     number INTEGER PRIMARY KEY,
     state TEXT NOT NULL,
@@ -360,19 +359,34 @@ class Journal:
 
     # -- rows and messages --
 
-    def replace_rows(self, rows: Iterable[Sequence[Any]], meta: dict[str, Any]) -> None:
+    def replace_rows(
+        self,
+        rows: Iterable[Sequence[Any]],
+        meta: dict[str, Any],
+        *,
+        sending: Iterable[Sequence[Any]] = (),
+    ) -> None:
         """Replace the input rows (one transaction) and store ``meta`` with them.
 
         Each row is ``(position, label, row_key, input_state, reason, phone, text,
-        encoding, segments, parts)``.
+        encoding, segments, parts)``. ``sending`` holds, more compactly, the rows that
+        send one message: ``(position, label, row_key, encoding, segments)``, stored as
+        ``ready`` without a reason, one part, their phone and text in their message.
+        Positions are 0 to n-1 across both.
         """
         payload = [(k, json.dumps(v, sort_keys=True, default=str)) for k, v in meta.items()]
         with self.transaction() as conn:
             conn.execute("DELETE FROM rows")
-            # Random keys: building the index once after the inserts is ~2x faster.
+            # No index on rows.row_key: only dispatch's pending() joins on it, and SQLite
+            # builds an automatic one for that query (an index here cost every send).
             conn.execute("DROP INDEX IF EXISTS rows_key")
+            # Half the bound values for the common row (measured ~2x faster inserts).
+            conn.executemany(
+                "INSERT INTO rows (position, label, row_key, input_state, encoding, "
+                "segments, parts) VALUES (?, ?, ?, 'ready', ?, ?, 1)",
+                sending,
+            )
             self._insert_many("INSERT INTO rows", _ROW_COLUMNS, rows)
-            conn.execute("CREATE INDEX rows_key ON rows (row_key)")
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", payload)
 
     def add_messages(self, messages: Iterable[Sequence[Any]]) -> int:
@@ -405,22 +419,25 @@ class Journal:
         added)``: when ``added`` is the number of messages given, every one is new,
         pending, and its id is known without reading it back.
         """
+        parts = list(part)
+        created = int(now_us())
+        # Constants as literals, not bound per message: the creation time (an int of
+        # ours) and, in the common case, the part number.
+        one_part = parts.count(1) == len(parts)
         with self.transaction() as conn:
             first = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()[0])
             before = conn.total_changes
-            # zip of columns and constants: no Python-level work per message
             conn.executemany(
                 "INSERT OR IGNORE INTO messages "
-                "(id, row_key, part, phone, text, campaign, state, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                "(id, row_key, phone, text, campaign, state, created_at, part) "
+                f"VALUES (?, ?, ?, ?, ?, 'pending', {created}, {'1' if one_part else '?'})",
                 zip(
                     itertools.count(first),
                     row_key,
-                    part,
                     phone,
                     text,
                     itertools.repeat(campaign),
-                    itertools.repeat(now_us()),
+                    *(() if one_part else (parts,)),
                 ),
             )
             return first, conn.total_changes - before

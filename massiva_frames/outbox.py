@@ -9,8 +9,7 @@ no campaign, phone or text can forge another row's key.
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -182,36 +181,56 @@ def _pair_keys(campaign: str, phone: np.ndarray[Any, Any], text: np.ndarray[Any,
     ]
 
 
-def row_records(rows: pd.DataFrame, index: pd.Index) -> Iterator[tuple[Any, ...]]:
-    """The ``rows`` table records of :func:`prepare_rows` output, labels JSON-encoded."""
-    n = len(rows)
-    if isinstance(index, pd.RangeIndex):
-        labels: Iterable[str] = itertools.repeat("", n)  # rebuilt from start/stop/step
-    else:
-        labels = [encode_label(label) for label in index]
+def row_records(
+    rows: pd.DataFrame, index: pd.Index
+) -> tuple[Iterator[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
+    """The ``rows`` table records of :func:`prepare_rows` output, labels JSON-encoded.
 
+    Two streams for :meth:`Journal.replace_rows`: the rows that send one message,
+    ``(position, label, row_key, encoding, segments)`` (``sending=``), and every other
+    row in full, ``(position, label, row_key, input_state, reason, phone, text,
+    encoding, segments, parts)``.
+    """
+    n = len(rows)
+    labels: np.ndarray[Any, Any] = np.empty(n, dtype=object)
+    if isinstance(index, pd.RangeIndex):
+        labels[:] = ""  # rebuilt from start/stop/step
+    else:
+        labels[:] = [encode_label(label) for label in index]
     state = objects(rows["input_state"])
     parts = rows["parts"].to_numpy()
     # A ready one-part row's phone and text live in its message: not stored twice.
-    own = np.flatnonzero((state != "ready") | (parts > 1))
-    phone = np.full(n, None, dtype=object)
-    text = np.full(n, None, dtype=object)
-    phone[own] = [_storable(v) for v in objects(rows["phone"])[own].tolist()]
-    text[own] = [_storable(v) for v in objects(rows["text"])[own].tolist()]
-    return zip(
-        range(n),
-        labels,
-        objects(rows["row_key"]).tolist(),
-        state.tolist(),
-        objects(rows["reason"]).tolist(),
-        phone.tolist(),
-        text.tolist(),
-        objects(rows["encoding"]).tolist(),
-        # Python ints (SQLite binds no numpy scalars); missing as None
-        [None if v is None else int(v) for v in objects(rows["segments"]).tolist()],
-        parts.tolist(),
+    simple = (state == "ready") & (parts == 1)
+    keys = objects(rows["row_key"])
+    encoding = objects(rows["encoding"])
+    # Python ints (SQLite binds no numpy scalars); missing as None
+    segments = np.array(
+        [None if v is None else int(v) for v in objects(rows["segments"]).tolist()], dtype=object
+    )
+    one = np.flatnonzero(simple)
+    sending = zip(
+        one.tolist(),
+        labels[one].tolist(),
+        keys[one].tolist(),
+        encoding[one].tolist(),
+        segments[one].tolist(),
         strict=True,
     )
+    own = np.flatnonzero(~simple)
+    others = zip(
+        own.tolist(),
+        labels[own].tolist(),
+        keys[own].tolist(),
+        state[own].tolist(),
+        objects(rows["reason"])[own].tolist(),
+        [_storable(v) for v in objects(rows["phone"])[own].tolist()],
+        [_storable(v) for v in objects(rows["text"])[own].tolist()],
+        encoding[own].tolist(),
+        segments[own].tolist(),
+        parts[own].tolist(),
+        strict=True,
+    )
+    return sending, others
 
 
 def _storable(value: Any) -> Any:

@@ -542,10 +542,9 @@ def send(
             )
         run = jr.start_run("dry_run" if dry_run else "send")
         with jr.transaction():  # the rows and their messages commit together
-            jr.replace_rows(
-                row_records(rows, df.index),
-                {"index": index_meta(df.index), "settings": settings},
-            )
+            sending, others = row_records(rows, df.index)
+            meta = {"index": index_meta(df.index), "settings": settings}
+            jr.replace_rows(others, meta, sending=sending)
             first, added = jr.insert_messages(
                 *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
                 campaign=campaign_key,
