@@ -525,6 +525,15 @@ def _format_table(
         try:
             raw_codes, found = pd.factorize(series, use_na_sentinel=True)
             codes, uniques = raw_codes.astype(np.int64), list(found)
+            if pd.api.types.is_float_dtype(series.dtype):
+                # factorize holds -0.0 equal to 0.0, but format() prints "-0.00"
+                floats = series.to_numpy(dtype="float64", na_value=np.nan)
+                negative_zero = (floats == 0.0) & np.signbit(floats)
+                if negative_zero.any():
+                    zero_code = codes[np.flatnonzero(floats == 0.0)[0]]
+                    uniques[zero_code] = 0.0  # the first zero seen may have been -0.0
+                    codes[negative_zero] = len(uniques)
+                    uniques.append(-0.0)
         except TypeError:  # unhashable cells (lists, dicts): one by one
             values = series.to_numpy(dtype=object)
             keep = ~pd.isna(pd.Series(values)).to_numpy(dtype=bool)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from massiva_frames.errors import InputError
@@ -168,6 +168,8 @@ def test_unhashable_cells_format_one_by_one() -> None:
     ),
     st.sampled_from([",.2f", ".2f", ",.0f", ".3f", "f", ",.1f", ".0f", ",f", ".15f", ".20f"]),
 )
+@example([0.0, -0.0], ".20f")  # factorize holds -0.0 equal to 0.0
+@example([-0.0, 0.0, 1.0], ",.2f")
 def test_vectorised_number_formatting_matches_python(values: list[float], spec: str) -> None:
     text, missing, failed = column_text(pd.Series(values), TemplateField("x", "", None, spec))
     assert text.to_pylist() == [format(v, spec) for v in values]
