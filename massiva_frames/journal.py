@@ -51,6 +51,7 @@ from .results import (
     ENCODINGS,
     JOURNAL_STATES,
     REASON_PROCESS_STOPPED,
+    decode_codes,
     range_index,
     rebuild_index,
     results_frame,
@@ -668,9 +669,9 @@ class Journal:
         columns = [d[0] for d in cur.description]
         return pd.DataFrame.from_records(cur.fetchall(), columns=columns)
 
-    def _columns(self, sql: str) -> dict[str, np.ndarray[Any, Any]]:
+    def _columns(self, sql: str, params: Sequence[Any] = ()) -> dict[str, np.ndarray[Any, Any]]:
         """A query's result as object arrays by column (no per-cell type inference)."""
-        cur = self.conn.execute(sql)
+        cur = self.conn.execute(sql, params)
         names = [d[0] for d in cur.description]
         rows = cur.fetchall()
         table = np.empty((len(rows), len(names)), dtype=object)
@@ -686,6 +687,8 @@ class Journal:
         """
         columns = self._columns(_RESULTS_SQL)
         n = len(columns["segments"])
+        codes, other = columns.pop("encoding"), columns.pop("encoding_other")
+        columns["encoding"] = decode_codes(codes, other, ENCODINGS)
         first, last, count = self.conn.execute(
             "SELECT MIN(position), MAX(position), COUNT(*) FROM rows"
         ).fetchone()
@@ -702,20 +705,28 @@ class Journal:
                 index = rebuild_index(meta, labels.tolist())
         return results_frame(columns, index, {"row": row, **multi})
 
+    def message_outcomes(self, first: int, last: int) -> dict[str, np.ndarray[Any, Any]]:
+        """The result columns of the messages with ids ``first`` to ``last``, by id.
 
-def _code(expr: str, values: Sequence[str], name: str) -> str:
+        ``m_state`` (the state as a code, as in :meth:`results`), ``reason``, ``batch``,
+        ``message_id``, ``sid``, ``request_status``, ``api_message``, ``sent_at``.
+        """
+        return self._columns(_OUTCOMES_SQL, (first, last))
+
+
+def _code(expr: str, values: Sequence[str], name: str, *, other: bool = True) -> str:
     """SQL for ``expr`` as its position in ``values``: -1 when NULL, ``len(values)`` else.
 
-    Small integers cost far less to fetch than strings; values outside the list come in
-    a second column, ``<name>_other`` (NULL for the listed ones).
+    Small integers cost far less to fetch than strings; with ``other``, values outside
+    the list come in a second column, ``<name>_other`` (NULL for the listed ones).
     """
     cases = " ".join(f"WHEN '{v}' THEN {i}" for i, v in enumerate(values))
     listed = ", ".join(f"'{v}'" for v in values)
-    return (
-        f"CASE WHEN {expr} IS NULL THEN -1 ELSE CASE {expr} {cases} ELSE {len(values)} END "
-        f"END AS {name}, CASE WHEN {expr} IN ({listed}) THEN NULL ELSE {expr} END "
-        f"AS {name}_other"
-    )
+    code = f"CASE WHEN {expr} IS NULL THEN -1 ELSE CASE {expr} {cases} ELSE {len(values)} END END"
+    if not other:
+        return f"{code} AS {name}"
+    rest = f"CASE WHEN {expr} IN ({listed}) THEN NULL ELSE {expr} END"
+    return f"{code} AS {name}, {rest} AS {name}_other"
 
 
 # One row per input row, in order; message columns from each row's first part. States
@@ -724,12 +735,19 @@ _RESULTS_SQL = f"""
 SELECT COALESCE(r.phone, m.phone) AS phone, COALESCE(r.text, m.text) AS text,
        NULLIF(r.input_state, 'ready') AS input_state,
        CASE WHEN r.input_state = 'ready' THEN m.reason ELSE r.reason END AS reason,
-       {_code("m.state", JOURNAL_STATES, "m_state")},
+       {_code("m.state", JOURNAL_STATES, "m_state", other=False)},
        {_code("r.encoding", ENCODINGS, "encoding")},
        r.segments, m.batch, m.message_id, m.sid, m.request_status, m.api_message, m.sent_at
 FROM rows r
 LEFT JOIN messages m ON m.row_key = r.row_key AND m.part = 1
 ORDER BY r.position
+"""
+
+# The same message columns, read by id range (a send's own new messages).
+_OUTCOMES_SQL = f"""
+SELECT {_code("state", JOURNAL_STATES, "m_state", other=False)}, reason, batch, message_id,
+       sid, request_status, api_message, sent_at
+FROM messages WHERE id BETWEEN ? AND ? ORDER BY id
 """
 
 # Rows split into several messages: how their parts fared.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -181,16 +182,97 @@ def _pair_keys(campaign: str, phone: np.ndarray[Any, Any], text: np.ndarray[Any,
     ]
 
 
-def row_records(
-    rows: pd.DataFrame, index: pd.Index
-) -> tuple[Iterator[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
-    """The ``rows`` table records of :func:`prepare_rows` output, labels JSON-encoded.
+@dataclass
+class StoredRows:
+    """The input rows as the journal's ``rows`` table holds them, by position.
 
-    Two streams for :meth:`Journal.replace_rows`: the rows that send one message,
-    ``(position, label, row_key, encoding, segments)`` (``sending=``), and every other
-    row in full, ``(position, label, row_key, input_state, reason, phone, text,
-    encoding, segments, parts)``.
+    ``simple`` rows are ready and send one message: their phone and text live in the
+    message (``phone``/``text`` are None here), and they are written compactly.
     """
+
+    label: np.ndarray[Any, Any]
+    row_key: np.ndarray[Any, Any]
+    state: np.ndarray[Any, Any]
+    reason: np.ndarray[Any, Any]
+    phone: np.ndarray[Any, Any]
+    text: np.ndarray[Any, Any]
+    encoding: np.ndarray[Any, Any]
+    segments: np.ndarray[Any, Any]
+    parts: np.ndarray[Any, Any]
+    simple: np.ndarray[Any, Any]
+
+    def records(self) -> tuple[Iterator[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
+        """Two record streams for :meth:`Journal.replace_rows`: the simple rows,
+        ``(position, label, row_key, encoding, segments)`` (``sending=``), and every
+        other row in full, ``(position, label, row_key, input_state, reason, phone, text,
+        encoding, segments, parts)``.
+        """
+        one = np.flatnonzero(self.simple)
+        sending = zip(
+            one.tolist(),
+            self.label[one].tolist(),
+            self.row_key[one].tolist(),
+            self.encoding[one].tolist(),
+            self.segments[one].tolist(),
+            strict=True,
+        )
+        own = np.flatnonzero(~self.simple)
+        others = zip(
+            own.tolist(),
+            *(
+                getattr(self, name)[own].tolist()
+                for name in ("label", "row_key", "state", "reason", "phone", "text")
+            ),
+            self.encoding[own].tolist(),
+            self.segments[own].tolist(),
+            self.parts[own].tolist(),
+            strict=True,
+        )
+        return sending, others
+
+    def results_columns(
+        self, messages: pd.DataFrame, outcomes: dict[str, np.ndarray[Any, Any]]
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """The columns :func:`results.results_frame` takes, as the journal would give them.
+
+        For rows that send one message each (no split row): ``messages`` are their
+        messages and ``outcomes`` those messages' columns in the same order
+        (:meth:`Journal.message_outcomes`). Mirrors ``journal._RESULTS_SQL``: phone and
+        text from the message for simple rows, the reason from the message for ready
+        rows, message columns only where there is a message.
+        """
+        n = len(self.state)
+        at = messages["position"].to_numpy(dtype=np.int64)
+        ready = self.state == "ready"
+
+        def by_row(values: np.ndarray[Any, Any], missing: Any = None) -> np.ndarray[Any, Any]:
+            column = np.full(n, missing, dtype=object if missing is None else np.int64)
+            column[at] = values
+            return column
+
+        reason = self.reason.copy()
+        reason[at] = outcomes["reason"]
+        input_state = self.state.copy()  # None: the row sends
+        input_state[ready] = None
+        columns = {
+            "phone": by_row(objects(messages["phone"])),
+            "text": by_row(objects(messages["text"])),
+            "input_state": input_state,
+            "reason": reason,
+            "m_state": by_row(outcomes["m_state"].astype(np.int64), missing=-1),
+            "encoding": self.encoding,
+            "segments": self.segments,
+        }
+        own = np.flatnonzero(~self.simple)
+        columns["phone"][own] = self.phone[own]
+        columns["text"][own] = self.text[own]
+        for name in ("batch", "message_id", "sid", "request_status", "api_message", "sent_at"):
+            columns[name] = by_row(outcomes[name])
+        return columns
+
+
+def stored_rows(rows: pd.DataFrame, index: pd.Index) -> StoredRows:
+    """The ``rows`` table of :func:`prepare_rows` output, labels JSON-encoded."""
     n = len(rows)
     labels: np.ndarray[Any, Any] = np.empty(n, dtype=object)
     if isinstance(index, pd.RangeIndex):
@@ -201,36 +283,27 @@ def row_records(
     parts = rows["parts"].to_numpy()
     # A ready one-part row's phone and text live in its message: not stored twice.
     simple = (state == "ready") & (parts == 1)
-    keys = objects(rows["row_key"])
-    encoding = objects(rows["encoding"])
+    own = np.flatnonzero(~simple)
+    phone = np.full(n, None, dtype=object)
+    text = np.full(n, None, dtype=object)
+    phone[own] = [_storable(v) for v in objects(rows["phone"])[own].tolist()]
+    text[own] = [_storable(v) for v in objects(rows["text"])[own].tolist()]
     # Python ints (SQLite binds no numpy scalars); missing as None
     segments = np.array(
         [None if v is None else int(v) for v in objects(rows["segments"]).tolist()], dtype=object
     )
-    one = np.flatnonzero(simple)
-    sending = zip(
-        one.tolist(),
-        labels[one].tolist(),
-        keys[one].tolist(),
-        encoding[one].tolist(),
-        segments[one].tolist(),
-        strict=True,
+    return StoredRows(
+        label=labels,
+        row_key=objects(rows["row_key"]),
+        state=state,
+        reason=objects(rows["reason"]),
+        phone=phone,
+        text=text,
+        encoding=objects(rows["encoding"]),
+        segments=segments,
+        parts=parts,
+        simple=simple,
     )
-    own = np.flatnonzero(~simple)
-    others = zip(
-        own.tolist(),
-        labels[own].tolist(),
-        keys[own].tolist(),
-        state[own].tolist(),
-        objects(rows["reason"])[own].tolist(),
-        [_storable(v) for v in objects(rows["phone"])[own].tolist()],
-        [_storable(v) for v in objects(rows["text"])[own].tolist()],
-        encoding[own].tolist(),
-        segments[own].tolist(),
-        parts[own].tolist(),
-        strict=True,
-    )
-    return sending, others
 
 
 def _storable(value: Any) -> Any:

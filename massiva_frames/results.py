@@ -250,7 +250,7 @@ def _ints(values: np.ndarray[Any, Any]) -> pd.arrays.IntegerArray:
     return pd.arrays.IntegerArray(data, mask)
 
 
-def _decode(
+def decode_codes(
     codes: np.ndarray[Any, Any], other: np.ndarray[Any, Any], values: tuple[str, ...]
 ) -> np.ndarray[Any, Any]:
     """Strings back from the journal's codes: ``values[code]``, None for -1, else ``other``."""
@@ -280,7 +280,7 @@ def results_frame(
 ) -> pd.DataFrame:
     """Turn the journal's joined rows (object arrays by column) into the results frame.
 
-    ``raw`` has one entry per input row (state and encoding as codes, see
+    ``raw`` has one entry per input row (the message state as a code, see
     ``journal._RESULTS_SQL``); ``multi`` the rows split in several messages (``row``,
     the input row's number, and counts of the parts: ``n``, ``n_accepted``,
     ``n_rejected``, ``n_unknown``).
@@ -323,7 +323,6 @@ def results_frame(
         return column
 
     sent_at = pd.to_datetime(_ints(sent("sent_at")), unit="us", utc=True)
-    encoding = _decode(raw["encoding"], raw["encoding_other"], ENCODINGS)
     out = pd.DataFrame(
         {
             "phone": _strings(raw["phone"]),
@@ -336,7 +335,7 @@ def results_frame(
             "request_status": _ints(sent("request_status")),
             "api_message": _strings(sent("api_message")),
             "sent_at": pd.Series(sent_at).astype(RESULT_DTYPES["sent_at"]).array,
-            "encoding": _strings(encoding),
+            "encoding": _strings(raw["encoding"]),
             "segments": _ints(raw["segments"]),
         },
         index=index,

@@ -53,8 +53,8 @@ import pandas as pd
 from . import accessor as _accessor  # noqa: F401 - using send() registers df.massiva
 from .errors import InputError, InsufficientCreditsError, MassivaError
 from .journal import Journal, results_from_journal
-from .outbox import objects, prepare_rows, row_records
-from .results import STATES, index_meta
+from .outbox import StoredRows, objects, prepare_rows, stored_rows
+from .results import STATES, index_meta, results_frame
 from .runner import Batch, ProgressArg, run_batches, short_error
 from .scheduling import Window, due_times, parse_window
 
@@ -542,7 +542,8 @@ def send(
             )
         run = jr.start_run("dry_run" if dry_run else "send")
         with jr.transaction():  # the rows and their messages commit together
-            sending, others = row_records(rows, df.index)
+            stored = stored_rows(rows, df.index)
+            sending, others = stored.records()
             meta = {"index": index_meta(df.index), "settings": settings}
             jr.replace_rows(others, meta, sending=sending)
             first, added = jr.insert_messages(
@@ -555,7 +556,11 @@ def send(
         pending = _pending_of(jr, messages, rows, first if fresh else None)
         summary, stop = _deliver(jr, pending, rows, opts)
         summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
-        results = _finish(jr, run, summary, jr.results(index=df.index))
+        if fresh and not (stored.parts > 1).any():
+            results = _own_results(jr, stored, messages, first, df.index)
+        else:
+            results = jr.results(index=df.index)
+        results = _finish(jr, run, summary, results)
         if stop is not None:
             stop.results = results  # type: ignore[attr-defined]
             raise stop
@@ -564,6 +569,24 @@ def send(
         jr.close()
         if own_client and client is not None:
             client.close()
+
+
+def _own_results(
+    journal: Journal, stored: StoredRows, messages: pd.DataFrame, first: int, index: pd.Index
+) -> pd.DataFrame:
+    """The results frame when every message of this call is new and unsplit.
+
+    The rows are the ones just journalled (``stored``, in memory); the message columns
+    are read back from the journal by id range (``first``...), as :meth:`Journal.results`
+    would join them, without the join nor reading back phone and text.
+    """
+    outcomes = journal.message_outcomes(first, first + len(messages) - 1)
+    if len(outcomes["m_state"]) != len(messages):  # cannot happen: the full read
+        return journal.results(index=index)
+    empty = np.array([], dtype=np.int64)
+    multi = {"row": empty, "n": empty, "n_accepted": empty, "n_rejected": empty}
+    multi["n_unknown"] = empty
+    return results_frame(stored.results_columns(messages, outcomes), index, multi)
 
 
 def dispatch(

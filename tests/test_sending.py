@@ -402,8 +402,11 @@ def test_entries_are_matched_to_phones_by_position(
         assert (results["reason"] == reason).all() and results["message_id"].isna().all()
 
 
-def test_a_batch_partly_rejected_keeps_each_entry() -> None:
+def test_a_batch_partly_rejected_keeps_each_entry(tmp_path: Path) -> None:
     # Accepted and refused entries in one answer: each row gets its own state and ids.
+    # Around them: invalid, duplicate and later rows, a labelled index. The frame send()
+    # returns (built from the rows it journalled and its messages read back) is the one
+    # the journal gives alone.
     statuses = [0, 2, 0, 2]
     phones = ["584141234567", "584241234567", "584161234567", "584261234567"]
     xml = (
@@ -414,18 +417,35 @@ def test_a_batch_partly_rejected_keeps_each_entry() -> None:
         + "</telefonos></respuesta>"
     )
     api = ScriptedAPI(xml)
+    later = "2099-01-01 09:00"
+    df = pd.DataFrame(
+        {
+            "phone": ["0" + p[2:] for p in phones] + ["0212-5551234", "04141234567", "04121234567"],
+            "when": [None, None, None, None, None, None, later],
+        },
+        index=pd.Index(["a", "b", "c", "d", "e", "f", "g"], name="k"),
+    )
+    journal = tmp_path / "j.db"
     try:
-        df = pd.DataFrame({"phone": ["0" + p[2:] for p in phones]})
         with MassivaClient("u@x.test", "pw", api.base_url) as c:
-            results = send(df, client=c, template="Hola", progress=False)
+            results = send(
+                df, client=c, template="Hola", send_at="when", journal=journal, progress=False
+            )
     finally:
         api.close()
-    assert list(results["state"]) == ["accepted", "rejected", "accepted", "rejected"]
-    assert list(results["reason"].fillna("-")) == ["-", "provider_rejected"] * 2
-    assert list(results["message_id"]) == [10, 11, 12, 13]
-    assert list(results["sid"]) == ["s10", "s11", "s12", "s13"]
-    assert (results["request_status"] == 2).all() and (results["api_message"] == "m").all()
+    assert list(results["state"]) == [
+        "accepted", "rejected", "accepted", "rejected", "invalid", "suppressed", "scheduled"
+    ]  # fmt: skip
+    assert list(results["reason"].fillna("-")) == [
+        "-", "provider_rejected", "-", "provider_rejected", "phone_landline", "duplicate",
+        "not_due",
+    ]  # fmt: skip
+    assert list(results["message_id"].fillna(-1)) == [10, 11, 12, 13, -1, -1, -1]
+    assert list(results["sid"].fillna("-")) == ["s10", "s11", "s12", "s13", "-", "-", "-"]
+    assert (results["request_status"].iloc[:4] == 2).all()
+    assert (results["api_message"].iloc[:4] == "m").all()
     assert results.attrs["send"]["accepted"] == 2 and results.attrs["send"]["rejected"] == 2
+    pd.testing.assert_frame_equal(results_from_journal(journal), results)
 
 
 # --- account errors and credits ---------------------------------------------------------
