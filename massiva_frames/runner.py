@@ -47,7 +47,7 @@ from .errors import (
     RateLimitedError,
     URLTooLongError,
 )
-from .journal import Fate, Journal, now_us
+from .journal import Answered, Fate, Journal, now_us
 from .scheduling import RateLimiter, Window, next_open
 
 if TYPE_CHECKING:
@@ -264,15 +264,14 @@ def run_batches(
     bar = _Progress(progress, sum(len(b.ids) for b in batches))
     started = time.monotonic()
 
-    def settle(future: Future[SendResponse]) -> None:
+    def settle(future: Future[SendResponse]) -> Answered:
+        """Map a finished request to its journal record and count it (no journal write)."""
         nonlocal stop
         batch, requested_at = running.pop(future)
         exc = future.exception()
         result: SendResponse | BaseException = exc if exc is not None else future.result()
-        fates, batch_state, status, detail = outcomes(batch, result, now_us(), requested_at)
-        journal.record_fates(
-            batch.number, fates, batch_state=batch_state, request_status=status, detail=detail
-        )
+        at = now_us()
+        fates, batch_state, status, detail = outcomes(batch, result, at, requested_at)
         for fate in fates:
             if fate.state == "accepted":
                 stats.accepted += len(fate.ids)
@@ -295,6 +294,7 @@ def run_batches(
             else:
                 logger.warning("batch %d: %s", batch.number, short_error(exc))
         bar.update(len(batch.ids))
+        return Answered(batch.number, fates, batch_state, status, detail, at)
 
     def halt(reason: str, send_at: int | None = None) -> None:
         ids = [i for b in todo for i in b.ids]
@@ -306,36 +306,40 @@ def run_batches(
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="massiva-send")
     try:
         while todo or running or finished:
+            # One turn, one commit: the outcomes of the requests that just ended, then
+            # the batches about to start, in flight before their requests are made.
+            answered = [settle(future) for future in finished]
+            finished = set()
             launch: list[tuple[Batch, int]] = []
             timeout: float | None = None
-            with journal.transaction():
-                for future in finished:
-                    settle(future)
-                finished = set()
-                while todo and stop is None and len(running) + len(launch) < concurrency:
-                    batch = todo[0]
-                    if window is not None:
-                        moment = clock()
-                        opening = next_open(moment, window)
-                        if opening > moment:  # the window closed mid-run: wait for the next
-                            halt("not_due", int(opening.value // 1000))
-                            break
-                    delay = max(requests_limit.delay(1), messages_limit.delay(len(batch.ids)))
-                    if delay > 0:
-                        timeout = delay
+            halting: tuple[str, int | None] | None = None
+            while todo and stop is None and len(running) + len(launch) < concurrency:
+                batch = todo[0]
+                if window is not None:
+                    moment = clock()
+                    opening = next_open(moment, window)
+                    if opening > moment:  # the window closed mid-run: wait for the next
+                        halting = ("not_due", int(opening.value // 1000))
                         break
-                    todo.popleft()
-                    requests_limit.take(1)
-                    messages_limit.take(len(batch.ids))
-                    requested_at = now_us()
-                    # Committed before the request: a crash from here on leaves the batch
-                    # in flight, and the next run reports its rows unknown (never resent).
-                    journal.mark_inflight(
-                        batch.number, batch.ids, method=method, requested_at=requested_at
-                    )
-                    launch.append((batch, requested_at))
-                if todo and stop is not None:
-                    halt("run_stopped")
+                delay = max(requests_limit.delay(1), messages_limit.delay(len(batch.ids)))
+                if delay > 0:
+                    timeout = delay
+                    break
+                todo.popleft()
+                requests_limit.take(1)
+                messages_limit.take(len(batch.ids))
+                launch.append((batch, now_us()))
+            if halting is None and todo and stop is not None:
+                halting = ("run_stopped", None)
+            # Committed before the requests: a crash from here on leaves these batches in
+            # flight, and the next run reports their rows unknown (never resent).
+            launched = [(b.number, b.ids, method, at) for b, at in launch]
+            if halting is None:
+                journal.write_turn(answered, launched)  # one statement: its own commit
+            else:
+                with journal.transaction():
+                    journal.write_turn(answered, launched)
+                    halt(*halting)
             for batch, requested_at in launch:
                 stats.requests += 1
                 running[pool.submit(_request, client, batch, group, method)] = (
@@ -365,7 +369,7 @@ def run_batches(
             else:
                 wait([future], timeout=120)
                 if future.done():
-                    settle(future)
+                    journal.write_turn([settle(future)], [])
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

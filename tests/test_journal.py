@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -11,13 +12,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from massiva_frames.errors import InputError
-from massiva_frames.journal import Journal, JournalBusyError, results_from_journal
+from massiva_frames.journal import (
+    Answered,
+    Fate,
+    Journal,
+    JournalBusyError,
+    results_from_journal,
+)
 from massiva_frames.outbox import row_key, user_row_key
 from massiva_frames.results import (
     RESULT_COLUMNS,
@@ -461,3 +469,109 @@ def test_both_write_paths_store_the_same(
     assert list(results["message_id"]) == [1000 + i for i in range(n)]
     assert list(results["state"]) == ["rejected" if i % 3 == 0 else "accepted" for i in range(n)]
     assert (results["request_status"] == 40).all() and (results["batch"] == 1).all()
+
+
+def _turns(ids: list[int], text: str) -> list[tuple[list[Answered], list[Any]]]:
+    """Three turns of a request loop: two batches start; the first ends (accepted and
+    rejected entries) while a third starts; the second never left, the third is unknown."""
+    a, b, c = ids[:20], ids[20:30], ids[30:]
+    accepted = Fate(
+        "accepted", None, text, 200, a[::2], [5000 + i for i in a[::2]], [f"s-{i}" for i in a[::2]]
+    )
+    rejected = Fate(
+        "rejected",
+        "provider_rejected",
+        text,
+        200,
+        a[1::2],
+        [5000 + i for i in a[1::2]],
+        [None] * 10,
+    )
+    never = Fate("pending", "not_sent_connect_failed", "ConnectError: x", None, b)
+    doubt = Fate("unknown", "in_doubt_no_response", text, 202, c)
+    return [
+        ([], [(1, a, "POST", 100), (2, b, "POST", 101)]),
+        ([Answered(1, [accepted, rejected], "done", 2, None, 201)], [(3, c, "GET", 202)]),
+        (
+            [Answered(2, [never], "not_sent", None, "not_sent_connect_failed", 300),
+             Answered(3, [doubt], "unknown", None, "in_doubt_no_response", 301)],
+            [],
+        ),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("json_path", [True, False], ids=["trigger", "statements"])
+def test_a_turn_writes_what_single_writes_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_path: bool
+) -> None:
+    # write_turn (one statement through a trigger, or its fallback) leaves the journal
+    # exactly as record_fates and mark_inflight called one by one.
+    import massiva_frames.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "_JSON_UPDATES", json_path)
+    texts = [ODD_TEXTS[i % len(ODD_TEXTS)] + f" {i}" for i in range(40)]
+    dumps = []
+    for one_statement in (True, False):
+        with Journal(tmp_path / f"{one_statement}.db") as journal:
+            journal.add_messages(
+                (row_key("c", PHONES[0], t), 1, PHONES[0], t, "c", None) for t in texts
+            )
+            ids = [int(i) for i in journal.pending()["id"]]
+            for answered, launched in _turns(ids, texts[1]):
+                if one_statement:
+                    journal.write_turn(answered, launched)
+                    continue
+                for x in answered:
+                    journal.record_fates(
+                        x.number,
+                        x.fates,
+                        batch_state=x.batch_state,
+                        request_status=x.request_status,
+                        detail=x.detail,
+                        answered_at=x.answered_at,
+                    )
+                for number, chunk, method, at in launched:
+                    journal.mark_inflight(number, chunk, method=method, requested_at=at)
+            messages = journal.conn.execute(
+                "SELECT id, state, reason, batch, message_id, sid, request_status, api_message, "
+                "sent_at FROM messages ORDER BY id"
+            ).fetchall()
+            batches = journal.conn.execute(
+                "SELECT number, state, n_messages, method, requested_at, answered_at, "
+                "request_status, detail, ids FROM batches ORDER BY number"
+            ).fetchall()
+            dumps.append((messages, [(*b[:-1], json.loads(b[-1])) for b in batches]))
+    assert dumps[0] == dumps[1]
+    messages, batches = dumps[0]
+    states = [m[1] for m in messages]
+    assert states == ["accepted", "rejected"] * 10 + ["pending"] * 10 + ["unknown"] * 10
+    assert [m[3] for m in messages] == [1] * 20 + [None] * 10 + [3] * 10  # never-sent: no batch
+    assert messages[0][4:6] == (5000 + messages[0][0], f"s-{messages[0][0]}")
+    assert messages[1][5] is None and messages[1][2] == "provider_rejected"
+    assert {m[7] for m in messages[:20]} == {texts[1]} and messages[0][6] == 2
+    assert [b[1] for b in batches] == ["done", "not_sent", "unknown"]
+    assert [b[2] for b in batches] == [20, 10, 10] and batches[2][3] == "GET"
+    assert batches[0][-1] == [m[0] for m in messages[:20]]  # ids in request order
+
+
+@pytest.mark.parametrize("json_path", [True, False], ids=["trigger", "statements"])
+def test_a_turn_is_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_path: bool
+) -> None:
+    # A turn that fails half-way (a batch number already used) leaves nothing behind.
+    import massiva_frames.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "_JSON_UPDATES", json_path)
+    with Journal(tmp_path / "j.db") as journal:
+        journal.add_messages((row_key("c", p, "t"), 1, p, "t", "c", None) for p in PHONES[:4])
+        ids = [int(i) for i in journal.pending()["id"]]
+        journal.write_turn([], [(1, ids[:2], "POST", 1)])
+        with pytest.raises(sqlite3.IntegrityError):
+            journal.write_turn(
+                [Answered(1, [Fate("accepted", None, "ok", 2, ids[:2], [7, 8], ["a", "b"])],
+                          "done", 2, None, 3)],
+                [(1, ids[2:], "POST", 4)],  # number 1 again
+            )  # fmt: skip
+        assert journal.counts() == {"inflight": 2, "pending": 2}
+        state = journal.conn.execute("SELECT state FROM batches WHERE number = 1").fetchone()
+        assert state == ("inflight",)
