@@ -79,6 +79,7 @@ def test_file_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
     with Journal(path) as journal:
         assert journal.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert journal.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert journal.conn.execute("PRAGMA page_size").fetchone()[0] == 32768
         tables = {
             r[0] for r in journal.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
@@ -400,8 +401,10 @@ def test_readonly_open_refuses_missing_or_foreign_files(tmp_path: Path) -> None:
         results_from_journal(garbage)
 
 
-def test_snapshot_is_independent(tmp_path: Path) -> None:
-    with Journal(tmp_path / "j.db") as journal:
+@pytest.mark.parametrize("page_size", [4096, 32768])  # 4096: a file from an older version
+def test_snapshot_is_independent(tmp_path: Path, page_size: int) -> None:
+    with Journal(tmp_path / "j.db", page_size=page_size) as journal:
+        assert journal.conn.execute("PRAGMA page_size").fetchone()[0] == page_size
         _fill(journal, 3)
         copy = journal.snapshot()
         copy.set_pending([], reason=None)
