@@ -115,7 +115,8 @@ def prepare_rows(
             "phone": _column(phone),
             "text": _column(text),
             "encoding": _column(objects(validated["encoding"])),
-            "segments": _column(objects(validated["segments"])),
+            # Python ints or None (SQLite binds no numpy scalars)
+            "segments": _column(objects(validated["segments"].astype("Int64"))),
             "parts": np.where(ready, parts, 1),
             "send_at": times.array,  # tz-aware (UTC)
         }
@@ -288,10 +289,6 @@ def stored_rows(rows: pd.DataFrame, index: pd.Index) -> StoredRows:
     text = np.full(n, None, dtype=object)
     phone[own] = [_storable(v) for v in objects(rows["phone"])[own].tolist()]
     text[own] = [_storable(v) for v in objects(rows["text"])[own].tolist()]
-    # Python ints (SQLite binds no numpy scalars); missing as None
-    segments = np.array(
-        [None if v is None else int(v) for v in objects(rows["segments"]).tolist()], dtype=object
-    )
     return StoredRows(
         label=labels,
         row_key=objects(rows["row_key"]),
@@ -300,7 +297,7 @@ def stored_rows(rows: pd.DataFrame, index: pd.Index) -> StoredRows:
         phone=phone,
         text=text,
         encoding=objects(rows["encoding"]),
-        segments=segments,
+        segments=objects(rows["segments"]),
         parts=parts,
         simple=simple,
     )

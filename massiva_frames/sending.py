@@ -124,18 +124,16 @@ def _plan(
     planned = plan_batches(
         frame, method=method, max_phones=max_phones, group=group, **_plan_options(client)
     )
-    ids = messages["id"].tolist()
-    batches = []
-    for i, b in enumerate(iter_batches(planned)):
-        batches.append(
-            Batch(
-                number=first_number + i,
-                ids=[ids[p] for p in b.index.tolist()],
-                phones=tuple(b.phones),
-                texts=tuple(b.texts),
-            )
+    ids = messages["id"].to_numpy()
+    return [
+        Batch(
+            number=first_number + i,
+            ids=ids[b.index.to_numpy()].tolist(),
+            phones=tuple(b.phones),
+            texts=tuple(b.texts),
         )
-    return batches
+        for i, b in enumerate(iter_batches(planned))
+    ]
 
 
 def _pending_of(
@@ -188,15 +186,17 @@ def _reschedule(
     """Store each pending message's reason and time, writing only what changed."""
     old_reason = objects(frame["reason"])
     old_at = objects(frame["send_at"])
-    new_at = stored.tolist()
-    changed = [
-        i
-        for i, (r, a, t) in enumerate(zip(old_reason, old_at, new_at, strict=True))
-        if r != reason or (None if a is None else int(a)) != t
-    ]
-    if changed:
+    new_at = stored.to_numpy(dtype=object)
+    old_none, new_none = pd.isna(old_at), pd.isna(new_at)
+    same_at = old_none & new_none
+    both = np.flatnonzero(~old_none & ~new_none)
+    same_at[both] = old_at[both].astype(np.int64) == new_at[both].astype(np.int64)
+    same_reason = pd.isna(old_reason) if reason is None else old_reason == reason
+    changed = np.flatnonzero(~(same_reason & same_at))
+    if len(changed):
         ids = frame["id"].to_numpy()[changed].tolist()
-        journal.set_pending(ids, reason=reason, send_at=[new_at[i] for i in changed])
+        at = [None if t is None else int(t) for t in new_at[changed].tolist()]
+        journal.set_pending(ids, reason=reason, send_at=at)
 
 
 @dataclass
