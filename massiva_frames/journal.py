@@ -28,6 +28,9 @@ A journal is one SQLite file (WAL, ``synchronous=FULL``) with these tables:
 The rows and their messages are written in one transaction before any request. Only
 one process sends from a journal at a time (an advisory lock on ``PATH.lock``,
 released by the operating system when the process dies, even by ``SIGKILL``).
+
+The SQL lives in :mod:`massiva_frames.journal_sql`; the request loop's writes (batches
+in flight, outcomes, one statement per turn) in :mod:`massiva_frames.journal_writes`.
 """
 
 from __future__ import annotations
@@ -39,17 +42,18 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
+from . import journal_writes as writes
 from .errors import InputError
+from .journal_sql import MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, SCHEMA
+from .journal_writes import Answered, Fate
 from .results import (
     ENCODINGS,
-    JOURNAL_STATES,
     REASON_PROCESS_STOPPED,
     decode_codes,
     range_index,
@@ -76,179 +80,9 @@ _ROW_COLUMNS = (
 )
 _MESSAGE_COLUMNS = ("row_key", "part", "phone", "text", "campaign", "send_at")
 
-#: UPDATE ... FROM (3.33) and the JSON functions: one statement per batch, not one per
-#: message (measured ~3x less work for a 500-message batch).
-_JSON_UPDATES = sqlite3.sqlite_version_info >= (3, 33, 0)
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rows (
-    position INTEGER PRIMARY KEY,
-    label TEXT NOT NULL,
-    row_key TEXT,
-    input_state TEXT NOT NULL,
-    reason TEXT,
-    phone TEXT,
-    text TEXT,
-    encoding TEXT,
-    segments INTEGER,
-    parts INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    row_key TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    phone TEXT NOT NULL,
-    text TEXT NOT NULL,
-    campaign TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT,
-    send_at INTEGER,
-    batch INTEGER,
-    message_id INTEGER,
-    sid TEXT,
-    request_status INTEGER,
-    api_message TEXT,
-    sent_at INTEGER,
-    created_at INTEGER NOT NULL,
-    UNIQUE (row_key, part)
-);
-CREATE TABLE IF NOT EXISTS batches (
-    number INTEGER PRIMARY KEY,
-    state TEXT NOT NULL,
-    n_messages INTEGER NOT NULL,
-    method TEXT,
-    requested_at INTEGER NOT NULL,
-    answered_at INTEGER,
-    request_status INTEGER,
-    detail TEXT,
-    ids TEXT
-);
-CREATE TABLE IF NOT EXISTS runs (
-    number INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    started_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    summary TEXT
-);
-"""
-
-
-# A turn of the request loop in one statement: the outcomes of the batches that ended and
-# the batches about to start, written by an INSTEAD OF trigger on a view that stores
-# nothing. One statement is one transaction (autocommit), durable when it returns, and
-# the sending thread crosses into SQLite once per turn instead of once per statement
-# (each crossing hands the GIL to the request threads: 0.3-1 ms to get it back,
-# measured). The JSON columns (see Journal.write_turn):
-#   done      [[number, batch_state, answered_at, request_status, detail], ...]
-#   fates     [[state, reason, api_message, sent_at, request_status], ...]
-#   msgs      [[[id, message_id, sid], ...] for each fate]
-#   inflight  [[number, method, requested_at, [id, ...]], ...]
-# Shared fields are read once per fate (LIMIT -1 keeps that subquery materialized), the
-# in-flight batch number from the batches row: JSON is never parsed once per message
-# beyond the message's own [id, message_id, sid].
-_TURN_SQL = (
-    """
-CREATE TEMP VIEW IF NOT EXISTS journal_turn (done, fates, msgs, inflight) AS
-    SELECT NULL, NULL, NULL, NULL WHERE 0
-""",
-    """
-CREATE TEMP TRIGGER IF NOT EXISTS journal_turn_write INSTEAD OF INSERT ON journal_turn
-BEGIN
-    UPDATE batches SET state = json_extract(d.value, '$[1]'),
-                       answered_at = json_extract(d.value, '$[2]'),
-                       request_status = json_extract(d.value, '$[3]'),
-                       detail = json_extract(d.value, '$[4]')
-    FROM json_each(NEW.done) AS d
-    WHERE batches.number = json_extract(d.value, '$[0]');
-    UPDATE messages SET state = f.state, reason = f.reason, api_message = f.api_message,
-                        sent_at = f.sent_at, request_status = f.request_status,
-                        batch = CASE WHEN f.state = 'pending' THEN NULL ELSE batch END,
-                        message_id = json_extract(t.value, '$[1]'),
-                        sid = json_extract(t.value, '$[2]')
-    FROM (SELECT key AS k,
-                 json_extract(value, '$[0]') AS state,
-                 json_extract(value, '$[1]') AS reason,
-                 json_extract(value, '$[2]') AS api_message,
-                 json_extract(value, '$[3]') AS sent_at,
-                 json_extract(value, '$[4]') AS request_status
-          FROM json_each(NEW.fates) LIMIT -1) AS f,
-         json_each(NEW.msgs, '$[' || f.k || ']') AS t
-    WHERE messages.id = json_extract(t.value, '$[0]');
-    INSERT INTO batches (number, state, n_messages, method, requested_at, ids)
-    SELECT json_extract(i.value, '$[0]'), 'inflight', json_array_length(i.value, '$[3]'),
-           json_extract(i.value, '$[1]'), json_extract(i.value, '$[2]'),
-           json_extract(i.value, '$[3]')
-    FROM json_each(NEW.inflight) AS i;
-    UPDATE messages SET state = 'inflight', reason = NULL, batch = b.number
-    FROM batches AS b, json_each(b.ids) AS x
-    WHERE b.number IN (SELECT json_extract(value, '$[0]') FROM json_each(NEW.inflight))
-      AND messages.id = x.value;
-END
-""",
-)
-
 
 class JournalBusyError(InputError):
     """Another process is sending from the same journal right now."""
-
-
-@dataclass
-class Fate:
-    """The messages of one batch that share an outcome (state, reason, answer, time).
-
-    ``message_ids`` and ``sids`` are the provider's, one per message (``None``: none).
-    """
-
-    state: str
-    reason: str | None
-    api_message: str | None
-    sent_at: int | None
-    ids: list[int]
-    message_ids: list[int | None] | None = None
-    sids: list[str | None] | None = None
-
-    def triples(self) -> list[tuple[Any, ...]]:
-        """``(id, message_id, sid)`` per message."""
-        n = len(self.ids)
-        mids = self.message_ids or [None] * n
-        sids = self.sids or [None] * n
-        return list(zip(self.ids, mids, sids, strict=True))
-
-    def rows(self) -> list[tuple[Any, ...]]:
-        """``(id, state, reason, message_id, sid, api_message, sent_at)`` per message."""
-        n = len(self.ids)
-        mids = self.message_ids or [None] * n
-        sids = self.sids or [None] * n
-        return [
-            (i, self.state, self.reason, m, s, self.api_message, self.sent_at)
-            for i, m, s in zip(self.ids, mids, sids, strict=True)
-        ]
-
-
-@dataclass
-class Answered:
-    """A batch whose request ended: the fates of its messages and the batch's record."""
-
-    number: int
-    fates: list[Fate]
-    batch_state: str
-    request_status: int | None
-    detail: str | None
-    answered_at: int
-
-
-def _all_none(values: Sequence[Any] | None) -> bool:
-    return values is None or all(v is None for v in values)
-
-
-def _json_ids(ids: Sequence[int]) -> str:
-    # default=int: numpy integers too
-    return json.dumps(ids if isinstance(ids, list) else list(ids), default=int)
 
 
 def now_us() -> int:
@@ -289,7 +123,6 @@ class Journal:
         self.path = None if path is None else os.fspath(path)
         self._lock_file: IO[bytes] | None = None
         self._depth = 0
-        self._turn_ready = False
         if self.path is None:
             self.conn = sqlite3.connect(":memory:", isolation_level=None)
         elif readonly:
@@ -314,7 +147,8 @@ class Journal:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: big sends stay in memory
             if not readonly:
-                self.conn.executescript(_SCHEMA)
+                self.conn.executescript(SCHEMA)
+                writes.prepare(self.conn)
                 if self.get_meta("schema_version") is None:
                     self.set_meta({"schema_version": SCHEMA_VERSION})
             elif self.get_meta("schema_version") is None:
@@ -616,6 +450,8 @@ class Journal:
         row = self.conn.execute("SELECT COALESCE(MAX(number), 0) FROM batches").fetchone()
         return int(row[0]) + 1
 
+    # -- the request loop (journal_writes.py) --
+
     def mark_inflight(
         self,
         number: int,
@@ -624,110 +460,11 @@ class Journal:
         method: str,
         requested_at: int | None = None,
     ) -> None:
-        """Commit a batch as in flight, before its request is made.
-
-        The batch keeps its message ids in request order (``batches.ids``).
-        """
+        """Commit a batch as in flight, before its request is made (its message ids in
+        request order in ``batches.ids``)."""
         at = now_us() if requested_at is None else requested_at
-        id_list = _json_ids(ids)
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO batches (number, state, n_messages, method, requested_at, ids) "
-                "VALUES (?, 'inflight', ?, ?, ?, ?)",
-                (number, len(ids), method, at, id_list),
-            )
-            if _JSON_UPDATES:
-                conn.execute(
-                    "UPDATE messages SET state = 'inflight', reason = NULL, batch = ? "
-                    "WHERE id IN (SELECT value FROM json_each(?))",
-                    (number, id_list),
-                )
-            else:
-                conn.executemany(
-                    "UPDATE messages SET state = 'inflight', reason = NULL, batch = ? WHERE id = ?",
-                    ((number, i) for i in ids),
-                )
-
-    def write_turn(
-        self,
-        answered: Sequence[Answered],
-        launched: Sequence[tuple[int, Sequence[int], str, int]],
-    ) -> None:
-        """Commit one turn of the request loop: outcomes first, then batches in flight.
-
-        ``answered``: the batches whose request just ended (see :class:`Answered`);
-        ``launched``: ``(number, ids, method, requested_at)`` of the batches about to
-        start, committed before their requests (as :meth:`mark_inflight`). One
-        statement, so one transaction of its own (or part of the caller's).
-        """
-        if not answered and not launched:
-            return
-        if not _JSON_UPDATES:
-            with self.transaction():
-                for a in answered:
-                    self.record_fates(
-                        a.number,
-                        a.fates,
-                        batch_state=a.batch_state,
-                        request_status=a.request_status,
-                        detail=a.detail,
-                        answered_at=a.answered_at,
-                    )
-                for number, ids, method, at in launched:
-                    self.mark_inflight(number, ids, method=method, requested_at=at)
-            return
-        if not self._turn_ready:  # TEMP objects: this connection's only
-            for statement in _TURN_SQL:  # execute(), not executescript(): no COMMIT
-                self.conn.execute(statement)
-            self._turn_ready = True
-        done = [
-            [a.number, a.batch_state, a.answered_at, a.request_status, a.detail] for a in answered
-        ]
-        fates = [
-            [f.state, f.reason, f.api_message, f.sent_at, a.request_status]
-            for a in answered
-            for f in a.fates
-        ]
-        msgs = [f.triples() for a in answered for f in a.fates]
-        inflight = [[number, method, at, list(ids)] for number, ids, method, at in launched]
-        self.conn.execute(
-            "INSERT INTO journal_turn (done, fates, msgs, inflight) VALUES (?, ?, ?, ?)",
-            [json.dumps(x, ensure_ascii=False, default=int) for x in (done, fates, msgs, inflight)],
-        )
-
-    def record_outcome(
-        self,
-        number: int,
-        outcomes: Sequence[tuple[Any, ...]],
-        *,
-        batch_state: str,
-        request_status: int | None,
-        detail: str | None,
-        answered_at: int | None = None,
-    ) -> None:
-        """Commit a batch's outcome right after its request, one tuple per message.
-
-        Each outcome is ``(id, state, reason, message_id, sid, api_message, sent_at)``;
-        ``state`` may be ``pending`` for messages that provably never left (their batch
-        number is cleared, so a later run plans them again). Same as
-        :meth:`record_fates` with the messages grouped by their shared fields.
-        """
-        groups: dict[tuple[Any, ...], Fate] = {}
-        for i, state, reason, mid, sid, api, sent in outcomes:
-            fate = groups.get((state, reason, api, sent))
-            if fate is None:
-                fate = groups[state, reason, api, sent] = Fate(state, reason, api, sent, [], [], [])
-            fate.ids.append(i)
-            fate.message_ids.append(mid)  # type: ignore[union-attr]
-            fate.sids.append(sid)  # type: ignore[union-attr]
-        self.record_fates(
-            number,
-            list(groups.values()),
-            batch_state=batch_state,
-            request_status=request_status,
-            detail=detail,
-            answered_at=answered_at,
-        )
+            writes.mark_inflight(conn, number, ids, method, at)
 
     def record_fates(
         self,
@@ -746,54 +483,48 @@ class Journal:
         is cleared, so a later run plans them again.
         """
         at = now_us() if answered_at is None else answered_at
+        done = Answered(number, list(fates), batch_state, request_status, detail, at)
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE batches SET state = ?, answered_at = ?, request_status = ?, "
-                "detail = ? WHERE number = ?",
-                (batch_state, at, request_status, detail, number),
-            )
-            for fate in fates:
-                self._record_fate(conn, fate, request_status)
+            writes.record_answer(conn, done)
 
-    def _record_fate(
-        self, conn: sqlite3.Connection, fate: Fate, request_status: int | None
+    def record_outcome(
+        self,
+        number: int,
+        outcomes: Sequence[tuple[Any, ...]],
+        *,
+        batch_state: str,
+        request_status: int | None,
+        detail: str | None,
+        answered_at: int | None = None,
     ) -> None:
-        shared = (fate.state, fate.reason, fate.api_message, fate.sent_at, request_status)
-        head = (
-            "UPDATE messages SET state = ?1, reason = ?2, api_message = ?3, sent_at = ?4, "
-            "request_status = ?5, batch = CASE WHEN ?1 = 'pending' THEN NULL ELSE batch END, "
+        """:meth:`record_fates` with one tuple per message: ``(id, state, reason,
+        message_id, sid, api_message, sent_at)``."""
+        self.record_fates(
+            number,
+            writes.group_fates(outcomes),
+            batch_state=batch_state,
+            request_status=request_status,
+            detail=detail,
+            answered_at=answered_at,
         )
-        mids, sids = fate.message_ids, fate.sids
-        if not _JSON_UPDATES:
-            conn.executemany(
-                head + "message_id = ?6, sid = ?7 WHERE id = ?8",
-                (
-                    (*shared, m, s, i)
-                    for i, m, s in zip(
-                        fate.ids,
-                        mids or itertools.repeat(None),
-                        sids or itertools.repeat(None),
-                        strict=False,
-                    )
-                ),
-            )
-        elif _all_none(mids) and _all_none(sids):  # no ids from the provider
-            conn.execute(
-                head + "message_id = NULL, sid = NULL "
-                "WHERE id IN (SELECT value FROM json_each(?6))",
-                (*shared, _json_ids(fate.ids)),
-            )
+
+    def write_turn(
+        self,
+        answered: Sequence[Answered],
+        launched: Sequence[tuple[int, Sequence[int], str, int]],
+    ) -> None:
+        """Commit one turn of the request loop: the outcomes of the batches whose request
+        ended, then ``(number, ids, method, requested_at)`` of the batches about to start
+        (in flight before their requests). One statement when SQLite allows (its own
+        transaction, or part of the caller's).
+        """
+        if not answered and not launched:
+            return
+        if writes.one_statement():
+            writes.write_turn(self.conn, answered, launched)
         else:
-            # One statement for the group: [id, message_id, sid] triples, the shared
-            # fields bound once (measured ~2x less work than every field per message).
-            assert mids is not None and sids is not None
-            triples = json.dumps(list(zip(fate.ids, mids, sids, strict=True)), default=int)
-            conn.execute(
-                head + "message_id = json_extract(j.value, '$[1]'), "
-                "sid = json_extract(j.value, '$[2]') "
-                "FROM json_each(?6) AS j WHERE messages.id = json_extract(j.value, '$[0]')",
-                (*shared, triples),
-            )
+            with self.transaction() as conn:
+                writes.write_turn_statements(conn, answered, launched)
 
     # -- reading --
 
@@ -823,14 +554,14 @@ class Journal:
         ``index`` replaces the labels decoded from the journal (``send`` passes the
         input's own index).
         """
-        columns = self._columns(_RESULTS_SQL)
+        columns = self._columns(RESULTS_SQL)
         n = len(columns["segments"])
         codes, other = columns.pop("encoding"), columns.pop("encoding_other")
         columns["encoding"] = decode_codes(codes, other, ENCODINGS)
         first, last, count = self.conn.execute(
             "SELECT MIN(position), MAX(position), COUNT(*) FROM rows"
         ).fetchone()
-        multi = self._columns(_MULTI_SQL)
+        multi = self._columns(MULTI_SQL)
         row = multi.pop("position").astype(np.int64)
         if count and (first, last) != (0, count - 1):  # positions not 0..n-1: map them
             positions = self._columns("SELECT position FROM rows ORDER BY position")["position"]
@@ -849,57 +580,7 @@ class Journal:
         ``m_state`` (the state as a code, as in :meth:`results`), ``reason``, ``batch``,
         ``message_id``, ``sid``, ``request_status``, ``api_message``, ``sent_at``.
         """
-        return self._columns(_OUTCOMES_SQL, (first, last))
-
-
-def _code(expr: str, values: Sequence[str], name: str, *, other: bool = True) -> str:
-    """SQL for ``expr`` as its position in ``values``: -1 when NULL, ``len(values)`` else.
-
-    Small integers cost far less to fetch than strings; with ``other``, values outside
-    the list come in a second column, ``<name>_other`` (NULL for the listed ones).
-    """
-    cases = " ".join(f"WHEN '{v}' THEN {i}" for i, v in enumerate(values))
-    listed = ", ".join(f"'{v}'" for v in values)
-    code = f"CASE WHEN {expr} IS NULL THEN -1 ELSE CASE {expr} {cases} ELSE {len(values)} END END"
-    if not other:
-        return f"{code} AS {name}"
-    rest = f"CASE WHEN {expr} IN ({listed}) THEN NULL ELSE {expr} END"
-    return f"{code} AS {name}, {rest} AS {name}_other"
-
-
-# One row per input row, in order; message columns from each row's first part. States
-# and encodings come as small integer codes (see _code), the rest as stored.
-_RESULTS_SQL = f"""
-SELECT COALESCE(r.phone, m.phone) AS phone, COALESCE(r.text, m.text) AS text,
-       NULLIF(r.input_state, 'ready') AS input_state,
-       CASE WHEN r.input_state = 'ready' THEN m.reason ELSE r.reason END AS reason,
-       {_code("m.state", JOURNAL_STATES, "m_state", other=False)},
-       {_code("r.encoding", ENCODINGS, "encoding")},
-       r.segments, m.batch, m.message_id, m.sid, m.request_status, m.api_message, m.sent_at
-FROM rows r
-LEFT JOIN messages m ON m.row_key = r.row_key AND m.part = 1
-ORDER BY r.position
-"""
-
-# The same message columns, read by id range (a send's own new messages).
-_OUTCOMES_SQL = f"""
-SELECT {_code("state", JOURNAL_STATES, "m_state", other=False)}, reason, batch, message_id,
-       sid, request_status, api_message, sent_at
-FROM messages WHERE id BETWEEN ? AND ? ORDER BY id
-"""
-
-# Rows split into several messages: how their parts fared.
-_MULTI_SQL = """
-SELECT r.position AS position,
-       COUNT(*) AS n,
-       SUM(m.state = 'accepted') AS n_accepted,
-       SUM(m.state = 'rejected') AS n_rejected,
-       SUM(m.state IN ('unknown', 'inflight')) AS n_unknown
-FROM rows r CROSS JOIN messages m ON m.row_key = r.row_key
-WHERE r.parts > 1
-GROUP BY r.position
-ORDER BY r.position
-"""
+        return self._columns(OUTCOMES_SQL, (first, last))
 
 
 def results_from_journal(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -47,7 +47,8 @@ from .errors import (
     RateLimitedError,
     URLTooLongError,
 )
-from .journal import Answered, Fate, Journal, now_us
+from .journal import Journal, now_us
+from .journal_writes import Answered, Fate
 from .scheduling import RateLimiter, Window, next_open
 
 if TYPE_CHECKING:

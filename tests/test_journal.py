@@ -19,13 +19,8 @@ import pandas as pd
 import pytest
 
 from massiva_frames.errors import InputError
-from massiva_frames.journal import (
-    Answered,
-    Fate,
-    Journal,
-    JournalBusyError,
-    results_from_journal,
-)
+from massiva_frames.journal import Journal, JournalBusyError, results_from_journal
+from massiva_frames.journal_writes import Answered, Fate
 from massiva_frames.outbox import row_key, user_row_key
 from massiva_frames.results import (
     RESULT_COLUMNS,
@@ -441,9 +436,9 @@ ODD_TEXTS = [
 def test_both_write_paths_store_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_path: bool
 ) -> None:
-    import massiva_frames.journal as journal_module
+    import massiva_frames.journal_writes as writes_module
 
-    monkeypatch.setattr(journal_module, "_JSON_UPDATES", json_path)
+    monkeypatch.setattr(writes_module, "_JSON_UPDATES", json_path)
     n = 60  # above the size where the JSON path is used
     texts = [ODD_TEXTS[i % len(ODD_TEXTS)] + f" {i}" for i in range(n)]
     phones = [f"58424{i:07d}" for i in range(n)]
@@ -509,9 +504,9 @@ def test_a_turn_writes_what_single_writes_do(
 ) -> None:
     # write_turn (one statement through a trigger, or its fallback) leaves the journal
     # exactly as record_fates and mark_inflight called one by one.
-    import massiva_frames.journal as journal_module
+    import massiva_frames.journal_writes as writes_module
 
-    monkeypatch.setattr(journal_module, "_JSON_UPDATES", json_path)
+    monkeypatch.setattr(writes_module, "_JSON_UPDATES", json_path)
     texts = [ODD_TEXTS[i % len(ODD_TEXTS)] + f" {i}" for i in range(40)]
     dumps = []
     for one_statement in (True, False):
@@ -562,9 +557,9 @@ def test_a_turn_is_one_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_path: bool
 ) -> None:
     # A turn that fails half-way (a batch number already used) leaves nothing behind.
-    import massiva_frames.journal as journal_module
+    import massiva_frames.journal_writes as writes_module
 
-    monkeypatch.setattr(journal_module, "_JSON_UPDATES", json_path)
+    monkeypatch.setattr(writes_module, "_JSON_UPDATES", json_path)
     with Journal(tmp_path / "j.db") as journal:
         journal.add_messages((row_key("c", p, "t"), 1, p, "t", "c", None) for p in PHONES[:4])
         ids = [int(i) for i in journal.pending()["id"]]
