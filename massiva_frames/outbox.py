@@ -4,6 +4,10 @@ Every row that validation marked ``ready`` gets a stable key, the sha256 of camp
 phone, text and occurrence (or of campaign and the user's own key column), so that a
 re-run finds the messages it already sent. Keys are built from length-prefixed fields:
 no campaign, phone or text can forge another row's key.
+
+What a send reads back is here too: its pending messages (:func:`pending_of`) and, when
+every message was new, its results frame without re-reading its own rows
+(:func:`own_results`).
 """
 
 from __future__ import annotations
@@ -11,14 +15,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .results import encode_label
+from .results import encode_label, results_frame
 from .scheduling import resolve_send_at
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 # Internal to massiva_frames.sending.
 __all__: list[str] = []
@@ -311,3 +318,56 @@ def _storable(value: Any) -> Any:
         except UnicodeEncodeError:
             return value.encode("utf-8", "replace").decode("utf-8")
     return value
+
+
+# --- read back from the journal ------------------------------------------------------
+
+
+def pending_of(
+    journal: Journal, messages: pd.DataFrame, rows: pd.DataFrame, first_id: int | None
+) -> pd.DataFrame:
+    """This input's pending messages, in input order, with their journal id and state.
+
+    ``first_id``: every message was just added, the i-th with id ``first_id + i``; they
+    are all pending, due now, without a reason (nothing to read back).
+    """
+    columns = ["id", "row_key", "part", "phone", "text", "send_at", "reason", "position"]
+    columns += ["segments", "parts"]
+    if first_id is not None:
+        at = messages["position"].to_numpy()
+        none = pd.Series(np.full(len(messages), None, dtype=object), dtype=object, copy=False)
+        fresh = messages.assign(
+            id=np.arange(first_id, first_id + len(messages), dtype=np.int64),
+            send_at=none,
+            reason=none,
+            segments=pd.Series(objects(rows["segments"])[at], dtype=object, copy=False),
+            parts=rows["parts"].to_numpy()[at],
+        )
+        return fresh[columns]
+    lean = journal.pending_messages()
+    if lean.empty or messages.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    lean["part"] = lean["part"].astype(np.int64)
+    merged = messages.astype({"part": np.int64}).merge(lean, on=["row_key", "part"], sort=False)
+    at = merged["position"].to_numpy()
+    merged["segments"] = objects(rows["segments"])[at]
+    merged["parts"] = rows["parts"].to_numpy()[at]
+    return merged[columns]
+
+
+def own_results(
+    journal: Journal, stored: StoredRows, messages: pd.DataFrame, first: int, index: pd.Index
+) -> pd.DataFrame:
+    """The results frame when every message of this call is new and unsplit.
+
+    The rows are the ones just journalled (``stored``, in memory); the message columns
+    are read back from the journal by id range (``first``...), as :meth:`Journal.results`
+    would join them, without the join nor reading back phone and text.
+    """
+    outcomes = journal.message_outcomes(first, first + len(messages) - 1)
+    if len(outcomes["m_state"]) != len(messages):  # cannot happen: the full read
+        return journal.results(index=index)
+    empty = np.array([], dtype=np.int64)
+    multi = {"row": empty, "n": empty, "n_accepted": empty, "n_rejected": empty}
+    multi["n_unknown"] = empty
+    return results_frame(stored.results_columns(messages, outcomes), index, multi)

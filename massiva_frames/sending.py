@@ -53,8 +53,8 @@ import pandas as pd
 from . import accessor as _accessor  # noqa: F401 - using send() registers df.massiva
 from .errors import InputError, InsufficientCreditsError, MassivaError
 from .journal import Journal, results_from_journal
-from .outbox import StoredRows, objects, prepare_rows, stored_rows
-from .results import STATES, index_meta, results_frame
+from .outbox import objects, own_results, pending_of, prepare_rows, stored_rows
+from .results import STATES, index_meta
 from .runner import Batch, ProgressArg, run_batches, short_error
 from .scheduling import Window, due_times, parse_window
 
@@ -134,38 +134,6 @@ def _plan(
         )
         for i, b in enumerate(iter_batches(planned))
     ]
-
-
-def _pending_of(
-    journal: Journal, messages: pd.DataFrame, rows: pd.DataFrame, first_id: int | None
-) -> pd.DataFrame:
-    """This input's pending messages, in input order, with their journal id and state.
-
-    ``first_id``: every message was just added, the i-th with id ``first_id + i``; they
-    are all pending, due now, without a reason (nothing to read back).
-    """
-    columns = ["id", "row_key", "part", "phone", "text", "send_at", "reason", "position"]
-    columns += ["segments", "parts"]
-    if first_id is not None:
-        at = messages["position"].to_numpy()
-        none = pd.Series(np.full(len(messages), None, dtype=object), dtype=object, copy=False)
-        fresh = messages.assign(
-            id=np.arange(first_id, first_id + len(messages), dtype=np.int64),
-            send_at=none,
-            reason=none,
-            segments=pd.Series(objects(rows["segments"])[at], dtype=object, copy=False),
-            parts=rows["parts"].to_numpy()[at],
-        )
-        return fresh[columns]
-    lean = journal.pending_messages()
-    if lean.empty or messages.empty:
-        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-    lean["part"] = lean["part"].astype(np.int64)
-    merged = messages.astype({"part": np.int64}).merge(lean, on=["row_key", "part"], sort=False)
-    at = merged["position"].to_numpy()
-    merged["segments"] = objects(rows["segments"])[at]
-    merged["parts"] = rows["parts"].to_numpy()[at]
-    return merged[columns]
 
 
 def _fit(due: pd.DataFrame, available: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -553,11 +521,11 @@ def send(
         fresh = added == len(messages) and not resend_unknown
         if resend_unknown:
             jr.requeue(set(rows["row_key"].dropna()), states=("unknown",))
-        pending = _pending_of(jr, messages, rows, first if fresh else None)
+        pending = pending_of(jr, messages, rows, first if fresh else None)
         summary, stop = _deliver(jr, pending, rows, opts)
         summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
         if fresh and not (stored.parts > 1).any():
-            results = _own_results(jr, stored, messages, first, df.index)
+            results = own_results(jr, stored, messages, first, df.index)
         else:
             results = jr.results(index=df.index)
         results = _finish(jr, run, summary, results)
@@ -569,24 +537,6 @@ def send(
         jr.close()
         if own_client and client is not None:
             client.close()
-
-
-def _own_results(
-    journal: Journal, stored: StoredRows, messages: pd.DataFrame, first: int, index: pd.Index
-) -> pd.DataFrame:
-    """The results frame when every message of this call is new and unsplit.
-
-    The rows are the ones just journalled (``stored``, in memory); the message columns
-    are read back from the journal by id range (``first``...), as :meth:`Journal.results`
-    would join them, without the join nor reading back phone and text.
-    """
-    outcomes = journal.message_outcomes(first, first + len(messages) - 1)
-    if len(outcomes["m_state"]) != len(messages):  # cannot happen: the full read
-        return journal.results(index=index)
-    empty = np.array([], dtype=np.int64)
-    multi = {"row": empty, "n": empty, "n_accepted": empty, "n_rejected": empty}
-    multi["n_unknown"] = empty
-    return results_frame(stored.results_columns(messages, outcomes), index, multi)
 
 
 def dispatch(
