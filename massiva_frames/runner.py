@@ -191,7 +191,7 @@ def outcomes(
         ("rejected", "provider_rejected", False),
     ]
     for fate_state, fate_reason, keep in groups:
-        at_k = [k for k, ok in enumerate(accepted) if ok is keep]
+        at_k = [k for k, ok in enumerate(accepted) if ok == keep]
         if at_k:
             fates.append(
                 Fate(
