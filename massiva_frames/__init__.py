@@ -55,7 +55,7 @@ _EXPORTS: dict[str, str] = {
     "minimum_requests": "massiva_frames.batching",
     "plan_batches": "massiva_frames.batching",
     # sending
-    "JournalBusyError": "massiva_frames.journal",
+    "JournalBusyError": "massiva_frames.errors",
     "STATES": "massiva_frames.results",
     "dispatch": "massiva_frames.sending",
     "results_from_journal": "massiva_frames.sending",
@@ -104,6 +104,7 @@ if TYPE_CHECKING:
         HTTPStatusError,
         InputError,
         InsufficientCreditsError,
+        JournalBusyError,
         MassivaError,
         MissingFieldsError,
         NoActivePlanError,
@@ -114,7 +115,6 @@ if TYPE_CHECKING:
         TransportError,
         URLTooLongError,
     )
-    from .journal import JournalBusyError
     from .phones import normalize_phones
     from .plots import (
         delivery_report_figure,

@@ -19,6 +19,7 @@
     │   └── ResponseMismatchError   the <celular> entries do not match the request
     ├── URLTooLongError             a GET request would exceed 2048 characters
     └── InputError                  a wrong argument (missing column, empty frame, ...)
+        └── JournalBusyError        another process is sending from the same journal
 
 Every exception's message is built from masked values: a password handed to the client
 never appears in ``str()``, ``repr()`` or ``args`` of any of these.
@@ -37,6 +38,7 @@ __all__ = [
     "HTTPStatusError",
     "InputError",
     "InsufficientCreditsError",
+    "JournalBusyError",
     "MassivaError",
     "MissingFieldsError",
     "NoActivePlanError",
@@ -274,3 +276,7 @@ class URLTooLongError(MassivaError, ValueError):
 
 class InputError(MassivaError, ValueError):
     """A wrong argument: a missing column, an unknown template field, an empty frame..."""
+
+
+class JournalBusyError(InputError):
+    """Another process is sending from the same journal right now."""

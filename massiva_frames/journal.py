@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from . import journal_writes as writes
-from .errors import InputError
+from .errors import InputError, JournalBusyError
 from .journal_sql import MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, SCHEMA
 from .journal_writes import Answered, Fate
 from .results import (
@@ -62,7 +62,7 @@ from .results import (
 )
 
 # The helpers below are the sending layer's own; the public names are these.
-__all__ = ["JournalBusyError", "results_from_journal"]
+__all__ = ["results_from_journal"]
 
 SCHEMA_VERSION = 1
 
@@ -79,10 +79,6 @@ _ROW_COLUMNS = (
     "parts",
 )
 _MESSAGE_COLUMNS = ("row_key", "part", "phone", "text", "campaign", "send_at")
-
-
-class JournalBusyError(InputError):
-    """Another process is sending from the same journal right now."""
 
 
 def now_us() -> int:

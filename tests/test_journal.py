@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from massiva_frames.errors import InputError
-from massiva_frames.journal import Journal, JournalBusyError, results_from_journal
+from massiva_frames.errors import InputError, JournalBusyError
+from massiva_frames.journal import Journal, results_from_journal
 from massiva_frames.journal_writes import Answered, Fate
 from massiva_frames.outbox import row_key, user_row_key
 from massiva_frames.results import (

@@ -27,13 +27,14 @@ from massiva_frames.errors import (
     HTTPStatusError,
     InputError,
     InsufficientCreditsError,
+    JournalBusyError,
     MissingFieldsError,
     NoActivePlanError,
     ProtocolError,
     RateLimitedError,
     URLTooLongError,
 )
-from massiva_frames.journal import JournalBusyError, results_from_journal
+from massiva_frames.journal import results_from_journal
 from massiva_frames.results import RESULT_COLUMNS, RESULT_DTYPES
 from massiva_frames.runner import Batch, outcomes
 from massiva_frames.sandbox import Sandbox, sandbox
