@@ -6,6 +6,8 @@ its own, so a bug here cannot hide behind a matching bug there.
 
 from __future__ import annotations
 
+import codecs
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -165,12 +167,67 @@ def build_credit_params(usuario: str, clave: str) -> dict[str, str]:
     return {"usuario": usuario, "clave": clave}
 
 
+# Characters urlencode() leaves alone (RFC 3986 unreserved); a space becomes '+'.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+# Every other ASCII character and its escape, '%' first: later escapes contain '%'.
+_ASCII_ESCAPES = tuple(
+    (ch, f"%{ord(ch):02X}")
+    for ch in sorted((chr(o) for o in range(128)), key=lambda c: c != "%")
+    if ch not in _UNRESERVED and ch != " "
+)
+_HIGH = re.compile("[\x80-\xff]")
+# codecs.lookup() names of the encodings where an ASCII value is its own bytes.
+_ASCII_COMPATIBLE = frozenset({"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252"})
+
+
+@functools.lru_cache(maxsize=32)
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether ASCII text encodes to itself, one byte per character (utf-16 does not)."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return False  # urlencode raises the LookupError
+    return name in _ASCII_COMPATIBLE
+
+
+def _quote_plus(value: str, encoding: str) -> str:
+    """``urllib.parse.quote_plus(value, safe="", encoding=encoding)``, a pass per escape.
+
+    ``quote_plus`` looks every byte up in Python: ~1 ms for a 500-text batch. Here each
+    ASCII character that needs escaping is one ``str.replace`` over the whole value
+    (only when present), and so is each distinct byte of the non-ASCII characters.
+    """
+    high = not value.isascii()
+    if high:
+        # Strict, as urlencode: an unencodable character raises UnicodeEncodeError.
+        value = value.encode(encoding).decode("latin-1")
+    for ch, escape in _ASCII_ESCAPES:
+        if ch in value:
+            value = value.replace(ch, escape)
+    if high:
+        for ch in set(_HIGH.findall(value)):
+            value = value.replace(ch, f"%{ord(ch):02X}")
+    return value.replace(" ", "+")
+
+
 def encode_query(params: dict[str, str], encoding: str = "utf-8") -> str:
     """Form-encode parameters exactly as the client sends them (GET query or POST body).
 
+    The same string as ``urllib.parse.urlencode(params, encoding=encoding)`` (tested
+    against it), several times faster on a batch's long ``;``/``|`` joined fields.
     Batch planning uses the same function to bound a GET URL's length exactly.
+
+    Examples
+    --------
+    >>> encode_query({"texto": "Hola, ¿qué tal?", "telefonos": "584141234567;584241234567"})
+    'texto=Hola%2C+%C2%BFqu%C3%A9+tal%3F&telefonos=584141234567%3B584241234567'
     """
-    return urlencode(params, encoding=encoding)
+    plain = all(isinstance(k, str) and isinstance(v, str) for k, v in params.items())
+    if not (plain and _ascii_compatible(encoding)):
+        return urlencode(params, encoding=encoding)
+    return "&".join(
+        f"{_quote_plus(k, encoding)}={_quote_plus(v, encoding)}" for k, v in params.items()
+    )
 
 
 _XML_DECL_RE = re.compile(rb"""^<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")

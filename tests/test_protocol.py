@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from massiva_frames import errors
 from massiva_frames.errors import (
@@ -211,6 +213,27 @@ def test_encode_query_round_trips_and_honours_encoding() -> None:
     query = encode_query(params)
     assert {k: v[0] for k, v in parse_qs(query).items()} == params
     assert encode_query({"texto": "envío"}, encoding="iso-8859-1") == "texto=env%EDo"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    params=st.dictionaries(st.text(max_size=8), st.text(max_size=60), max_size=4),
+    encoding=st.sampled_from(["utf-8", "iso-8859-1", "cp1252", "utf-16", "shift_jis"]),
+)
+def test_encode_query_is_urlencode(params: dict[str, str], encoding: str) -> None:
+    # The fast encoder must give urlencode's exact string, or fail the same way.
+    try:
+        expected = urlencode(params, encoding=encoding)
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            encode_query(params, encoding=encoding)
+        return
+    assert encode_query(params, encoding=encoding) == expected
+
+
+def test_encode_query_takes_non_strings_like_urlencode() -> None:
+    params = {"n": 5, "t": "a b"}
+    assert encode_query(params) == urlencode(params) == "n=5&t=a+b"  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- status codes
