@@ -152,16 +152,15 @@ def outcomes(
 
     resp = result
     mensaje = resp.mensaje or None
-    cels = resp.celulares
-    if resp.status == 0 and not cels:
+    echoed = resp.numbers
+    if resp.status == 0 and not echoed:
         # API.md §1: status 0 = nothing sent; no entries to go by.
         return every("rejected", "provider_rejected", mensaje, at), "done", 0, None
     # API.md §1: one <celular> per phone, in request order; checked, never assumed.
     problem = None
-    echoed = [c.num_celular for c in cels]
-    if len(cels) != n:
-        problem = f"{len(cels)} <celular> entries for {n} phones"
-    elif echoed != list(batch.phones):  # the same strings: nothing more to check
+    if len(echoed) != n:
+        problem = f"{len(echoed)} <celular> entries for {n} phones"
+    elif echoed != batch.phones:  # the same strings: nothing more to check
         for i, (phone, num) in enumerate(zip(batch.phones, echoed, strict=True)):
             if not _same_phone(num, phone):
                 problem = f"entry {i} is for {num!r}, the request's phone is {phone!r}"
@@ -175,9 +174,9 @@ def outcomes(
             resp.status,
             "in_doubt_mismatch",
         )
-    mids = [c.id for c in cels]
-    sids = [c.sid for c in cels]
-    accepted = [c.accepted for c in cels]
+    mids = list(resp.ids)
+    sids = list(resp.sids)
+    accepted = [status == 0 for status in resp.statuses]
     if all(accepted):
         return (
             [Fate("accepted", None, mensaje, at, batch.ids, mids, sids)],

@@ -112,6 +112,34 @@ def test_error_status_without_telefonos() -> None:
         resp.raise_for_status()
 
 
+def test_entries_with_missing_ids_signs_and_spaces_keep_their_places() -> None:
+    # The fast path (every id and status plain digits) and the per-entry path must
+    # give the same answer: mixed entries take the second, entry by entry.
+    body = _send_xml(
+        1,
+        celulares=(
+            '<celular id="7" sid="s7" status="0" num_celular="1" texto="a"/>'
+            '<celular id="N/A" sid="N/A" status="2" num_celular="2" texto="b"/>'
+            '<celular sid="" status=" +2 " num_celular="3"/>'
+            '<celular id=" 9 " sid="s9" status="0" num_celular="4" texto="d"/>'
+        ),
+    )
+    resp = parse_send_response(body)
+    assert resp.ids == (7, None, None, 9)
+    assert resp.sids == ("s7", None, None, "s9")
+    assert resp.statuses == (0, 2, 2, 0)
+    assert resp.numbers == ("1", "2", "3", "4")
+    assert resp.texts == ("a", "b", "", "d")
+    assert resp.accepted_count == 2
+    assert resp.celulares[2] == Celular(None, None, 2, "3", "")
+
+
+def test_an_entry_without_status_is_refused() -> None:
+    body = _send_xml(1, celulares='<celular id="1" status="0"/><celular id="2"/>')
+    with pytest.raises(ProtocolError, match="celular status is not an integer"):
+        parse_send_response(body)
+
+
 def test_predefined_and_character_entities_still_decode() -> None:
     body = _send_xml(
         1,
