@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,9 +122,8 @@ class Account:
     credits: int
 
 
-@dataclass(frozen=True, slots=True)
-class Celular:
-    """One ``<celular>`` entry of a SendSms answer."""
+class Celular(NamedTuple):
+    """One ``<celular>`` entry of a SendSms answer (a tuple: 500 are built per request)."""
 
     id: int
     sid: str
@@ -326,11 +325,12 @@ class SandboxState:
     ) -> None:
         # Always draw the same four numbers per message, so changing one ratio does
         # not reshuffle the other fates.
-        rng = self._rng
-        fails = rng.random() < self.fail_ratio
-        line = LINES[rng.randrange(len(LINES))]
-        replies = rng.random() < self.reply_ratio
-        reply = REPLIES[rng.randrange(len(REPLIES))]
+        # random() rather than randrange(): a quarter of the cost, the same determinism.
+        draw = self._rng.random
+        fails = draw() < self.fail_ratio
+        line = LINES[int(draw() * len(LINES))]
+        replies = draw() < self.reply_ratio
+        reply = REPLIES[int(draw() * len(REPLIES))]
         msg = Message(
             id=mid,
             sid=sid,
