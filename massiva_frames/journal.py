@@ -30,7 +30,7 @@ one process sends from a journal at a time (an advisory lock on ``PATH.lock``,
 released by the operating system when the process dies, even by ``SIGKILL``).
 
 The SQL lives in :mod:`massiva_frames.journal_sql`; the request loop's writes (batches
-in flight, outcomes, one statement per turn) in :mod:`massiva_frames.journal_writes`.
+in flight, outcomes, one statement per write) in :mod:`massiva_frames.journal_writes`.
 """
 
 from __future__ import annotations
