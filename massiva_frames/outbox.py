@@ -13,7 +13,7 @@ every message was new, its results frame without re-reading its own rows
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,14 +21,18 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .results import encode_label, results_frame
+from .results import JOURNAL_STATES, encode_label, results_frame
 from .scheduling import resolve_send_at
 
 if TYPE_CHECKING:
     from .journal import Journal
+    from .journal_writes import Answered
 
 # Internal to massiva_frames.sending.
 __all__: list[str] = []
+
+
+_JOURNAL_CODE = {state: code for code, state in enumerate(JOURNAL_STATES)}
 
 
 def _material(*fields: str) -> bytes:
@@ -355,16 +359,62 @@ def pending_of(
     return merged[columns]
 
 
+def answered_outcomes(
+    answered: Sequence[Answered], first: int, n: int
+) -> dict[str, np.ndarray[Any, Any]] | None:
+    """:meth:`Journal.message_outcomes` of ids ``first`` to ``first + n - 1``, built from
+    the outcomes the request loop committed (the very values its statements wrote).
+
+    None unless they cover every one of those messages exactly once: a message that
+    waits (not due, credits short, run stopped) was written elsewhere, so the caller
+    reads the journal instead.
+    """
+    names = ("m_state", "reason", "batch", "message_id", "sid", "request_status")
+    columns = {name: np.full(n, None, dtype=object) for name in (*names, "api_message")}
+    columns["sent_at"] = np.full(n, None, dtype=object)
+    seen = np.zeros(n, dtype=bool)
+    for answer in answered:
+        for fate in answer.fates:
+            at = np.asarray(fate.ids, dtype=np.int64) - first
+            if not len(at):
+                continue
+            if at.min() < 0 or at.max() >= n or seen[at].any():
+                return None
+            seen[at] = True
+            columns["m_state"][at] = _JOURNAL_CODE[fate.state]
+            columns["reason"][at] = fate.reason
+            # as journal_sql.TURN_SQL: a message that never left has no batch
+            columns["batch"][at] = None if fate.state == "pending" else answer.number
+            columns["request_status"][at] = answer.request_status
+            columns["api_message"][at] = fate.api_message
+            columns["sent_at"][at] = fate.sent_at
+            if fate.message_ids is not None:
+                columns["message_id"][at] = fate.message_ids
+            if fate.sids is not None:
+                columns["sid"][at] = fate.sids
+    return columns if seen.all() else None
+
+
 def own_results(
-    journal: Journal, stored: StoredRows, messages: pd.DataFrame, first: int, index: pd.Index
+    journal: Journal,
+    stored: StoredRows,
+    messages: pd.DataFrame,
+    first: int,
+    index: pd.Index,
+    answered: Sequence[Answered] = (),
 ) -> pd.DataFrame:
     """The results frame when every message of this call is new and unsplit.
 
-    The rows are the ones just journalled (``stored``, in memory); the message columns
-    are read back from the journal by id range (``first``...), as :meth:`Journal.results`
-    would join them, without the join nor reading back phone and text.
+    The rows are the ones just journalled (``stored``, in memory). The message columns
+    are the outcomes the request loop committed (``answered``) when they cover every
+    message; otherwise they are read back from the journal by id range (``first``...),
+    as :meth:`Journal.results` would join them, without the join nor reading back phone
+    and text. Either way the frame equals ``results_from_journal`` (tested).
     """
-    outcomes = journal.message_outcomes(first, first + len(messages) - 1)
+    last = first + len(messages) - 1
+    outcomes = answered_outcomes(answered, first, len(messages))
+    if outcomes is None:
+        outcomes = journal.message_outcomes(first, last)
     if len(outcomes["m_state"]) != len(messages):  # cannot happen: the full read
         return journal.results(index=index)
     empty = np.array([], dtype=np.int64)

@@ -86,6 +86,8 @@ class RunStats:
     mismatches: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    #: every outcome committed to the journal, in order (the send's results use them)
+    answered: list[Answered] = field(default_factory=list)
 
 
 def _same_phone(echoed: str, sent: str) -> bool:
@@ -295,7 +297,9 @@ def run_batches(
             else:
                 logger.warning("batch %d: %s", batch.number, short_error(exc))
         bar.update(len(batch.ids))
-        return Answered(batch.number, fates, batch_state, status, detail, at)
+        answer = Answered(batch.number, fates, batch_state, status, detail, at)
+        stats.answered.append(answer)
+        return answer
 
     def halt(reason: str, send_at: int | None = None) -> None:
         ids = [i for b in todo for i in b.ids]

@@ -53,6 +53,7 @@ import pandas as pd
 from . import accessor as _accessor  # noqa: F401 - using send() registers df.massiva
 from .errors import InputError, InsufficientCreditsError, MassivaError
 from .journal import Journal, results_from_journal
+from .journal_writes import Answered
 from .outbox import objects, own_results, pending_of, prepare_rows, stored_rows
 from .results import STATES, index_meta
 from .runner import Batch, ProgressArg, run_batches, short_error
@@ -185,8 +186,12 @@ class _Options:
 
 def _deliver(
     journal: Journal, pending: pd.DataFrame, rows: pd.DataFrame | None, opts: _Options
-) -> tuple[dict[str, Any], BaseException | None]:
-    """Schedule, check credits, plan and send the pending messages; return the figures."""
+) -> tuple[dict[str, Any], BaseException | None, list[Answered]]:
+    """Schedule, check credits, plan and send the pending messages.
+
+    Returns the figures, the account-level error that stopped the run (if any), and the
+    outcomes the request loop committed to the journal.
+    """
     now = opts.clock()
     if rows is not None:  # send: this call's send_at, by the message's input row
         at = pending["position"].to_numpy(dtype=np.int64)
@@ -265,9 +270,9 @@ def _deliver(
             needed,
             available,
         )
-        return summary, None
+        return summary, None, []
     if not batches:
-        return summary, None
+        return summary, None, []
     assert opts.client is not None
     stats, stop = run_batches(
         journal,
@@ -303,7 +308,7 @@ def _deliver(
         stats.unknown,
         stats.not_sent,
     )
-    return summary, stop
+    return summary, stop, stats.answered
 
 
 # --- public functions --------------------------------------------------------------------
@@ -522,10 +527,10 @@ def send(
         if resend_unknown:
             jr.requeue(set(rows["row_key"].dropna()), states=("unknown",))
         pending = pending_of(jr, messages, rows, first if fresh else None)
-        summary, stop = _deliver(jr, pending, rows, opts)
+        summary, stop, answered = _deliver(jr, pending, rows, opts)
         summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
         if fresh and not (stored.parts > 1).any():
-            results = own_results(jr, stored, messages, first, df.index)
+            results = own_results(jr, stored, messages, first, df.index, answered)
         else:
             results = jr.results(index=df.index)
         results = _finish(jr, run, summary, results)
@@ -590,7 +595,7 @@ def dispatch(
         )
         recovered = jr.recover()
         run = jr.start_run("dispatch")
-        summary, stop = _deliver(jr, jr.pending(), None, opts)
+        summary, stop, _ = _deliver(jr, jr.pending(), None, opts)
         summary.update(recovered_unknown=recovered)
         results = _finish(jr, run, summary, jr.results())
         if stop is not None:

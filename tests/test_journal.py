@@ -21,7 +21,7 @@ import pytest
 from massiva_frames.errors import InputError, JournalBusyError
 from massiva_frames.journal import Journal, results_from_journal
 from massiva_frames.journal_writes import Answered, Fate
-from massiva_frames.outbox import row_key, user_row_key
+from massiva_frames.outbox import answered_outcomes, row_key, user_row_key
 from massiva_frames.results import (
     RESULT_COLUMNS,
     RESULT_DTYPES,
@@ -550,6 +550,45 @@ def test_a_turn_writes_what_single_writes_do(
     assert [b[1] for b in batches] == ["done", "not_sent", "unknown"]
     assert [b[2] for b in batches] == [20, 10, 10] and batches[2][3] == "GET"
     assert batches[0][-1] == [m[0] for m in messages[:20]]  # ids in request order
+
+
+@pytest.mark.parametrize("json_path", [True, False], ids=["trigger", "statements"])
+def test_answered_outcomes_are_what_the_journal_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_path: bool
+) -> None:
+    # send() builds its results from the outcomes the loop committed when they cover
+    # every message: they must be the journal's values, column by column.
+    import massiva_frames.journal_writes as writes_module
+
+    monkeypatch.setattr(writes_module, "_JSON_UPDATES", json_path)
+    texts = [ODD_TEXTS[i % len(ODD_TEXTS)] + f" {i}" for i in range(40)]
+    with Journal(tmp_path / "j.db") as journal:
+        journal.add_messages(
+            (row_key("c", PHONES[0], t), 1, PHONES[0], t, "c", None) for t in texts
+        )
+        ids = [int(i) for i in journal.pending()["id"]]
+        answered: list[Answered] = []
+        for done, launched in _turns(ids, texts[1]):
+            journal.write_turn(done, launched)
+            answered += done
+        stored = journal.message_outcomes(ids[0], ids[-1])
+        built = answered_outcomes(answered, ids[0], len(ids))
+    assert built is not None and set(built) == set(stored)
+    for name, column in stored.items():
+        assert built[name].tolist() == column.tolist(), name
+    assert {type(v) for v in built["sid"].tolist()} == {str, type(None)}
+
+
+def test_answered_outcomes_refuse_a_partial_cover() -> None:
+    # A message the loop did not answer (not due, credits short, run stopped) was
+    # written elsewhere: the caller must read the journal instead.
+    fate = Fate("accepted", None, "ok", 5, [10, 11], [1, 2], ["a", "b"])
+    answer = Answered(1, [fate], "done", 2, None, 6)
+    assert answered_outcomes([answer], 10, 2) is not None
+    assert answered_outcomes([answer], 10, 3) is None  # id 12 not answered
+    assert answered_outcomes([answer, answer], 10, 2) is None  # answered twice
+    assert answered_outcomes([answer], 11, 2) is None  # id 10 outside the range
+    assert answered_outcomes([], 10, 0) is not None
 
 
 @pytest.mark.parametrize("json_path", [True, False], ids=["trigger", "statements"])
