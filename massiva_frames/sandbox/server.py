@@ -157,6 +157,8 @@ class Sandbox:
             # Read ahead one request so a client that gave up is noticed during a hang.
             channel_request_lookahead=1,
             asyncore_use_poll=True,
+            # A 500-phone POST body is ~30 KB: read it in one go, not in 8 KB pieces.
+            recv_bytes=65536,
             ident="massiva-sandbox",
         )
         tasks = ThreadedTaskDispatcher()
