@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -19,7 +20,7 @@ from lxml import etree
 
 from massiva_frames.errors import InputError
 from massiva_frames.sandbox import Sandbox, sandbox
-from massiva_frames.sandbox.state import CARACAS, LINES, REPLIES
+from massiva_frames.sandbox.state import CARACAS, LINES, REPLIES, SandboxState
 
 if TYPE_CHECKING:
     from conftest import Sink
@@ -677,6 +678,32 @@ def test_fates_are_reproducible_with_the_seed() -> None:
     first = fates(5)
     assert first == fates(5) and first != fates(6)
     assert {f for f, _ in first} == {"delivered", "failed"}
+
+
+def test_fates_are_four_draws_per_accepted_message_in_order() -> None:
+    # fails, line, replies, reply: four random() draws per accepted message, none for
+    # a refused phone, so a seed gives the same fates in every version.
+    state = SandboxState(fail_ratio=0.3, reply_ratio=0.5, seed=7)
+    state.add_account("u", "c", 100)
+    phones = ["584141234567", "786786786", "584241234567", "58412", *VALID]
+    out = state.send(
+        {"usuario": "u", "clave": "c", "telefonos": ";".join(phones), "texto": "x"}, request_no=1
+    )
+    assert out.status == len(VALID) + 2
+    draw = random.Random(7).random
+    now = datetime.now(UTC)
+    for mid in out.accepted_ids:
+        fails = draw() < 0.3
+        line = LINES[int(draw() * len(LINES))]
+        replies = draw() < 0.5
+        reply = REPLIES[int(draw() * len(REPLIES))]
+        msg = state.finalize(mid, now)
+        assert msg is not None
+        assert (msg.fails, msg.line, msg.reply) == (
+            fails,
+            line,
+            reply if replies and not fails else None,
+        )
 
 
 def test_failed_delivery_is_retried(http_sink: Sink) -> None:

@@ -276,11 +276,19 @@ class SandboxState:
                     for i, p in enumerate(phones)
                 )
                 return SendOutcome(0, _MISMATCH, cels)
-            pairs = [(p, texts[i] if len(texts) > 1 else texts[0]) for i, p in enumerate(phones)]
-            ok = [valid_phone(p) and 0 < len(t) <= MAX_TEXT for p, t in pairs]
+            if len(texts) == 1:
+                texts = texts * len(phones)
+            fullmatch = _PHONE_RE.fullmatch
+            ok = [
+                fullmatch(p) is not None and 0 < len(t) <= MAX_TEXT
+                for p, t in zip(phones, texts, strict=True)
+            ]
             n_ok = sum(ok)
             if n_ok == 0:
-                cels = tuple(Celular(self._take_id(), "N/A", 2, p, t) for p, t in pairs)
+                cels = tuple(
+                    Celular(self._take_id(), "N/A", 2, p, t)
+                    for p, t in zip(phones, texts, strict=True)
+                )
                 return SendOutcome(0, _MESSAGES[0], cels)
             # A request needing more credits than are left is refused whole.
             if self.company_credits is not None and self.company_credits < n_ok:
@@ -294,58 +302,58 @@ class SandboxState:
             now = datetime.now(UTC)
             # Seed: sid = phone + zero-padded send counter + YYYYmmddHHMMSS local time.
             stamp = f"{self._lote:04d}{now.astimezone(CARACAS):%Y%m%d%H%M%S}"
+            first = self._next_id
+            self._next_id = first + len(phones)
+            # The loop runs 500 times per request: everything it calls is bound locally,
+            # Celular built without its keyword-handling __new__.
+            draw = self._rng.random
+            fail_ratio, reply_ratio = self.fail_ratio, self.reply_ratio
+            n_lines, n_replies = len(LINES), len(REPLIES)
+            add_message = self._messages.append
+            by_id = self._by_id
+            new_tuple = tuple.__new__
             cels_list: list[Celular] = []
+            add_cel = cels_list.append
             accepted: list[int] = []
-            for (phone, text), good in zip(pairs, ok, strict=True):
-                mid = self._take_id()
+            add_accepted = accepted.append
+            for mid, phone, text, good in zip(
+                range(first, first + len(phones)), phones, texts, ok, strict=True
+            ):
                 if not good:
-                    cels_list.append(Celular(mid, "N/A", 2, phone, text))
+                    add_cel(new_tuple(Celular, (mid, "N/A", 2, phone, text)))
                     continue
                 sid = phone + stamp
-                cels_list.append(Celular(mid, sid, 0, phone, text))
-                accepted.append(mid)
-                self._record(mid, sid, phone, text, usuario, grupo, now, request_no)
+                add_cel(new_tuple(Celular, (mid, sid, 0, phone, text)))
+                add_accepted(mid)
+                # Always draw the same four numbers per message (fails, line, replies,
+                # reply), so changing one ratio does not reshuffle the other fates.
+                # random() rather than randrange(): a quarter of the cost, the same
+                # determinism.
+                fails = draw() < fail_ratio
+                line = LINES[int(draw() * n_lines)]
+                replies = draw() < reply_ratio
+                reply = REPLIES[int(draw() * n_replies)]
+                msg = Message(
+                    mid,
+                    sid,
+                    phone,
+                    text,
+                    usuario,
+                    grupo,
+                    now,
+                    request_no,
+                    line,
+                    fails,
+                    reply if replies and not fails else None,
+                )
+                add_message(msg)
+                by_id[mid] = msg
             return SendOutcome(n_ok, _SUCCESS, tuple(cels_list), tuple(accepted))
 
     def _take_id(self) -> int:
         mid = self._next_id
         self._next_id += 1
         return mid
-
-    def _record(
-        self,
-        mid: int,
-        sid: str,
-        phone: str,
-        text: str,
-        usuario: str,
-        grupo: str,
-        now: datetime,
-        request_no: int,
-    ) -> None:
-        # Always draw the same four numbers per message, so changing one ratio does
-        # not reshuffle the other fates.
-        # random() rather than randrange(): a quarter of the cost, the same determinism.
-        draw = self._rng.random
-        fails = draw() < self.fail_ratio
-        line = LINES[int(draw() * len(LINES))]
-        replies = draw() < self.reply_ratio
-        reply = REPLIES[int(draw() * len(REPLIES))]
-        msg = Message(
-            id=mid,
-            sid=sid,
-            phone=phone,
-            text=text,
-            usuario=usuario,
-            grupo=grupo,
-            accepted_at=now,
-            request_no=request_no,
-            line=line,
-            fails=fails,
-            reply=reply if replies and not fails else None,
-        )
-        self._messages.append(msg)
-        self._by_id[mid] = msg
 
     def credits_for(self, params: Mapping[str, str]) -> tuple[int, str]:
         """Answer a credit query (API.md §4): ``(creditos, mensaje)``."""
