@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from lxml import etree
 
 from massiva_frames.errors import InputError
 from massiva_frames.sandbox import Sandbox, sandbox
+from massiva_frames.sandbox.dispatcher import Dispatcher
 from massiva_frames.sandbox.state import CARACAS, LINES, REPLIES, SandboxState
 
 if TYPE_CHECKING:
@@ -769,6 +771,42 @@ def test_callback_jitter_spreads_dispatch_reproducibly(http_sink: Sink) -> None:
     assert lags[0].max() - lags[0].min() > 0.2  # spread, not one moment
     # the same ids get the same delays (up to scheduling noise)
     assert (lags[0].reset_index(drop=True) - lags[1].reset_index(drop=True)).abs().max() < 0.15
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.5])
+def test_dispatch_of_whole_requests(http_sink: Sink, jitter: float) -> None:
+    # Without jitter a request's ids share one heap entry; with it each has its own.
+    # Either way wait() leaves later dispatches out, dispatch_now() brings them in and
+    # every message is dispatched once, in id order, its callback delivered once.
+    state = SandboxState(fail_ratio=0.2, seed=3)
+    state.add_account("u", "c", 10**4)
+    ids: list[int] = []
+    for r in range(3):  # 1,500 messages: more than the scheduler takes per turn
+        phones = ";".join(f"58416{r}{i:06d}" for i in range(500))
+        ids += state.send(
+            {"usuario": "u", "clave": "c", "telefonos": phones, "texto": "x"}, request_no=r
+        ).accepted_ids
+    dispatcher = Dispatcher(state, lambda: (http_sink.url, None), delay=60, jitter=jitter)
+    dispatcher.start()
+    try:
+        for start in range(0, len(ids), 500):
+            dispatcher.schedule(tuple(ids[start : start + 500]))
+        dispatcher.schedule(())
+        assert len(dispatcher._heap) == (3 if jitter == 0 else 1500)
+        dispatcher.emit("inbound", http_sink.url, {"msg": "hola"})
+        assert dispatcher.wait(10)  # the emitted callback only: the dispatches are later
+        assert http_sink.wait_for(1) and len(state.pending_ids()) == 1500
+        dispatcher.dispatch_now()
+        assert dispatcher.wait(30)
+    finally:
+        dispatcher.stop()
+    assert state.pending_ids() == [] and not dispatcher._heap
+    # dispatch_now() made every dispatch due at once: they run in scheduling order
+    statuses = [r for r in dispatcher.records() if r.kind == "status"]
+    assert [r.message_id for r in statuses] == ids
+    assert all(r.delivered and r.attempts == 1 for r in dispatcher.records())
+    sent = Counter(p["id"] for p in http_sink.params() if "id" in p)
+    assert sent == Counter(str(mid) for mid in ids)
 
 
 def test_callback_urls_can_be_set_later(sandbox_server: Sandbox, http_sink: Sink) -> None:

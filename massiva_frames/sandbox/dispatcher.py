@@ -2,7 +2,9 @@
 
 One scheduler thread keeps a heap of due jobs. A *dispatch* job decides a message's
 final status (its fate was drawn when it was accepted) and queues the status callback
-(API.md §2) and, for a share of delivered messages, an inbound reply (API.md §3). A
+(API.md §2) and, for a share of delivered messages, an inbound reply (API.md §3); a
+*dispatch_group* job does the same for the ids of a request that share one due time
+(no jitter), so a 500-phone request costs one heap entry, not 500. A
 small pool of worker threads, each keeping its connections alive, delivers the
 callbacks; a failed delivery (connection refused, timeout, non-200) goes back on the
 heap with exponential backoff, a bounded number of times. Like the provider, the
@@ -33,6 +35,9 @@ __all__ = ["CallbackRecord", "Dispatcher", "callback_url"]
 
 logger = logging.getLogger("massiva_frames.sandbox")
 _UTC = "datetime64[us, UTC]"
+#: Heap entries that dispatch messages: one id ("dispatch") or a request's ids sharing
+#: one due time ("dispatch_group"); the others ("deliver") carry a callback.
+_DISPATCH_KINDS = frozenset({"dispatch", "dispatch_group"})
 
 
 class _Poster:
@@ -199,8 +204,12 @@ class Dispatcher:
         """Dispatch the messages ``ids`` after the delay."""
         due = time.monotonic() + self.delay
         with self._lock:
-            for mid in ids:
-                self._push(due + self._jitter_of(mid), "dispatch", mid)
+            if self.jitter > 0:
+                for mid in ids:
+                    self._push(due + self._jitter_of(mid), "dispatch", mid)
+            elif ids:
+                # One due time for all: one entry, dispatched in id order like single ones.
+                self._push(due, "dispatch_group", tuple(ids))
             self._outstanding += len(ids)
             self._wake.notify()
 
@@ -224,7 +233,7 @@ class Dispatcher:
         now = time.monotonic()
         with self._lock:
             self._heap = [
-                (now if kind == "dispatch" else due, seq, kind, payload)
+                (now if kind in _DISPATCH_KINDS else due, seq, kind, payload)
                 for due, seq, kind, payload in self._heap
             ]
             heapq.heapify(self._heap)
@@ -242,9 +251,13 @@ class Dispatcher:
                 if self._outstanding == 0:
                     return True
                 now = time.monotonic()
-                later = sum(
-                    1 for due, _, kind, _ in self._heap if kind == "dispatch" and due > deadline
-                )
+                later = 0  # messages whose dispatch is due after the deadline
+                for due, _, kind, payload in self._heap:
+                    if due > deadline:
+                        if kind == "dispatch":
+                            later += 1
+                        elif kind == "dispatch_group":
+                            later += len(payload)
                 if later == self._outstanding:
                     return True
                 if now >= deadline:
@@ -288,13 +301,19 @@ class Dispatcher:
                 if self._stopping:
                     return
                 due: list[tuple[str, Any]] = []
+                # Up to about 1,000 jobs per turn of the lock (a group counts its ids).
+                n_due = 0
                 now = time.monotonic()
-                while self._heap and self._heap[0][0] <= now and len(due) < 1000:
+                while self._heap and self._heap[0][0] <= now and n_due < 1000:
                     _, _, kind, payload = heapq.heappop(self._heap)
                     due.append((kind, payload))
+                    n_due += len(payload) if kind == "dispatch_group" else 1
             for kind, payload in due:
                 if kind == "dispatch":
                     self._dispatch(payload)
+                elif kind == "dispatch_group":
+                    for mid in payload:
+                        self._dispatch(mid)
                 else:
                     self._ready.put(payload)
 
