@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -11,16 +12,21 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import pandas as pd
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from massiva_frames.errors import InputError
 from massiva_frames.sandbox import Sandbox, sandbox
+from massiva_frames.sandbox.app import decode_params
 from massiva_frames.sandbox.dispatcher import Dispatcher
 from massiva_frames.sandbox.state import CARACAS, LINES, REPLIES, SandboxState
 
@@ -360,6 +366,98 @@ def test_utf8_percent_encoded_by_default(sandbox_server: Sandbox) -> None:
     send(sb, VALID[0], "¿Cómo está? 😀")
     assert sb.messages()["text"].iloc[0] == "¿Cómo está? 😀"
     assert sb.requests()["charset"].iloc[0] == "utf-8"
+
+
+# The decoder as it was before its fast path, kept word for word as the reference.
+_REF_LATIN1 = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1", "cp1252", "windows-1252"}
+
+
+def _ref_charset(content_type: str) -> str | None:
+    for piece in content_type.split(";")[1:]:
+        key, _, value = piece.strip().partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"').lower() or None
+    return None
+
+
+def _ref_pairs(raw: bytes, charset: str) -> tuple[list[tuple[str, str]], str]:
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    as_bytes = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+    try:
+        return [(k.decode(charset), v.decode(charset)) for k, v in as_bytes], charset
+    except (UnicodeDecodeError, LookupError):
+        decoded = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in as_bytes]
+        return decoded, "latin-1"
+
+
+def _ref_decode_params(environ: Mapping[str, Any]) -> tuple[dict[str, str], str]:
+    params: dict[str, str] = {}
+    query = str(environ.get("QUERY_STRING", "")).encode("latin-1")
+    used = "utf-8"
+    if query:
+        pairs, used = _ref_pairs(query, "utf-8")
+        params.update(pairs)
+    length_text = str(environ.get("CONTENT_LENGTH") or "0")
+    length = int(length_text) if length_text.isdigit() else 0
+    if length:
+        body: bytes = environ["wsgi.input"].read(length)
+        content_type = str(environ.get("CONTENT_TYPE", ""))
+        kind = content_type.split(";")[0].strip().lower()
+        if kind in ("", "application/x-www-form-urlencoded"):
+            declared = _ref_charset(content_type) or "utf-8"
+            charset = "latin-1" if declared in _REF_LATIN1 else declared
+            pairs, used = _ref_pairs(body, charset)
+            params.update(pairs)
+    return params, used
+
+
+# Pieces that stress the decoder: escapes valid, stray, partial, of '%', '&', '=', '+'
+# and '\\'; raw backslashes, raw non-ASCII bytes, invalid UTF-8, empty keys and values.
+_PIECES = [
+    *(b"a", b"usuario", b"texto", b"=", b"&", b"&&", b"+", b" ", b";", b"|"),
+    *(b"%", b"%2", b"%25", b"%2541", b"%41", b"%4a", b"%e9", b"%C3", b"%A9", b"%c3%a9"),
+    *(b"%zz", b"%%", b"%3B", b"%26", b"%3D", b"%2B", b"%5C", b"%5c", b"%00", b"%ff", b"%7C"),
+    *(b"\\", b"\\x41", b"\\x", b"\\\\", b"\\n", b"\\0", b"\x00", b"\xc3\xa9", b"\xe9", b"\xff"),
+]
+_FORM_BYTES = st.one_of(
+    st.binary(max_size=80),
+    st.lists(st.sampled_from(_PIECES), max_size=30).map(b"".join),
+)
+_CHARSETS = [
+    *("utf-8", "UTF-8", '"utf-8"', "", "iso-8859-1", "ISO-8859-1", "latin1", "cp1252"),
+    *("windows-1252", "ascii", "utf-16", "shift_jis", "koi8-r", "bogus", "rot13", "hex"),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    query=_FORM_BYTES,
+    body=_FORM_BYTES,
+    kind=st.sampled_from(["application/x-www-form-urlencoded", "", "text/plain"]),
+    charset=st.sampled_from([None, *_CHARSETS]),
+)
+def test_decode_params_matches_parse_qsl(
+    query: bytes, body: bytes, kind: str, charset: str | None
+) -> None:
+    content_type = kind if charset is None else f"{kind}; charset={charset}"
+
+    def environ() -> dict[str, Any]:
+        return {
+            "QUERY_STRING": query.decode("latin-1"),
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": content_type,
+            "wsgi.input": io.BytesIO(body),
+        }
+
+    try:
+        expected = _ref_decode_params(environ())
+    except Exception as exc:  # the same failure, if any (a codec may raise its own)
+        with pytest.raises(type(exc)):
+            decode_params(environ())
+        return
+    got = decode_params(environ())
+    assert got == expected
+    assert list(got[0]) == list(expected[0])  # keys in the same order too
 
 
 def test_unknown_path_is_404(sandbox_server: Sandbox) -> None:
