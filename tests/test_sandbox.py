@@ -26,9 +26,9 @@ from lxml import etree
 
 from massiva_frames.errors import InputError
 from massiva_frames.sandbox import Sandbox, sandbox
-from massiva_frames.sandbox.app import decode_params
+from massiva_frames.sandbox.app import decode_params, send_xml, xml_attr, xml_text
 from massiva_frames.sandbox.dispatcher import Dispatcher
-from massiva_frames.sandbox.state import CARACAS, LINES, REPLIES, SandboxState
+from massiva_frames.sandbox.state import CARACAS, LINES, REPLIES, Celular, SandboxState, SendOutcome
 
 if TYPE_CHECKING:
     from conftest import Sink
@@ -458,6 +458,58 @@ def test_decode_params_matches_parse_qsl(
     got = decode_params(environ())
     assert got == expected
     assert list(got[0]) == list(expected[0])  # keys in the same order too
+
+
+def _ref_send_xml(outcome: SendOutcome) -> bytes:
+    # send_xml as it was before its fast path: every value through xml_attr.
+    parts = [
+        "<respuesta>\n",
+        f"  <mensaje>{xml_text(outcome.mensaje)}</mensaje>\n",
+        f"  <status>{outcome.status}</status>\n",
+    ]
+    if outcome.celulares:
+        parts.append("  <telefonos>\n")
+        for c in outcome.celulares:
+            parts.append(
+                f'    <celular id="{c.id}" sid="{xml_attr(c.sid)}" status="{c.status}" '
+                f'num_celular="{xml_attr(c.num_celular)}" texto="{xml_attr(c.texto)}"/>\n'
+            )
+        parts.append("  </telefonos>\n")
+    parts.append("</respuesta>\n")
+    return "".join(parts).encode("utf-8")
+
+
+_ATTR_TEXT = st.one_of(
+    st.text(max_size=20),
+    st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=20),
+    st.lists(
+        st.sampled_from(["584141234567", "Hola", "ñ", "&", "<", ">", '"', "'", "\t", "\x7f"]),
+        max_size=6,
+    ).map("".join),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.integers(0, 10**9), _ATTR_TEXT, st.sampled_from([0, 2]), _ATTR_TEXT, _ATTR_TEXT
+        ),
+        max_size=8,
+    )
+)
+def test_send_xml_escapes_like_xml_attr(
+    entries: list[tuple[int, str, int, str, str]],
+) -> None:
+    outcome = SendOutcome(len(entries), "Envio Exitoso", tuple(Celular(*e) for e in entries))
+    assert send_xml(outcome) == _ref_send_xml(outcome)
+
+
+def test_send_xml_plain_check_agrees_with_xml_attr_on_ascii() -> None:
+    for o in range(0x80):
+        ch = chr(o)
+        outcome = SendOutcome(1, "Envio Exitoso", (Celular(1, "s", 0, "p", f"a{ch}b"),))
+        assert send_xml(outcome) == _ref_send_xml(outcome), hex(o)
 
 
 def test_unknown_path_is_404(sandbox_server: Sandbox) -> None:
