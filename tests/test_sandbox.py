@@ -460,6 +460,21 @@ def test_decode_params_matches_parse_qsl(
     assert list(got[0]) == list(expected[0])  # keys in the same order too
 
 
+@pytest.mark.parametrize(
+    "body", [b"a=%41%2c&b=c+d", b"k=%zz%41", b"x=%c3%a9&x=2&y", b"t=Hola%2C+Ana%7CChao"]
+)
+def test_decode_params_without_escape_decode(monkeypatch: pytest.MonkeyPatch, body: bytes) -> None:
+    # codecs.escape_decode is undocumented: without it the parse_qsl route answers alike.
+    import massiva_frames.sandbox.app as app_module
+
+    def environ() -> dict[str, Any]:
+        return {"CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+
+    expected = _ref_decode_params(environ())
+    monkeypatch.setattr(app_module, "_escape_decode", None)
+    assert decode_params(environ()) == expected
+
+
 def _ref_send_xml(outcome: SendOutcome) -> bytes:
     # send_xml as it was before its fast path: every value through xml_attr.
     parts = [

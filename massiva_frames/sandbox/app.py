@@ -6,11 +6,11 @@ one side cannot hide behind the same bug on the other (DESIGN.md, sandbox layer)
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import threading
 import time
-from codecs import escape_decode
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from itertools import chain
@@ -157,6 +157,10 @@ def _charset(content_type: str) -> str | None:
     return None
 
 
+# Undocumented (pickle's STRING opcode decoder): without it, parse_qsl does the work.
+_escape_decode: Callable[[bytes], tuple[bytes, int]] | None = getattr(codecs, "escape_decode", None)
+
+
 def _unquote(value: bytes) -> bytes:
     # '%XY' -> the byte 0xXY in one pass in C: the escapes become the \xXY of a bytes
     # literal (backslashes doubled first), which codecs.escape_decode (the decoder
@@ -165,7 +169,9 @@ def _unquote(value: bytes) -> bytes:
     # goes the slow way then.
     if b"%" not in value:
         return value
-    return escape_decode(value.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+    if _escape_decode is None:
+        raise ValueError("no escape_decode")
+    return _escape_decode(value.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
 
 
 def _raw_pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
