@@ -13,9 +13,12 @@ A journal is one SQLite file (WAL, ``synchronous=FULL``) with these tables:
     no message holds them (invalid rows, split rows' full text).
 ``messages``
     The outbox, one row per message (``row_key``, ``part``): its state
-    (``pending`` | ``inflight`` | ``accepted`` | ``rejected`` | ``unknown``), when it is
-    due (``send_at``), its batch and the provider's answer. A message survives every
-    re-run: it is what stops a phone from being texted twice.
+    (``pending`` | ``accepted`` | ``rejected`` | ``unknown``), when it is due
+    (``send_at``), its batch and the provider's answer. A message survives every
+    re-run: it is what stops a phone from being texted twice. While its request is
+    under way a message reads ``inflight`` (its batch says so: the row itself is
+    written once, with the outcome; journals written by 0.1.0 stored ``inflight`` in
+    the row, and it is still read and recovered).
 ``batches``
     One row per request, with its message ids in request order: ``inflight`` is
     committed *before* the request, ``done``/``unknown``/``not_sent``/``refused`` right
@@ -50,7 +53,14 @@ import pandas as pd
 
 from . import journal_writes as writes
 from .errors import InputError, JournalBusyError
-from .journal_sql import MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, SCHEMA
+from .journal_sql import (
+    FLYING_IDS,
+    MULTI_SQL,
+    OUTCOMES_SQL,
+    RESULTS_SQL,
+    SCHEMA,
+    effective_state,
+)
 from .journal_writes import Answered, Fate
 from .results import (
     ENCODINGS,
@@ -264,20 +274,35 @@ class Journal:
         Their requests may have reached the provider (API.md §5): their messages become
         ``unknown`` and are never resent automatically. Returns the number of messages.
         """
+        api = "the sending process stopped during the request; the messages may have been sent"
         with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE messages SET state = 'unknown', reason = ?, "
-                "api_message = 'the sending process stopped during the request; "
-                "the messages may have been sent', sent_at = ("
+            flying = conn.execute(
+                "SELECT number, requested_at, ids FROM batches WHERE state = 'inflight'"
+            ).fetchall()
+            before = conn.total_changes
+            # A message of a batch in flight was not written before its request: it
+            # still reads pending (or, in journals written by 0.1.0, inflight).
+            conn.executemany(
+                "UPDATE messages SET state = 'unknown', reason = ?, api_message = ?, "
+                "batch = ?, sent_at = ? WHERE id = ? AND state IN ('pending', 'inflight')",
+                (
+                    (REASON_PROCESS_STOPPED, api, number, at, i)
+                    for number, at, ids in flying
+                    for i in json.loads(ids or "[]")
+                ),
+            )
+            conn.execute(
+                "UPDATE messages SET state = 'unknown', reason = ?, api_message = ?, sent_at = ("
                 "SELECT requested_at FROM batches WHERE batches.number = messages.batch) "
                 "WHERE state = 'inflight'",
-                (REASON_PROCESS_STOPPED,),
+                (REASON_PROCESS_STOPPED, api),
             )
+            recovered = conn.total_changes - before
             conn.execute(
                 "UPDATE batches SET state = 'unknown', detail = ? WHERE state = 'inflight'",
                 (REASON_PROCESS_STOPPED,),
             )
-        return cur.rowcount
+        return recovered
 
     # -- rows and messages --
 
@@ -403,7 +428,8 @@ class Journal:
             "SELECT m.id, m.row_key, m.part, m.phone, m.text, m.send_at, m.reason, "
             "COALESCE(r.position, -1) AS position, r.segments, COALESCE(r.parts, 1) AS parts "
             "FROM messages m LEFT JOIN rows r ON r.row_key = m.row_key "
-            "WHERE m.state = 'pending' ORDER BY position, m.part, m.id"
+            f"WHERE m.state = 'pending' AND m.id NOT IN ({FLYING_IDS}) "
+            "ORDER BY position, m.part, m.id"
         )
         frame = self._frame(sql, ())
         if row_keys is not None:
@@ -414,7 +440,8 @@ class Journal:
     def pending_messages(self) -> pd.DataFrame:
         """Every pending message: ``id, row_key, part, send_at, reason`` (no join)."""
         cols = self._columns(
-            "SELECT id, row_key, part, send_at, reason FROM messages WHERE state = 'pending'"
+            "SELECT id, row_key, part, send_at, reason FROM messages "
+            f"WHERE state = 'pending' AND id NOT IN ({FLYING_IDS})"
         )
         return pd.DataFrame(cols)
 
@@ -526,7 +553,9 @@ class Journal:
 
     def counts(self) -> dict[str, int]:
         """Messages per journal state."""
-        rows = self.conn.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
+        rows = self.conn.execute(
+            f"SELECT {effective_state('m')} AS s, COUNT(*) FROM messages AS m GROUP BY s"
+        )
         return {str(state): int(n) for state, n in rows}
 
     def _frame(self, sql: str, params: Sequence[Any]) -> pd.DataFrame:

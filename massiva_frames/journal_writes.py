@@ -115,7 +115,7 @@ def write_turn(
     """One turn in one statement through the trigger (see ``journal_sql.TURN_SQL``)."""
     done = [[a.number, a.batch_state, a.answered_at, a.request_status, a.detail] for a in answered]
     fates = [
-        [f.state, f.reason, f.api_message, f.sent_at, a.request_status]
+        [f.state, f.reason, f.api_message, f.sent_at, a.request_status, a.number]
         for a in answered
         for f in a.fates
     ]
@@ -142,24 +142,16 @@ def write_turn_statements(
 def mark_inflight(
     conn: sqlite3.Connection, number: int, ids: Sequence[int], method: str, at: int
 ) -> None:
-    """Record a batch in flight (the caller holds the transaction)."""
-    id_list = _json_ids(ids)
+    """Record a batch in flight (the caller holds the transaction).
+
+    One row in ``batches``, its message ids in request order: the messages themselves
+    are written once, with the outcome (readers: ``journal_sql.effective_state``).
+    """
     conn.execute(
         "INSERT INTO batches (number, state, n_messages, method, requested_at, ids) "
         "VALUES (?, 'inflight', ?, ?, ?, ?)",
-        (number, len(ids), method, at, id_list),
+        (number, len(ids), method, at, _json_ids(ids)),
     )
-    if _JSON_UPDATES:
-        conn.execute(
-            "UPDATE messages SET state = 'inflight', reason = NULL, batch = ? "
-            "WHERE id IN (SELECT value FROM json_each(?))",
-            (number, id_list),
-        )
-    else:
-        conn.executemany(
-            "UPDATE messages SET state = 'inflight', reason = NULL, batch = ? WHERE id = ?",
-            ((number, i) for i in ids),
-        )
 
 
 def record_answer(conn: sqlite3.Connection, done: Answered) -> None:
@@ -170,19 +162,22 @@ def record_answer(conn: sqlite3.Connection, done: Answered) -> None:
         (done.batch_state, done.answered_at, done.request_status, done.detail, done.number),
     )
     for fate in done.fates:
-        _record_fate(conn, fate, done.request_status)
+        _record_fate(conn, fate, done.request_status, done.number)
 
 
-def _record_fate(conn: sqlite3.Connection, fate: Fate, request_status: int | None) -> None:
-    shared = (fate.state, fate.reason, fate.api_message, fate.sent_at, request_status)
+def _record_fate(
+    conn: sqlite3.Connection, fate: Fate, request_status: int | None, number: int
+) -> None:
+    batch = None if fate.state == "pending" else number  # a message never sent: no batch
+    shared = (fate.state, fate.reason, fate.api_message, fate.sent_at, request_status, batch)
     head = (
         "UPDATE messages SET state = ?1, reason = ?2, api_message = ?3, sent_at = ?4, "
-        "request_status = ?5, batch = CASE WHEN ?1 = 'pending' THEN NULL ELSE batch END, "
+        "request_status = ?5, batch = ?6, "
     )
     mids, sids = fate.message_ids, fate.sids
     if not _JSON_UPDATES:
         conn.executemany(
-            head + "message_id = ?6, sid = ?7 WHERE id = ?8",
+            head + "message_id = ?7, sid = ?8 WHERE id = ?9",
             (
                 (*shared, m, s, i)
                 for i, m, s in zip(
@@ -195,7 +190,7 @@ def _record_fate(conn: sqlite3.Connection, fate: Fate, request_status: int | Non
         )
     elif _all_none(mids) and _all_none(sids):  # no ids from the provider
         conn.execute(
-            head + "message_id = NULL, sid = NULL WHERE id IN (SELECT value FROM json_each(?6))",
+            head + "message_id = NULL, sid = NULL WHERE id IN (SELECT value FROM json_each(?7))",
             (*shared, _json_ids(fate.ids)),
         )
     else:
@@ -205,6 +200,6 @@ def _record_fate(conn: sqlite3.Connection, fate: Fate, request_status: int | Non
         conn.execute(
             head + "message_id = json_extract(j.value, '$[1]'), "
             "sid = json_extract(j.value, '$[2]') "
-            "FROM json_each(?6) AS j WHERE messages.id = json_extract(j.value, '$[0]')",
+            "FROM json_each(?7) AS j WHERE messages.id = json_extract(j.value, '$[0]')",
             (*shared, triples),
         )

@@ -145,7 +145,12 @@ def test_recover_turns_inflight_into_unknown(tmp_path: Path) -> None:
     before = results_from_journal(path)
     assert list(before["state"]) == ["unknown", "scheduled"]
     assert before.loc[0, "reason"] == "in_doubt_process_stopped"
+    assert before.loc[0, "batch"] == 1 and pd.isna(before.loc[1, "batch"])
     with Journal(path) as journal:
+        # the batch row is the record: the message is neither pending nor sendable
+        assert journal.counts() == {"inflight": 1, "pending": 1}
+        assert journal.pending()["id"].tolist() == [ids[1]]
+        assert journal.pending_messages()["id"].tolist() == [ids[1]]
         assert journal.recover() == 1
         assert journal.recover() == 0
         assert journal.counts() == {"unknown": 1, "pending": 1}
@@ -154,6 +159,34 @@ def test_recover_turns_inflight_into_unknown(tmp_path: Path) -> None:
     after = results_from_journal(path)
     assert list(after["state"]) == ["unknown", "scheduled"]
     assert after.loc[0, "sent_at"] == pd.Timestamp(5, unit="s", tz="UTC")
+    assert after.loc[0, "batch"] == 1
+    recovered = ["sent_at", "api_message"]  # what recover() adds
+    pd.testing.assert_frame_equal(after.drop(columns=recovered), before.drop(columns=recovered))
+
+
+def test_journals_of_0_1_0_with_inflight_messages_are_read_and_recovered(
+    tmp_path: Path,
+) -> None:
+    # 0.1.0 stored 'inflight' (and the batch) in the message rows themselves.
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        ids = _fill(journal, 3)
+        journal.mark_inflight(1, ids[:2], method="POST", requested_at=7_000_000)
+        journal.conn.execute(
+            "UPDATE messages SET state = 'inflight', batch = 1 WHERE id IN (?, ?)", ids[:2]
+        )
+    before = results_from_journal(path)
+    assert list(before["state"]) == ["unknown", "unknown", "scheduled"]
+    assert list(before["reason"].fillna("-")) == ["in_doubt_process_stopped"] * 2 + ["-"]
+    with Journal(path) as journal:
+        assert journal.counts() == {"inflight": 2, "pending": 1}
+        assert journal.recover() == 2
+        assert journal.counts() == {"unknown": 2, "pending": 1}
+        assert journal.pending()["id"].tolist() == [ids[2]]
+    after = results_from_journal(path)
+    assert list(after["state"]) == ["unknown", "unknown", "scheduled"]
+    assert (after["sent_at"].iloc[:2] == pd.Timestamp(7, unit="s", tz="UTC")).all()
+    assert list(after["batch"].iloc[:2]) == [1, 1]
 
 
 def test_requeue_only_touches_the_given_states(tmp_path: Path) -> None:
