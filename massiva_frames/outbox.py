@@ -178,15 +178,18 @@ def _column(values: np.ndarray[Any, Any]) -> pd.Series:
 
 def _pair_keys(campaign: str, phone: np.ndarray[Any, Any], text: np.ndarray[Any, Any]) -> list[str]:
     """:func:`row_key` of each (phone, text) pair, the n-th copy of a pair with ``n``."""
-    pairs = pd.DataFrame({"p": _column(phone), "t": _column(text)})
     head = f"2:v1,{len(campaign)}:{campaign},"
     sha = hashlib.sha256
-    if not pairs.duplicated().any():  # every pair distinct: the occurrence field is "1:0,"
-        # row_key() inlined: the same material, without a call per row
-        return [
-            sha(f"{head}{len(p)}:{p},{len(t)}:{t},1:0,".encode()).hexdigest()
-            for p, t in zip(phone.tolist(), text.tolist(), strict=True)
-        ]
+    # row_key() inlined: the same material, without a call per row. Every pair's first
+    # occurrence has the field "1:0,"; equal pairs get equal keys, so distinct keys
+    # mean distinct pairs (validation's default dedupe) and the keys are final.
+    first = [
+        sha(f"{head}{len(p)}:{p},{len(t)}:{t},1:0,".encode()).hexdigest()
+        for p, t in zip(phone.tolist(), text.tolist(), strict=True)
+    ]
+    if len(set(first)) == len(first):
+        return first
+    pairs = pd.DataFrame({"p": _column(phone), "t": _column(text)})
     occurrence = pairs.groupby(["p", "t"], sort=False).cumcount()
     return [
         sha(f"{head}{len(p)}:{p},{len(t)}:{t},{len(str(o))}:{o},".encode()).hexdigest()

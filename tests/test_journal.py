@@ -21,7 +21,7 @@ import pytest
 from massiva_frames.errors import InputError, JournalBusyError
 from massiva_frames.journal import Journal, results_from_journal
 from massiva_frames.journal_writes import Answered, Fate
-from massiva_frames.outbox import answered_outcomes, row_key, user_row_key
+from massiva_frames.outbox import _pair_keys, answered_outcomes, row_key, user_row_key
 from massiva_frames.results import (
     RESULT_COLUMNS,
     RESULT_DTYPES,
@@ -67,6 +67,28 @@ def test_row_key_is_stable_and_distinguishes_its_parts() -> None:
     # the separator cannot be forged by moving characters between fields
     assert row_key("a", "b\x1fc", "d") != row_key("a\x1fb", "c", "d")
     assert row_key("a", 'b", "c', "d") != row_key('a", "b', "c", "d")
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("584141234567", "Hola"), ("584241234567", "Hola"), ("584141234567", "Chao")],
+        [("584141234567", "Hola"), ("584141234567", "Hola"), ("584241234567", "x")]
+        + [("584141234567", "Hola")],
+    ],
+    ids=["distinct", "repeated"],
+)
+def test_pair_keys_are_row_keys_with_occurrences(pairs: list[tuple[str, str]]) -> None:
+    # The vectorised keys of a send are row_key(campaign, phone, text, n-th copy).
+    phone = np.array([p for p, _ in pairs], dtype=object)
+    text = np.array([t for _, t in pairs], dtype=object)
+    seen: dict[tuple[str, str], int] = {}
+    expected = []
+    for pair in pairs:
+        expected.append(row_key("promo", *pair, seen.get(pair, 0)))
+        seen[pair] = seen.get(pair, 0) + 1
+    assert _pair_keys("promo", phone, text) == expected
+    assert len(set(expected)) == len(expected)
 
 
 def test_file_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
