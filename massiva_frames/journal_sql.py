@@ -8,16 +8,8 @@ from collections.abc import Sequence
 
 from .results import ENCODINGS, JOURNAL_STATES
 
-# Internal to massiva_frames.journal.
-__all__ = [
-    "FLYING_IDS",
-    "MULTI_SQL",
-    "OUTCOMES_SQL",
-    "RESULTS_SQL",
-    "SCHEMA",
-    "TURN_SQL",
-    "effective_state",
-]
+# Internal to massiva_frames.journal (effective_state too, imported by name).
+__all__ = ["FLYING_IDS", "MULTI_SQL", "OUTCOMES_SQL", "RESULTS_SQL", "SCHEMA", "TURN_SQL"]
 
 
 SCHEMA = """
