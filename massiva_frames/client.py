@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import requests
 import urllib3.exceptions as u3
@@ -83,6 +83,38 @@ class _Secret(str):
 
     def __repr__(self) -> str:
         return "'***'"
+
+
+# Debuggers and error trackers (Sentry captures frame locals by default, and its scrubber
+# knows "password", not "clave") repr every local of every frame of a traceback. The
+# encoded request travels through requests, urllib3 and http.client as the very object
+# built here (tests/test_secret_locals.py), so its repr is all they can show of it.
+class _MaskedText(str):
+    """An encoded query or GET URL: a plain ``str`` to every API, masked to ``repr``."""
+
+    secrets: tuple[str, ...] = ()
+
+    def __new__(cls, text: str, secrets: tuple[str, ...] = ()) -> _MaskedText:
+        self = super().__new__(cls, text)
+        self.secrets = secrets
+        return self
+
+    def __repr__(self) -> str:
+        return repr(mask(str(self), self.secrets))
+
+
+class _MaskedBody(bytes):
+    """A POST body, encoded from ``text``: plain ``bytes`` on the wire, masked to ``repr``."""
+
+    secrets: tuple[str, ...] = ()
+
+    def __new__(cls, text: str, secrets: tuple[str, ...] = ()) -> _MaskedBody:
+        self = super().__new__(cls, text, "ascii")
+        self.secrets = secrets
+        return self
+
+    def __repr__(self) -> str:
+        return repr(mask(self.decode("ascii"), self.secrets).encode("ascii"))
 
 
 class _MaskingFilter(logging.Filter):
@@ -195,8 +227,10 @@ class MassivaClient:
         trust_env: bool = False,
         pool_maxsize: int = 16,
     ) -> None:
+        if clave is not None:
+            clave = _Secret(clave)  # this frame's locals, should the constructor raise
         self.usuario = _setting(usuario, ENV_USUARIO, "user")
-        self._clave = _Secret(_setting(clave, ENV_CLAVE, "password"))
+        clave = self._clave = _Secret(_setting(clave, ENV_CLAVE, "password"))
         _install_log_mask(self._clave)
         url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
         parts = urlsplit(url)
@@ -223,6 +257,12 @@ class MassivaClient:
             self.encoding = codecs.lookup(encoding).name
         except LookupError:
             raise InputError(f"unknown encoding {encoding!r}") from None
+        # What the masked reprs hide: the password, and its exact form in a request.
+        self._secrets: tuple[str, ...] = (self._clave,)
+        try:
+            self._secrets += (_Secret(quote_plus(clave, safe="", encoding=self.encoding)),)
+        except UnicodeEncodeError:
+            pass  # such a password is refused when a request is encoded
         self.connect_retries = connect_retries
         self.backoff_factor = float(backoff_factor)
         self.max_refusals = max_refusals
@@ -358,18 +398,19 @@ class MassivaClient:
         try:
             return encode_query(params, self.encoding)
         except UnicodeEncodeError:
-            bad = sorted(k for k, v in params.items() if not _encodable(v, self.encoding))
-            raise InputError(f"parameter(s) {bad} cannot be encoded in {self.encoding}") from None
+            pass  # raised below, unchained: the encoder's frames hold the request
+        bad = sorted(k for k, v in params.items() if not _encodable(v, self.encoding))
+        raise InputError(f"parameter(s) {bad} cannot be encoded in {self.encoding}")
 
     def _exchange(
         self, method: str, url: str, params: dict[str, str], *, n_phones: int
     ) -> tuple[int, bytes]:
         """One logical request: waits out refusals; returns (HTTP status, body)."""
-        query = self._encode(params)
+        target: str = url
         data: bytes | None = None
         headers: dict[str, str] | None = None
         if method == "GET":
-            target = f"{url}?{query}"
+            target = _MaskedText(f"{url}?{self._encode(params)}", self._secrets)
             if len(target) > MAX_URL_LENGTH:
                 raise URLTooLongError(
                     f"the GET URL would be {len(target)} characters, over the provider's "
@@ -377,7 +418,8 @@ class MassivaClient:
                 )
         else:
             # PERF-NOTES: a pre-encoded body is ~3x faster than letting requests encode.
-            target, data, headers = url, query.encode("ascii"), self._post_headers
+            headers = self._post_headers
+            data = _MaskedBody(self._encode(params), self._secrets)
         path = urlsplit(url).path
         for refusal in range(self.max_refusals + 1):
             status, body, retry_after = self._once(method, target, data, headers, path, n_phones)
@@ -431,7 +473,9 @@ class MassivaClient:
             finally:
                 resp.close()
         except (requests.RequestException, u3.HTTPError, OSError) as exc:
-            failure = exc
+            # A GET's URL (password included) is in the urllib3 messages: neither chained
+            # nor left in this frame's locals.
+            failure = exc if method == "POST" else None
             error = self._translate(exc, method, path)
         except MassivaError as exc:  # the body broke one of _read_body's bounds
             error = exc
@@ -441,8 +485,7 @@ class MassivaClient:
                 "%s %s phones=%d failed after %.3f s: %s",
                 *(method, path, n_phones, elapsed, type(error).__name__),
             )
-            # A GET's URL (password included) is in the urllib3 messages: do not chain.
-            raise error from (failure if method == "POST" else None)
+            raise error from failure
         logger.debug(
             "%s %s phones=%d -> HTTP %d in %.3f s (%d bytes)",
             *(method, path, n_phones, resp.status_code, elapsed, len(body)),
