@@ -1340,7 +1340,8 @@ def scenario_secrets(
         fig.problem(f"password in {w}: ...{_around(text)!r}...")
     fig.evidence.update(artifacts=len(artifacts), log_chars=len(artifacts["logs"]))
     # Outside the guarantee, measured for the record: a debugger or error tracker that
-    # prints every frame's local variables shows the encoded request being sent.
+    # prints every frame's local variables. The request the client builds is masked there
+    # (tests/test_secret_locals.py); what it did not build may still show the password.
     with_locals: dict[str, str | bytes] = {}
     for i, exc in enumerate(caught):
         try:
@@ -1354,7 +1355,8 @@ def scenario_secrets(
     fig.notes.append(
         f"not counted: tracebacks printed with every frame's locals (capture_locals, "
         f"%xmode Verbose): {in_locals} occurrences in {len(where_locals)} of {len(caught)} "
-        "client exceptions (the password argument, the encoded request in the transport frames)"
+        "client exceptions (response bodies that echo the request, base_url arguments that "
+        "carry the password)"
     )
     fig.notes.append(f"{len(artifacts)} artifacts scanned, {len(artifacts['logs'])} log chars")
     fig.seconds = time.perf_counter() - start
