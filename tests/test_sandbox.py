@@ -834,6 +834,32 @@ def test_fail_ratio_extremes(http_sink: Sink, ratio: float, expected: set[str]) 
     assert {p["estatus"] for p in http_sink.params()} == {"1" if ratio == 0 else "2"}
 
 
+def test_stored_messages_leave_the_garbage_collector_alone() -> None:
+    # A sandbox holding many messages must not slow down: its records are plain tuples
+    # of atomic values, which CPython's collector stops tracking.
+    import gc
+
+    from massiva_frames.protocol import build_send_params
+    from massiva_frames.sandbox.state import SandboxState
+
+    state = SandboxState(fail_ratio=0.5, reply_ratio=0.5)
+    state.add_account("u@x.test", "pw", 10_000)
+    phones = [f"58414{1000000 + i:07d}" for i in range(300)]
+    params = build_send_params("u@x.test", "pw", phones, [f"t{i}" for i in range(300)])
+    outcome = state.send(params, request_no=1)
+    assert len(outcome.accepted_ids) == 300
+    gc.collect()
+    records = list(state._records.values())
+    assert len(records) == 300 and not any(gc.is_tracked(r) for r in records)
+    msg = state.finalize(outcome.accepted_ids[0], datetime.now(UTC))
+    assert msg is not None and msg.final in ("delivered", "failed") and msg.phone == phones[0]
+    assert state.finalize(outcome.accepted_ids[0], datetime.now(UTC)) is None
+    assert len(state.pending_ids()) == 299 and state.message_count() == 300
+    frame = state.messages_frame()
+    assert frame["final"].iloc[0] == msg.final and (frame["final"].iloc[1:] == "pending").all()
+    assert frame["updated_at"].iloc[1:].isna().all() and list(frame["phone"]) == phones
+
+
 def test_fates_are_reproducible_with_the_seed() -> None:
     def fates(seed: int) -> list[tuple[str, str]]:
         with sandbox(callback_delay=0, fail_ratio=0.5, seed=seed) as sb:

@@ -144,7 +144,12 @@ class SendOutcome:
 
 @dataclass(slots=True)
 class Message:
-    """One accepted message, with the fate decided when it was accepted."""
+    """One accepted message, with the fate decided when it was accepted.
+
+    Built on demand: the state keeps each message as a plain tuple of these fields up
+    to ``reply`` (see ``SandboxState._records``), which the garbage collector stops
+    tracking, so a sandbox holding millions of messages does not slow down.
+    """
 
     id: int
     sid: str
@@ -159,6 +164,11 @@ class Message:
     reply: str | None
     final: str = "pending"
     updated_at: datetime | None = None
+
+
+#: a stored message: Message's fields up to ``reply``
+_Record = tuple[int, str, str, str, str, str, datetime, int, str, bool, str | None]
+_FAILS = 9  # Message.fails in a stored record
 
 
 @dataclass(slots=True)
@@ -212,8 +222,12 @@ class SandboxState:
         self._next_id = FIRST_MESSAGE_ID
         self._lote = 0
         self._request_no = 0
-        self._messages: list[Message] = []
-        self._by_id: dict[int, Message] = {}
+        # id -> (id, sid, phone, text, usuario, grupo, accepted_at, request_no, line,
+        # fails, reply): exact tuples of atomic values, which CPython's collector
+        # untracks; instances of a class would be traversed on every full collection
+        # (measured: 1.5-2x slower requests once a few hundred thousand are held).
+        self._records: dict[int, _Record] = {}
+        self._finals: dict[int, tuple[str, datetime]] = {}  # id -> (final, updated_at)
         self._requests: list[RequestRecord] = []
 
     # -- accounts ------------------------------------------------------------------
@@ -309,8 +323,7 @@ class SandboxState:
             draw = self._rng.random
             fail_ratio, reply_ratio = self.fail_ratio, self.reply_ratio
             n_lines, n_replies = len(LINES), len(REPLIES)
-            add_message = self._messages.append
-            by_id = self._by_id
+            records = self._records
             new_tuple = tuple.__new__
             cels_list: list[Celular] = []
             add_cel = cels_list.append
@@ -333,7 +346,7 @@ class SandboxState:
                 line = LINES[int(draw() * n_lines)]
                 replies = draw() < reply_ratio
                 reply = REPLIES[int(draw() * n_replies)]
-                msg = Message(
+                records[mid] = (
                     mid,
                     sid,
                     phone,
@@ -346,8 +359,6 @@ class SandboxState:
                     fails,
                     reply if replies and not fails else None,
                 )
-                add_message(msg)
-                by_id[mid] = msg
             return SendOutcome(n_ok, _SUCCESS, tuple(cels_list), tuple(accepted))
 
     def _take_id(self) -> int:
@@ -371,43 +382,46 @@ class SandboxState:
     def finalize(self, mid: int, when: datetime) -> Message | None:
         """Mark a pending message delivered or failed (its fate); None if unknown/done."""
         with self.lock:
-            msg = self._by_id.get(mid)
-            if msg is None or msg.final != "pending":
+            record = self._records.get(mid)
+            if record is None or mid in self._finals:
                 return None
-            msg.final = "failed" if msg.fails else "delivered"
-            msg.updated_at = when
-            return msg
+            final = "failed" if record[_FAILS] else "delivered"
+            self._finals[mid] = (final, when)
+            return Message(*record, final, when)
 
     def pending_ids(self) -> list[int]:
         """Ids of the messages not dispatched yet."""
         with self.lock:
-            return [m.id for m in self._messages if m.final == "pending"]
+            finals = self._finals
+            return [mid for mid in self._records if mid not in finals]
 
     def message_count(self) -> int:
         """How many messages were accepted."""
         with self.lock:
-            return len(self._messages)
+            return len(self._records)
 
     def messages_frame(self) -> pd.DataFrame:
         """Every accepted message as a DataFrame (see ``Sandbox.messages``)."""
         import pandas as pd
 
         with self.lock:
+            pending = ("pending", None)
             rows = [
                 (
-                    m.id,
-                    m.sid,
-                    m.phone,
-                    m.text,
-                    m.usuario,
-                    m.accepted_at,
-                    m.final,
-                    m.updated_at,
-                    m.line,
-                    m.request_no,
-                    m.grupo,
+                    mid,
+                    sid,
+                    phone,
+                    text,
+                    usuario,
+                    at,
+                    *self._finals.get(mid, pending),
+                    line,
+                    no,
+                    grupo,
                 )
-                for m in self._messages
+                for mid, sid, phone, text, usuario, grupo, at, no, line, *_ in (
+                    self._records.values()
+                )
             ]
         cols = [
             "id",
