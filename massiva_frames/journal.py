@@ -74,7 +74,10 @@ from .results import (
 # The helpers below are the sending layer's own; the public names are these.
 __all__ = ["results_from_journal"]
 
-SCHEMA_VERSION = 1
+#: 1: massiva-frames 0.1.0 (the messages of a batch in flight carried 'inflight');
+#: 2: the batch row alone records a request under way. Version 1 journals are read as
+#: they are and marked 2 when opened for writing; a newer journal is refused.
+SCHEMA_VERSION = 2
 
 _ROW_COLUMNS = (
     "position",
@@ -155,13 +158,21 @@ class Journal:
             if not readonly:
                 self.conn.executescript(SCHEMA)
                 writes.prepare(self.conn)
-                if self.get_meta("schema_version") is None:
-                    self.set_meta({"schema_version": SCHEMA_VERSION})
-            elif self.get_meta("schema_version") is None:
+            version = self.get_meta("schema_version")
+            if readonly and not isinstance(version, int):
                 raise sqlite3.DatabaseError("no schema version")
         except sqlite3.DatabaseError:
             self.conn.close()
             raise InputError(f"not a massiva-frames journal: {self.path}") from None
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            self.conn.close()
+            raise InputError(
+                f"journal {self.path} was written by a newer massiva-frames (journal "
+                f"version {version}; this version reads up to {SCHEMA_VERSION}): upgrade "
+                "massiva-frames to use it"
+            )
+        if not readonly and version != SCHEMA_VERSION:
+            self.set_meta({"schema_version": SCHEMA_VERSION})
 
     # -- lifecycle --
 

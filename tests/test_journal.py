@@ -451,6 +451,29 @@ def test_readonly_open_refuses_missing_or_foreign_files(tmp_path: Path) -> None:
         results_from_journal(garbage)
 
 
+def test_journal_versions(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        assert journal.get_meta("schema_version") == 2
+        _fill(journal, 2)
+        journal.set_meta({"schema_version": 1})  # as massiva-frames 0.1.0 wrote it
+    assert len(results_from_journal(path)) == 2  # read as it is
+    with Journal(path, readonly=True) as journal:
+        assert journal.get_meta("schema_version") == 1
+    with Journal(path) as journal:  # opened for writing: marked with this version
+        assert journal.get_meta("schema_version") == 2
+        journal.set_meta({"schema_version": 3})
+    for readonly in (True, False):
+        with pytest.raises(InputError, match=r"newer massiva-frames \(journal version 3; "):
+            Journal(path, readonly=readonly)
+    with pytest.raises(InputError, match="upgrade massiva-frames"):
+        results_from_journal(path)
+    # refused before anything was written, and no lock left behind
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    con.close()
+
+
 @pytest.mark.parametrize("page_size", [4096, 32768])  # 4096: a file from an older version
 def test_snapshot_is_independent(tmp_path: Path, page_size: int) -> None:
     with Journal(tmp_path / "j.db", page_size=page_size) as journal:
