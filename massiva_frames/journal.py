@@ -335,8 +335,9 @@ class Journal:
         payload = [(k, json.dumps(v, sort_keys=True, default=str)) for k, v in meta.items()]
         with self.transaction() as conn:
             conn.execute("DELETE FROM rows")
-            # No index on rows.row_key: only dispatch's pending() joins on it, and SQLite
-            # builds an automatic one for that query (an index here cost every send).
+            # No index on rows.row_key while the rows are written (maintaining it cost
+            # every send): pending(), the only query that joins on it (dispatch, a
+            # re-run), builds it once when it first needs it.
             conn.execute("DROP INDEX IF EXISTS rows_key")
             # Half the bound values for the common row (measured ~2x faster inserts).
             conn.executemany(
@@ -442,6 +443,10 @@ class Journal:
             f"WHERE m.state = 'pending' AND m.id NOT IN ({FLYING_IDS}) "
             "ORDER BY position, m.part, m.id"
         )
+        # Built once and kept until the next send rewrites the rows: without it SQLite
+        # builds an automatic index for every call (measured: 0.7 s -> 0.33 s per
+        # 100,000 pending messages, every dispatch run).
+        self.conn.execute("CREATE INDEX IF NOT EXISTS rows_key ON rows (row_key)")
         frame = self._frame(sql, ())
         if row_keys is not None:
             wanted = frame["row_key"].isin(pd.Index(list(row_keys)))

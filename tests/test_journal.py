@@ -498,6 +498,18 @@ def test_many_rows_in_one_transaction(tmp_path: Path) -> None:
         assert journal.add_messages((k, 1, "p", "t", "c", None) for k in keys) == n
         assert journal.counts() == {"pending": n}
         results = journal.results(index=pd.RangeIndex(n))
+
+        def indexed() -> bool:
+            sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'rows_key'"
+            return journal.conn.execute(sql).fetchone() is not None
+
+        # pending() builds the join's index once; rewriting the rows drops it
+        assert not indexed()
+        first = journal.pending()
+        assert indexed() and list(first["position"]) == list(range(n))
+        pd.testing.assert_frame_equal(journal.pending(), first)
+        journal.replace_rows([], {"index": index_meta(pd.RangeIndex(0))})
+        assert not indexed()
     assert len(results) == n and (results["state"] == "scheduled").all()
 
 
