@@ -266,6 +266,7 @@ def run_batches(
     stop: BaseException | None = None
     bar = _Progress(progress, sum(len(b.ids) for b in batches))
     started = time.monotonic()
+    unwritten: list[Answered] = []  # settled, not committed yet (committed on Ctrl-C too)
 
     def settle(future: Future[SendResponse]) -> Answered:
         """Map a finished request to its journal record and count it (no journal write)."""
@@ -275,6 +276,9 @@ def run_batches(
         result: SendResponse | BaseException = exc if exc is not None else future.result()
         at = now_us()
         fates, batch_state, status, detail = outcomes(batch, result, at, requested_at)
+        answer = Answered(batch.number, fates, batch_state, status, detail, at)
+        stats.answered.append(answer)
+        unwritten.append(answer)  # before anything that may raise (a progress callback)
         for fate in fates:
             if fate.state == "accepted":
                 stats.accepted += len(fate.ids)
@@ -297,8 +301,6 @@ def run_batches(
             else:
                 logger.warning("batch %d: %s", batch.number, short_error(exc))
         bar.update(len(batch.ids))
-        answer = Answered(batch.number, fates, batch_state, status, detail, at)
-        stats.answered.append(answer)
         return answer
 
     def halt(reason: str, send_at: int | None = None) -> None:
@@ -314,7 +316,8 @@ def run_batches(
             # A turn: the batches about to start are committed in flight and their
             # requests submitted; then the outcomes of the requests that just ended are
             # committed. Two commits, so a freed worker waits only for the small first.
-            answered = [settle(future) for future in finished]
+            for future in finished:
+                settle(future)
             finished = set()
             launch: list[tuple[Batch, int]] = []
             timeout: float | None = None
@@ -344,9 +347,9 @@ def run_batches(
                 journal.write_turn([], launched)  # one statement: its own commit
             else:
                 with journal.transaction():
-                    journal.write_turn(answered, launched)
+                    journal.write_turn(unwritten, launched)
                     halt(*halting)
-                answered = []
+                unwritten.clear()
             for batch, requested_at in launch:
                 stats.requests += 1
                 running[pool.submit(_request, client, batch, group, method)] = (
@@ -354,7 +357,8 @@ def run_batches(
                     requested_at,
                 )
             # While those requests run: the outcomes of the requests that just ended.
-            journal.write_turn(answered, [])
+            journal.write_turn(unwritten, [])
+            unwritten.clear()
             if running:
                 done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
                 finished = set(done)
@@ -363,6 +367,9 @@ def run_batches(
     except BaseException:
         # Interrupted (Ctrl-C): send nothing more, record what is in flight, re-raise.
         todo.clear()
+        if unwritten:  # answers already in hand (writing them twice changes nothing)
+            journal.write_turn(unwritten, [])
+            unwritten.clear()
         for future in list(running):
             future.cancel()
         for future in list(running):

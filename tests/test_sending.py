@@ -203,6 +203,32 @@ def test_identical_rows_kept_on_purpose_are_sent_each_once(
     assert len(sb.messages()) == 3
 
 
+def test_ctrl_c_keeps_the_answers_in_hand_and_a_rerun_sends_the_rest(
+    sb: Sandbox, client: MassivaClient, tmp_path: Path
+) -> None:
+    # Ctrl-C (here from the progress callback) right after the second answer came back:
+    # that answer is committed, not left in flight (which would make its rows unknown),
+    # the third batch never leaves, and a re-run sends exactly it.
+    df = pd.DataFrame({"phone": [f"0414{1000000 + i:07d}" for i in range(6)], "msg": "Hola"})
+    journal = tmp_path / "j.db"
+    calls = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        send(df, client=client, text="msg", journal=journal, max_phones=2, concurrency=1,
+             progress=progress)  # fmt: skip
+    seen = results_from_journal(journal)
+    assert list(seen["state"]) == ["accepted"] * 4 + ["scheduled"] * 2
+    assert len(sb.messages()) == 4
+    again = send(df, client=client, text="msg", journal=journal, max_phones=2, progress=False)
+    assert list(again["state"]) == ["accepted"] * 6
+    assert sorted(sb.messages()["phone"]) == sorted(again["phone"])  # each phone once
+
+
 def test_key_column(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
     df = pd.DataFrame(
         {
