@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh sandbox server, a callback sink, a free port.
+"""Shared fixtures: a fresh sandbox server, a callback sink, a scripted server, a free port.
 
 Every server here listens on 127.0.0.1 only and is stopped when the test ends.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -119,3 +119,56 @@ def http_sink() -> Iterator[Sink]:
         yield sink
     finally:
         sink.close()
+
+
+class Scripted:
+    """A tiny HTTP server answering every request with ``respond(handler)``.
+
+    ``hits`` counts the requests; ``bodies`` and ``content_types`` keep what each sent.
+    """
+
+    def __init__(self, respond: Callable[[BaseHTTPRequestHandler], None]) -> None:
+        self.hits = 0
+        self.bodies: list[bytes] = []
+        self.content_types: list[str | None] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_one(self) -> None:
+                outer.hits += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.bodies.append(self.rfile.read(length))
+                outer.content_types.append(self.headers.get("Content-Type"))
+                respond(self)
+
+            do_GET = do_POST = handle_one  # noqa: N815
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/webservices"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], Scripted]]:
+    """Start :class:`Scripted` servers (``scripted(respond)``); all closed after the test."""
+    servers: list[Scripted] = []
+
+    def start(respond: Callable[[BaseHTTPRequestHandler], None]) -> Scripted:
+        servers.append(Scripted(respond))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -34,6 +33,9 @@ from massiva_frames.errors import (
 )
 from massiva_frames.protocol import MAX_RESPONSE_BYTES
 from massiva_frames.sandbox import Sandbox, sandbox
+
+if TYPE_CHECKING:
+    from conftest import Scripted
 
 SECRET = "s3cr3t-P@ss;|&="
 USER = "ana@massiva.test"
@@ -349,52 +351,6 @@ def test_bad_bodies_are_protocol_errors(
 
 
 # --------------------------------------------------------------------------- odd servers
-
-
-class Scripted:
-    """A tiny HTTP server answering every request with ``respond(handler)``."""
-
-    def __init__(self, respond: Callable[[BaseHTTPRequestHandler], None]) -> None:
-        self.hits = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def handle_one(self) -> None:
-                outer.hits += 1
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                respond(self)
-
-            do_GET = do_POST = handle_one  # noqa: N815
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        outer = self
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/webservices"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
-@pytest.fixture
-def scripted() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], Scripted]]:
-    servers: list[Scripted] = []
-
-    def start(respond: Callable[[BaseHTTPRequestHandler], None]) -> Scripted:
-        servers.append(Scripted(respond))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def _answer(status: int, body: bytes, headers: dict[str, str] | None = None) -> Callable[..., None]:

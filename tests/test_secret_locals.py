@@ -18,9 +18,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
@@ -36,6 +36,9 @@ from massiva_frames.errors import (
 from massiva_frames.protocol import build_send_params, encode_query
 from massiva_frames.sandbox import Sandbox, sandbox
 from massiva_frames.sending import send
+
+if TYPE_CHECKING:
+    from conftest import Scripted
 
 # Distinctive, and with characters that every encoding of it changes.
 PASSWORD = "Kz7-clave-ÚNICA@no;|&=+ filtrar"
@@ -301,48 +304,21 @@ def test_the_masked_objects_are_plain_values_with_masked_reprs() -> None:
 # --------------------------------------------------------------------------- the wire
 
 
-class _Recorder:
-    """An HTTP server that keeps every POST body and answers one accepted message."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.content_types: list[str] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                recorder.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-                recorder.content_types.append(self.headers["Content-Type"])
-                answer = (
-                    b"<respuesta><mensaje>ok</mensaje><status>1</status><telefonos>"
-                    b'<celular id="1" sid="s" status="0" num_celular="584141234567" '
-                    b'texto="x"/></telefonos></respuesta>'
-                )
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/webservices"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+def _one_accepted(handler: BaseHTTPRequestHandler) -> None:
+    answer = (
+        b"<respuesta><mensaje>ok</mensaje><status>1</status><telefonos>"
+        b'<celular id="1" sid="s" status="0" num_celular="584141234567" '
+        b'texto="x"/></telefonos></respuesta>'
+    )
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(answer)))
+    handler.end_headers()
+    handler.wfile.write(answer)
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
 def test_the_post_body_on_the_wire_is_unchanged(
-    monkeypatch: pytest.MonkeyPatch, encoding: str
+    monkeypatch: pytest.MonkeyPatch, scripted: Callable[..., Scripted], encoding: str
 ) -> None:
     sent: list[tuple[type, bytes]] = []
     sendall = socket.socket.sendall
@@ -351,14 +327,11 @@ def test_the_post_body_on_the_wire_is_unchanged(
         sent.append((type(data), bytes(data)))
         sendall(self, data, *args)
 
-    recorder = _Recorder()
-    try:
-        with MassivaClient(USER, PASSWORD, recorder.base_url, encoding=encoding) as client:
-            monkeypatch.setattr(socket.socket, "sendall", spy)
-            client.send_batch([PHONES[0]], "Hola ñandú & co; 100% =+", group="VIP")
-            monkeypatch.undo()
-    finally:
-        recorder.close()
+    recorder = scripted(_one_accepted)
+    with MassivaClient(USER, PASSWORD, recorder.base_url, encoding=encoding) as client:
+        monkeypatch.setattr(socket.socket, "sendall", spy)
+        client.send_batch([PHONES[0]], "Hola ñandú & co; 100% =+", group="VIP")
+        monkeypatch.undo()
     plain = {
         "usuario": USER,
         "clave": PASSWORD,
@@ -368,6 +341,6 @@ def test_the_post_body_on_the_wire_is_unchanged(
     }
     expected = encode_query(plain, encoding).encode("ascii")
     assert recorder.bodies == [expected]
-    assert recorder.content_types[0].startswith("application/x-www-form-urlencoded; charset=")
+    assert str(recorder.content_types[0]).startswith("application/x-www-form-urlencoded; charset=")
     # The socket was handed the client's own object: requests and urllib3 made no copy.
     assert [data for kind, data in sent if kind is _MaskedBody] == [expected]
