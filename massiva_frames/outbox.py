@@ -33,6 +33,9 @@ __all__: list[str] = []
 
 
 _JOURNAL_CODE = {state: code for code, state in enumerate(JOURNAL_STATES)}
+#: the columns of Journal.message_outcomes
+_OUTCOME_COLUMNS = ("m_state", "reason", "batch", "message_id", "sid", "request_status")
+_OUTCOME_COLUMNS += ("api_message", "sent_at")
 
 
 def _material(*fields: str) -> bytes:
@@ -372,9 +375,7 @@ def answered_outcomes(
     waits (not due, credits short, run stopped) was written elsewhere, so the caller
     reads the journal instead.
     """
-    names = ("m_state", "reason", "batch", "message_id", "sid", "request_status")
-    columns = {name: np.full(n, None, dtype=object) for name in (*names, "api_message")}
-    columns["sent_at"] = np.full(n, None, dtype=object)
+    columns = {name: np.full(n, None, dtype=object) for name in _OUTCOME_COLUMNS}
     seen = np.zeros(n, dtype=bool)
     for answer in answered:
         for fate in answer.fates:
@@ -414,10 +415,9 @@ def own_results(
     as :meth:`Journal.results` would join them, without the join nor reading back phone
     and text. Either way the frame equals ``results_from_journal`` (tested).
     """
-    last = first + len(messages) - 1
     outcomes = answered_outcomes(answered, first, len(messages))
     if outcomes is None:
-        outcomes = journal.message_outcomes(first, last)
+        outcomes = journal.message_outcomes(first, first + len(messages) - 1)
     if len(outcomes["m_state"]) != len(messages):  # cannot happen: the full read
         return journal.results(index=index)
     empty = np.array([], dtype=np.int64)
