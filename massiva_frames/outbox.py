@@ -34,8 +34,16 @@ __all__: list[str] = []
 
 _JOURNAL_CODE = {state: code for code, state in enumerate(JOURNAL_STATES)}
 #: the columns of Journal.message_outcomes
-_OUTCOME_COLUMNS = ("m_state", "reason", "batch", "message_id", "sid", "request_status")
-_OUTCOME_COLUMNS += ("api_message", "sent_at")
+_OUTCOME_COLUMNS = (
+    "m_state",
+    "reason",
+    "batch",
+    "message_id",
+    "sid",
+    "request_status",
+    "api_message",
+    "sent_at",
+)
 
 
 def _material(*fields: str) -> bytes:
