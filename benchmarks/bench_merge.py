@@ -155,7 +155,7 @@ def measure(method: str, folder: str, sample: int) -> None:
 
     import pandas as pd
 
-    from massiva_frames.analytics import attach_delivery
+    from massiva_frames.analytics.delivery import attach_delivery
 
     results = pd.read_parquet(Path(folder) / "results.parquet")
     log = pd.read_parquet(Path(folder) / "status.parquet")

@@ -29,7 +29,7 @@ __all__ = ["main"]
 
 SERVER = """
 import logging, signal, sys
-from massiva_frames.callbacks import Receiver
+from massiva_frames.receiving import Receiver
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth" under load
 rc = Receiver(
     sys.argv[1], port=int(sys.argv[2]), store=sys.argv[3] == "durable", threads=int(sys.argv[4])
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="receiver worker threads")
     args = parser.parse_args(argv)
 
-    from massiva_frames.callbacks import read_callbacks
+    from massiva_frames.receiving import read_callbacks
 
     ids = itertools.count(1)
     rates: dict[str, list[float]] = {"durable": [], "ceiling": []}

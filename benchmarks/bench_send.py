@@ -71,8 +71,8 @@ TEMPLATE = "Hola {nombre}, tu codigo es {codigo}"
 def run_send(
     base_url: str, df: pd.DataFrame, journal: Path | None, campaign_name: str
 ) -> dict[str, float]:
-    from massiva_frames.client import MassivaClient
-    from massiva_frames.sending import send
+    from massiva_frames.sending.campaign import send
+    from massiva_frames.wire.client import MassivaClient
 
     with MassivaClient(USER, PASSWORD, base_url) as client:
         started = time.perf_counter()
@@ -100,7 +100,7 @@ def run_send(
 
 def run_naive(base_url: str, df: pd.DataFrame) -> dict[str, float]:
     """One request per phone, a new connection each: the PHP sample, one curl per phone."""
-    from massiva_frames.validation import validate
+    from massiva_frames.prepare.validation import validate
 
     checked = validate(df, phone="telefono", template=TEMPLATE)
     pairs = list(zip(checked["phone"], checked["text"], strict=True))
@@ -126,9 +126,9 @@ def run_requests_only(base_url: str, df: pd.DataFrame) -> dict[str, float]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from massiva_frames.batching import iter_batches, plan_batches
-    from massiva_frames.client import MassivaClient
-    from massiva_frames.validation import validate
+    from massiva_frames.prepare.batching import iter_batches, plan_batches
+    from massiva_frames.prepare.validation import validate
+    from massiva_frames.wire.client import MassivaClient
 
     planned = plan_batches(validate(df, phone="telefono", template=TEMPLATE), method="POST")
     batches = [(list(b.phones), list(b.texts)) for b in iter_batches(planned)]
@@ -143,8 +143,8 @@ def run_requests_only(base_url: str, df: pd.DataFrame) -> dict[str, float]:
 
 
 def minimum(df: pd.DataFrame) -> int:
-    from massiva_frames.batching import minimum_requests
-    from massiva_frames.validation import validate
+    from massiva_frames.prepare.batching import minimum_requests
+    from massiva_frames.prepare.validation import validate
 
     return minimum_requests(validate(df, phone="telefono", template=TEMPLATE), method="POST")
 

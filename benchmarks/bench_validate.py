@@ -129,8 +129,8 @@ def _styled(k: int, op: Any, sub: Any, nat: Any, join: Any) -> Any:
 
 
 def run_ours(df: Any) -> dict[str, Any]:
-    from massiva_frames.batching import minimum_requests, plan_batches
-    from massiva_frames.validation import validate
+    from massiva_frames.prepare.batching import minimum_requests, plan_batches
+    from massiva_frames.prepare.validation import validate
 
     start = time.perf_counter()
     cpu = time.process_time()

@@ -561,7 +561,7 @@ def fuzz_xml(examples: int, *, seed: int = 0, timeout: float = 10.0) -> Figures:
     from hypothesis import given
 
     from massiva_frames.errors import ProtocolError
-    from massiva_frames.protocol import parse_credit_response, parse_send_response
+    from massiva_frames.wire.protocol import parse_credit_response, parse_send_response
 
     fig = Figures("bad input: XML", crashes=0, hangs=0, leaks=0)
     start = time.perf_counter()
@@ -781,14 +781,14 @@ def fuzz_queries(examples: int, workdir: Path, *, seed: int = 0, timeout: float 
     """
     from hypothesis import given
 
-    from massiva_frames.callbacks import compact, read_callbacks, receiver
+    from massiva_frames.receiving import compact, read_callbacks, receiver
 
     fig = Figures("bad input: query strings", crashes=0, hangs=0)
     start = time.perf_counter()
     token = "tok-ñ-" + "x" * 8
     codes: dict[str, int] = {}
     logdir = workdir / "fuzz-receiver"
-    with _quiet("massiva_frames.callbacks"), receiver(logdir, token=token) as rc:
+    with _quiet("massiva_frames.receiving"), receiver(logdir, token=token) as rc:
 
         @_hypothesis_settings(examples, seed)
         @given(_query_strategy(token))
@@ -841,7 +841,7 @@ class _ReceiverProcess:
 
     def __init__(self, logdir: Path, port: int, log: Path) -> None:
         self.cmd = [
-            sys.executable, "-m", "massiva_frames.cli", "receive", "--dir", str(logdir),
+            sys.executable, "-m", "massiva_frames.faces.cli", "receive", "--dir", str(logdir),
             "--port", str(port), "--compact-interval", "0.3",
         ]  # fmt: skip
         self.port = port
@@ -1008,9 +1008,9 @@ def scenario_killed_receiver(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
     """
     import pandas as pd
 
-    from massiva_frames.callbacks import read_callbacks
-    from massiva_frames.client import MassivaClient
+    from massiva_frames.receiving import read_callbacks
     from massiva_frames.sandbox import sandbox
+    from massiva_frames.wire.client import MassivaClient
 
     fig = Figures("killed receiver", lost=0, duplicated=0)
     start = time.perf_counter()
@@ -1201,7 +1201,7 @@ def _exception_texts(label: str, exc: BaseException) -> dict[str, str]:
 
 def _run_cli(args: Sequence[str], env: dict[str, str], timeout: float = 120) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "massiva_frames.cli", *args],
+        [sys.executable, "-m", "massiva_frames.faces.cli", *args],
         capture_output=True,
         env=env,
         timeout=timeout,
@@ -1220,7 +1220,7 @@ def _client_calls(
     sb: Any, echo_port: int, artifacts: dict[str, str | bytes], caught: list[BaseException]
 ) -> int:
     """Client calls that succeed and fail in every way; returns how many were made."""
-    from massiva_frames.client import MassivaClient
+    from massiva_frames.wire.client import MassivaClient
 
     calls = 0
 
@@ -1400,8 +1400,8 @@ def _send_calls(
     password."""
     import sqlite3
 
-    from massiva_frames.client import MassivaClient
-    from massiva_frames.sending import dispatch, results_from_journal, send
+    from massiva_frames.sending.campaign import dispatch, results_from_journal, send
+    from massiva_frames.wire.client import MassivaClient
 
     calls = 0
     df = campaign(240, seed=5)
@@ -1447,7 +1447,7 @@ def _send_calls(
                 artifacts.update(_exception_texts(f"wrong password dry={dry_run}", exc))
             calls += 1
         try:
-            import massiva_frames.accessor  # noqa: F401 - registers df.massiva
+            import massiva_frames.faces.accessor  # noqa: F401 - registers df.massiva
 
             res = df.massiva.send(client=wrong, phone="telefono", text="mensaje", progress=False)
             artifacts.update(_frame_texts("accessor", res))
@@ -1485,10 +1485,10 @@ def _send_calls(
 def _widget_calls(sb: Any, df: Any, workdir: Path, artifacts: dict[str, str | bytes]) -> int:
     """The send widget driven as a user would: good password with faults, wrong one."""
     try:
-        from massiva_frames.widgets import SendWidget
+        from massiva_frames.faces.widgets import SendWidget
     except ImportError:
         return 0
-    from massiva_frames.client import MassivaClient
+    from massiva_frames.wire.client import MassivaClient
 
     calls = 0
     for label, password in (("good", PASSWORD), ("wrong", WRONG_PASSWORD)):
@@ -1606,9 +1606,9 @@ def scenario_faulty_provider(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
     truncated XML, an HTML page. ``resend_unknown`` stays False; afterwards a
     ``resend_unknown=True`` run shows the duplicates the user would opt into.
     """
-    from massiva_frames.client import MassivaClient
     from massiva_frames.sandbox import sandbox
-    from massiva_frames.sending import send
+    from massiva_frames.sending.campaign import send
+    from massiva_frames.wire.client import MassivaClient
 
     fig = Figures("faulty provider", crashes=0)
     start = time.perf_counter()
@@ -1626,7 +1626,7 @@ def scenario_faulty_provider(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
     )  # fmt: skip
     runs = 0
     with (
-        _quiet("massiva_frames.runner", "massiva_frames.sending"),
+        _quiet("massiva_frames.sending.loop", "massiva_frames.sending.campaign"),
         sandbox(usuario=USUARIO, clave=PASSWORD, credits=10**7, hang_seconds=5, seed=seed) as sb,
     ):
         for i, (name, ratio, opts) in enumerate(faults):
@@ -1671,8 +1671,8 @@ def _worker_send(args: argparse.Namespace) -> int:
     """The killed-sender subprocess: one ``send`` on a journal; exit 0 or 3 when done."""
     import pandas as pd
 
-    from massiva_frames.client import MassivaClient
-    from massiva_frames.sending import send
+    from massiva_frames.sending.campaign import send
+    from massiva_frames.wire.client import MassivaClient
 
     df = pd.read_parquet(args.input)
     with MassivaClient(base_url=args.base_url, timeout=(1.0, 10.0)) as client:
@@ -1694,7 +1694,7 @@ def scenario_killed_sender(sizes: Sizes, workdir: Path, *, seed: int = 0) -> Fig
     requests are in flight, as well as between them.
     """
     from massiva_frames.sandbox import sandbox
-    from massiva_frames.sending import results_from_journal
+    from massiva_frames.sending.campaign import results_from_journal
 
     fig = Figures("killed sender", crashes=0)
     start = time.perf_counter()
@@ -1864,8 +1864,8 @@ def fuzz_frames(examples: int, *, seed: int = 0, timeout: float = 10.0) -> Figur
     from hypothesis import given
 
     from massiva_frames.errors import MassivaError
-    from massiva_frames.sending import send
-    from massiva_frames.validation import validate
+    from massiva_frames.prepare.validation import validate
+    from massiva_frames.sending.campaign import send
 
     fig = Figures("bad input: DataFrames", crashes=0, hangs=0)
     start = time.perf_counter()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -42,59 +42,67 @@ _EXPORTS: dict[str, str] = {
     "TransportError": "massiva_frames.errors",
     "URLTooLongError": "massiva_frames.errors",
     # preparation
-    "Reason": "massiva_frames.validation",
-    "failure_cases": "massiva_frames.validation",
-    "validate": "massiva_frames.validation",
-    "validation_summary": "massiva_frames.validation",
-    "normalize_phones": "massiva_frames.phones",
-    "segment_count": "massiva_frames.texts",
-    "split_text": "massiva_frames.texts",
-    "transliterate": "massiva_frames.texts",
-    "Batch": "massiva_frames.batching",
-    "iter_batches": "massiva_frames.batching",
-    "minimum_requests": "massiva_frames.batching",
-    "plan_batches": "massiva_frames.batching",
+    "Reason": "massiva_frames.prepare.validation",
+    "failure_cases": "massiva_frames.prepare.validation",
+    "validate": "massiva_frames.prepare.validation",
+    "validation_summary": "massiva_frames.prepare.validation",
+    "normalize_phones": "massiva_frames.prepare.phones",
+    "segment_count": "massiva_frames.prepare.texts",
+    "split_text": "massiva_frames.prepare.texts",
+    "transliterate": "massiva_frames.prepare.texts",
+    "Batch": "massiva_frames.prepare.batching",
+    "iter_batches": "massiva_frames.prepare.batching",
+    "minimum_requests": "massiva_frames.prepare.batching",
+    "plan_batches": "massiva_frames.prepare.batching",
     # sending
     "JournalBusyError": "massiva_frames.errors",
-    "STATES": "massiva_frames.results",
-    "dispatch": "massiva_frames.sending",
-    "results_from_journal": "massiva_frames.sending",
-    "send": "massiva_frames.sending",
+    "STATES": "massiva_frames.sending.results",
+    "dispatch": "massiva_frames.sending.campaign",
+    "results_from_journal": "massiva_frames.sending.campaign",
+    "send": "massiva_frames.sending.campaign",
     # transport and sandbox
-    "MassivaClient": "massiva_frames.client",
+    "MassivaClient": "massiva_frames.wire.client",
     "Sandbox": "massiva_frames.sandbox",
     "sandbox": "massiva_frames.sandbox",
     # callbacks
-    "CompactionStats": "massiva_frames.callbacks",
-    "Receiver": "massiva_frames.callbacks",
-    "compact": "massiva_frames.callbacks",
-    "read_callbacks": "massiva_frames.callbacks",
-    "receiver": "massiva_frames.callbacks",
+    "CompactionStats": "massiva_frames.receiving",
+    "Receiver": "massiva_frames.receiving",
+    "compact": "massiva_frames.receiving",
+    "read_callbacks": "massiva_frames.receiving",
+    "receiver": "massiva_frames.receiving",
     # analytics
-    "attach_delivery": "massiva_frames.analytics",
-    "delivery_summary": "massiva_frames.analytics",
-    "operator_of": "massiva_frames.analytics",
-    "opt_outs": "massiva_frames.analytics",
-    "replies": "massiva_frames.analytics",
-    "delivery_report_figure": "massiva_frames.plots",
-    "plot_deliveries_over_time": "massiva_frames.plots",
-    "plot_delivery_by_operator": "massiva_frames.plots",
-    "plot_latency": "massiva_frames.plots",
+    "attach_delivery": "massiva_frames.analytics.delivery",
+    "delivery_summary": "massiva_frames.analytics.delivery",
+    "operator_of": "massiva_frames.analytics.delivery",
+    "opt_outs": "massiva_frames.analytics.delivery",
+    "replies": "massiva_frames.analytics.delivery",
+    "delivery_report_figure": "massiva_frames.analytics.plots",
+    "plot_deliveries_over_time": "massiva_frames.analytics.plots",
+    "plot_delivery_by_operator": "massiva_frames.analytics.plots",
+    "plot_latency": "massiva_frames.analytics.plots",
     # notebook faces
-    "DeliveryDashboard": "massiva_frames.widgets",
-    "SendWidget": "massiva_frames.widgets",
-    "load_sample_campaign": "massiva_frames.demo",
-    "run_demo": "massiva_frames.demo",
+    "DeliveryDashboard": "massiva_frames.faces.widgets",
+    "SendWidget": "massiva_frames.faces.widgets",
+    "load_sample_campaign": "massiva_frames.faces.demo",
+    "run_demo": "massiva_frames.faces.demo",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from .analytics import attach_delivery, delivery_summary, operator_of, opt_outs, replies
-    from .batching import Batch, iter_batches, minimum_requests, plan_batches
-    from .callbacks import CompactionStats, Receiver, compact, read_callbacks, receiver
-    from .client import MassivaClient
-    from .demo import load_sample_campaign, run_demo
+    from .analytics.delivery import (
+        attach_delivery,
+        delivery_summary,
+        operator_of,
+        opt_outs,
+        replies,
+    )
+    from .analytics.plots import (
+        delivery_report_figure,
+        plot_deliveries_over_time,
+        plot_delivery_by_operator,
+        plot_latency,
+    )
     from .errors import (
         AccountError,
         AmbiguousSendError,
@@ -115,23 +123,21 @@ if TYPE_CHECKING:
         TransportError,
         URLTooLongError,
     )
-    from .phones import normalize_phones
-    from .plots import (
-        delivery_report_figure,
-        plot_deliveries_over_time,
-        plot_delivery_by_operator,
-        plot_latency,
-    )
-    from .results import STATES
+    from .faces.demo import load_sample_campaign, run_demo
+    from .faces.widgets import DeliveryDashboard, SendWidget
+    from .prepare.batching import Batch, iter_batches, minimum_requests, plan_batches
+    from .prepare.phones import normalize_phones
+    from .prepare.texts import segment_count, split_text, transliterate
+    from .prepare.validation import Reason, failure_cases, validate, validation_summary
+    from .receiving import CompactionStats, Receiver, compact, read_callbacks, receiver
     from .sandbox import Sandbox, sandbox
-    from .sending import dispatch, results_from_journal, send
-    from .texts import segment_count, split_text, transliterate
-    from .validation import Reason, failure_cases, validate, validation_summary
-    from .widgets import DeliveryDashboard, SendWidget
+    from .sending.campaign import dispatch, results_from_journal, send
+    from .sending.results import STATES
+    from .wire.client import MassivaClient
 
 
 # ``df.massiva``: registering the accessor needs pandas, and nothing heavier.
-from . import accessor as _accessor  # noqa: E402
+from .faces import accessor as _accessor  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,7 @@
 ::
 
     MassivaError
-    ├── APIError                    the provider answered with an error status (API.md §1)
+    ├── APIError                    the provider answered with an error status (docs/protocol.md §1)
     │   ├── NothingSentError        0   nothing sent: check texts and phones
     │   ├── MissingFieldsError      -2, -3
     │   └── AccountError            account-level: a send run stops on these
@@ -64,7 +64,7 @@ def _secret_forms(secret: str) -> set[str]:
     forms = {secret, escape(secret, quote=False), escape(secret, quote=True)}
     # A JSON error page (PHP's json_encode, a proxy) echoes it \u-escaped.
     forms |= {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
-    # API.md §5: the request encoding is configurable, so mask every usual byte form.
+    # docs/protocol.md §5: the request encoding is configurable, so mask every usual byte form.
     for encoding in ("utf-8", "iso-8859-1", "cp1252"):
         try:
             forms.add(quote(secret, safe="", encoding=encoding))
@@ -106,7 +106,7 @@ class MassivaError(Exception):
 
 
 class APIError(MassivaError):
-    """The provider answered with an error ``status`` (API.md §1).
+    """The provider answered with an error ``status`` (docs/protocol.md §1).
 
     Attributes
     ----------
@@ -271,7 +271,10 @@ class ResponseMismatchError(ProtocolError):
 
 
 class URLTooLongError(MassivaError, ValueError):
-    """A GET request's URL would exceed the provider's 2048-character bound (API.md §1)."""
+    """A GET request's URL would exceed the provider's 2048-character bound.
+
+    See docs/protocol.md §1.
+    """
 
 
 class InputError(MassivaError, ValueError):

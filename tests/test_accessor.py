@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import massiva_frames.accessor  # noqa: F401 - registers df.massiva
-from massiva_frames.client import MassivaClient
+import massiva_frames.faces.accessor  # noqa: F401 - registers df.massiva
+from massiva_frames.prepare.validation import validate
 from massiva_frames.sandbox import Sandbox, sandbox
-from massiva_frames.sending import send
-from massiva_frames.validation import validate
+from massiva_frames.sending.campaign import send
+from massiva_frames.wire.client import MassivaClient
 
 FRAME = pd.DataFrame(
     {"tel": ["0414-1234567", "0212 5551234", "0424 1234567"], "nombre": ["Ana", "Luis", "Eva"]},

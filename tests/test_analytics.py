@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
-from massiva_frames import analytics, plots
-from massiva_frames.analytics import (
+from massiva_frames.analytics import plots
+from massiva_frames.analytics.delivery import (
     DEFAULT_OPT_OUT_KEYWORDS,
     STATES,
     attach_delivery,
@@ -854,10 +854,12 @@ class TestPlots:
         with pytest.raises(InputError, match="attach_delivery"):
             plots.plot_latency(results_frame([{"message_id": 1}]))
 
-    def test_reachable_from_analytics(self) -> None:
-        assert analytics.plot_latency is plots.plot_latency
+    def test_reachable_from_the_package(self) -> None:
+        import massiva_frames as mf
+
+        assert mf.plot_latency is plots.plot_latency
         with pytest.raises(AttributeError):
-            analytics.plot_nothing  # noqa: B018
+            mf.plot_nothing  # noqa: B018
 
 
 # -------------------------------------------------- end to end: sandbox -> receiver
@@ -866,7 +868,7 @@ class TestPlots:
 def _wait_for_status(logdir: Any, expected: int, timeout: float = 15.0) -> pd.DataFrame:
     import time
 
-    from massiva_frames.callbacks import read_callbacks
+    from massiva_frames.receiving import read_callbacks
 
     deadline = time.monotonic() + timeout
     while True:
@@ -898,9 +900,9 @@ def _results_from_response(resp: Any, sent_at: pd.Timestamp) -> pd.DataFrame:
 def test_sandbox_callbacks_reach_a_receiver_and_attach_marks_them(tmp_path: Any) -> None:
     import requests
 
-    from massiva_frames.callbacks import receiver
-    from massiva_frames.client import MassivaClient
+    from massiva_frames.receiving import receiver
     from massiva_frames.sandbox import sandbox
+    from massiva_frames.wire.client import MassivaClient
 
     logdir = tmp_path / "logs"
     phones = [f"58{code}{i:07d}" for i, code in enumerate(["414", "424", "412", "416"] * 10)]
@@ -959,7 +961,7 @@ def test_sandbox_callbacks_reach_a_receiver_and_attach_marks_them(tmp_path: Any)
 
 
 def test_validate_accepts_the_opt_out_list(tmp_path: Any) -> None:
-    from massiva_frames.validation import validate
+    from massiva_frames.prepare.validation import validate
 
     inbound = inbound_log(
         [
@@ -983,10 +985,10 @@ def test_send_then_attach_marks_exactly_the_sandbox_outcomes(tmp_path: Any) -> N
     """The whole path: send() a messy campaign, callbacks over HTTP, attach_delivery."""
     from pathlib import Path
 
-    from massiva_frames.callbacks import receiver
-    from massiva_frames.client import MassivaClient
+    from massiva_frames.receiving import receiver
     from massiva_frames.sandbox import sandbox
-    from massiva_frames.sending import send
+    from massiva_frames.sending.campaign import send
+    from massiva_frames.wire.client import MassivaClient
 
     sample = Path(__file__).resolve().parents[1] / "data" / "samples" / "campaign.csv"
     campaign = pd.read_csv(sample, dtype=str, keep_default_na=False).head(300)

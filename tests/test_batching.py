@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from massiva_frames.batching import Batch, iter_batches, minimum_requests, plan_batches
-from massiva_frames.client import MassivaClient
 from massiva_frames.errors import InputError
-from massiva_frames.texts import split_text
-from massiva_frames.validation import validate
+from massiva_frames.prepare.batching import Batch, iter_batches, minimum_requests, plan_batches
+from massiva_frames.prepare.texts import split_text
+from massiva_frames.prepare.validation import validate
+from massiva_frames.wire.client import MassivaClient
 
 USER = "usuario@example.com"
 CLAVE = "s3cr3t&clave=1"
@@ -325,7 +325,7 @@ def test_large_plan_many_batches_of_500() -> None:
 def test_quoted_lengths_match_quote_plus(texts: list[str]) -> None:
     import pyarrow as pa
 
-    from massiva_frames.batching import _quoted_lengths
+    from massiva_frames.prepare.batching import _quoted_lengths
 
     got = _quoted_lengths(pa.array(texts, pa.large_string()), "utf-8").tolist()
     assert got == [len(quote_plus(t, safe="")) for t in texts]
@@ -349,7 +349,7 @@ def test_quoted_lengths_match_quote_plus(texts: list[str]) -> None:
 def test_text_groups_are_exact(texts: list[str]) -> None:
     import pyarrow as pa
 
-    from massiva_frames.batching import _text_codes
+    from massiva_frames.prepare.batching import _text_codes
 
     arr = pa.array(["prefix", *texts], pa.large_string()).slice(1)  # a non-zero offset
     rows = np.arange(len(texts))

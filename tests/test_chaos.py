@@ -176,7 +176,7 @@ def test_mask_covers_the_json_escaped_password() -> None:
 
 
 def test_receiver_accepts_a_non_ascii_token_in_the_header(tmp_path: Path) -> None:
-    from massiva_frames.callbacks import receiver
+    from massiva_frames.receiving import receiver
 
     token = "tok-ñ-secreto"
     with receiver(tmp_path, token=token) as rc:
@@ -193,8 +193,8 @@ def test_receiver_accepts_a_non_ascii_token_in_the_header(tmp_path: Path) -> Non
 def test_send_where_every_row_is_invalid_returns_the_rows(
     sandbox_server: Any,
 ) -> None:
-    from massiva_frames.client import MassivaClient
-    from massiva_frames.sending import send
+    from massiva_frames.sending.campaign import send
+    from massiva_frames.wire.client import MassivaClient
 
     df = pd.DataFrame({"phone": ["no", None], "text": ["a", "b"]}, index=["x", "y"])
     dry = send(df, text="text", dry_run=True, progress=False)
@@ -212,7 +212,7 @@ def test_send_where_every_row_is_invalid_returns_the_rows(
 def test_a_lone_surrogate_is_a_row_reason_not_a_crash(column: str) -> None:
     # Text decoded with errors="surrogateescape" (read_csv(encoding_errors=...)) keeps
     # lone surrogates: one bad row must not stop the whole frame.
-    from massiva_frames.validation import validate
+    from massiva_frames.prepare.validation import validate
 
     values = {"phone": ["04141234567", "04241234567"], "text": ["Hola", "Chao"]}
     values[column][0] += "\udcff"
@@ -227,8 +227,8 @@ def test_a_half_built_client_has_a_repr() -> None:
     # including the `self` of a constructor that raised.
     import traceback
 
-    from massiva_frames.client import MassivaClient
     from massiva_frames.errors import InputError
+    from massiva_frames.wire.client import MassivaClient
 
     with pytest.raises(InputError) as info:
         MassivaClient("a@b.c", chaos.PASSWORD, "ftp://example.invalid")
@@ -238,7 +238,7 @@ def test_a_half_built_client_has_a_repr() -> None:
 
 def test_send_at_column_with_a_repeated_index_label() -> None:
     # The results keep the input's index, repeated labels included (df.join works).
-    from massiva_frames.sending import send
+    from massiva_frames.sending.campaign import send
 
     df = pd.DataFrame(
         {"phone": ["04141234567", "04241234567"], "text": ["a", "b"],

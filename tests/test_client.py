@@ -14,8 +14,6 @@ from urllib.parse import quote, quote_plus
 import pytest
 import requests
 
-from massiva_frames.cli import EXIT_FAILURE, EXIT_OK, main
-from massiva_frames.client import MassivaClient
 from massiva_frames.errors import (
     AmbiguousSendError,
     APIError,
@@ -31,8 +29,10 @@ from massiva_frames.errors import (
     RateLimitedError,
     URLTooLongError,
 )
-from massiva_frames.protocol import MAX_RESPONSE_BYTES
+from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, main
 from massiva_frames.sandbox import Sandbox, sandbox
+from massiva_frames.wire.client import MassivaClient
+from massiva_frames.wire.protocol import MAX_RESPONSE_BYTES
 
 if TYPE_CHECKING:
     from conftest import Scripted
@@ -511,7 +511,7 @@ def test_password_never_leaks(
                 else:
                     assert isinstance(cause, requests.RequestException)
     assert_no_secret(caplog.text, *(str(r.args) for r in caplog.records))
-    ours = [r for r in caplog.records if r.name == "massiva_frames.client"]
+    ours = [r for r in caplog.records if r.name == "massiva_frames.wire.client"]
     assert ours and all(r.levelno <= logging.INFO for r in ours)
     if case in ("ok", "connect") and method == "GET":
         # urllib3 did log the URL (so the check above could fail), masked.
@@ -521,9 +521,9 @@ def test_password_never_leaks(
 
 
 def test_debug_log_line(client: MassivaClient, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="massiva_frames.client")
+    caplog.set_level(logging.DEBUG, logger="massiva_frames.wire.client")
     client.send_batch(PHONES, "Hola")
-    lines = [r.getMessage() for r in caplog.records if r.name == "massiva_frames.client"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "massiva_frames.wire.client"]
     assert len(lines) == 1
     assert lines[0].startswith("POST /webservices/SendSms phones=3 -> HTTP 200 in ")
 

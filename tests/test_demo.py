@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from massiva_frames.callbacks import read_callbacks
-from massiva_frames.demo import load_sample_campaign, run_demo, sample_path
+from massiva_frames.faces.demo import load_sample_campaign, run_demo, sample_path
+from massiva_frames.receiving import read_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_demo_command(tmp_path: Path) -> None:
     for name in ("MASSIVA_USUARIO", "MASSIVA_CLAVE", "MASSIVA_BASE_URL"):
         env.pop(name, None)
     proc = subprocess.run(
-        [sys.executable, "-m", "massiva_frames.cli", "demo", "--out", str(out)],
+        [sys.executable, "-m", "massiva_frames.faces.cli", "demo", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -90,7 +90,16 @@ def test_demo_reruns_fresh_into_the_same_folder(tmp_path: Path) -> None:
 
 def test_demo_rejects_a_bad_row_count(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "massiva_frames.cli", "demo", "--rows", "0", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "massiva_frames.faces.cli",
+            "demo",
+            "--rows",
+            "0",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

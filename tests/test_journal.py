@@ -19,10 +19,9 @@ import pandas as pd
 import pytest
 
 from massiva_frames.errors import InputError, JournalBusyError
-from massiva_frames.journal import Journal, results_from_journal
-from massiva_frames.journal_writes import Answered, Fate
-from massiva_frames.outbox import _pair_keys, answered_outcomes, row_key, user_row_key
-from massiva_frames.results import (
+from massiva_frames.sending.journal.sqlite import Journal, results_from_journal
+from massiva_frames.sending.journal.writes import Answered, Fate
+from massiva_frames.sending.results import (
     RESULT_COLUMNS,
     RESULT_DTYPES,
     STATES,
@@ -32,6 +31,7 @@ from massiva_frames.results import (
     index_meta,
     rebuild_index,
 )
+from massiva_frames.sending.rows import _pair_keys, answered_outcomes, row_key, user_row_key
 
 PHONES = [f"58414{n:07d}" for n in range(1000000, 1000010)]
 
@@ -405,7 +405,7 @@ def test_lock_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from massiva_frames.journal import Journal; "
+            "import sys, time; from massiva_frames.sending.journal.sqlite import Journal; "
             "j = Journal(sys.argv[1]); j.lock(); print('locked', flush=True); time.sleep(60)",
             str(path),
         ],
@@ -526,7 +526,7 @@ ODD_TEXTS = [
 def test_both_write_paths_store_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_path: bool
 ) -> None:
-    import massiva_frames.journal_writes as writes_module
+    import massiva_frames.sending.journal.writes as writes_module
 
     monkeypatch.setattr(writes_module, "_JSON_UPDATES", json_path)
     n = 60  # above the size where the JSON path is used
@@ -594,7 +594,7 @@ def test_a_turn_writes_what_single_writes_do(
 ) -> None:
     # write_turn (one statement through a trigger, or its fallback) leaves the journal
     # exactly as record_fates and mark_inflight called one by one.
-    import massiva_frames.journal_writes as writes_module
+    import massiva_frames.sending.journal.writes as writes_module
 
     monkeypatch.setattr(writes_module, "_JSON_UPDATES", json_path)
     texts = [ODD_TEXTS[i % len(ODD_TEXTS)] + f" {i}" for i in range(40)]
@@ -648,7 +648,7 @@ def test_answered_outcomes_are_what_the_journal_holds(
 ) -> None:
     # send() builds its results from the outcomes the loop committed when they cover
     # every message: they must be the journal's values, column by column.
-    import massiva_frames.journal_writes as writes_module
+    import massiva_frames.sending.journal.writes as writes_module
 
     monkeypatch.setattr(writes_module, "_JSON_UPDATES", json_path)
     texts = [ODD_TEXTS[i % len(ODD_TEXTS)] + f" {i}" for i in range(40)]
@@ -686,7 +686,7 @@ def test_a_turn_is_one_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_path: bool
 ) -> None:
     # A turn that fails half-way (a batch number already used) leaves nothing behind.
-    import massiva_frames.journal_writes as writes_module
+    import massiva_frames.sending.journal.writes as writes_module
 
     monkeypatch.setattr(writes_module, "_JSON_UPDATES", json_path)
     with Journal(tmp_path / "j.db") as journal:

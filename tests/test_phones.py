@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from massiva_frames.errors import InputError
-from massiva_frames.phones import (
+from massiva_frames.prepare.phones import (
     DEFAULT_OPERATORS,
     OPERATOR_NAMES,
     PHONE_REASONS,
@@ -22,7 +22,7 @@ from massiva_frames.phones import (
     check_operators,
     normalize_phones,
 )
-from massiva_frames.validation import Reason
+from massiva_frames.prepare.validation import Reason
 
 OK = None
 P = "584141234567"

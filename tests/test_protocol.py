@@ -22,7 +22,7 @@ from massiva_frames.errors import (
     error_for_status,
     mask,
 )
-from massiva_frames.protocol import (
+from massiva_frames.wire.protocol import (
     MAX_RESPONSE_BYTES,
     Celular,
     build_credit_params,

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import requests
 
-from massiva_frames.callbacks import Receiver, compact, read_callbacks, receiver
-from massiva_frames.callbacks.journal import journal_path, pending_rows
+from massiva_frames.receiving import Receiver, compact, read_callbacks, receiver
+from massiva_frames.receiving.event_journal import journal_path, pending_rows
 
 STATUS_QS = (
     "id=123&estatus=1&fecha_actualizacion=2014-01-01%2012:10:30"
@@ -341,7 +341,7 @@ def test_port_in_use_is_a_clear_error(rc: Receiver, tmp_path: Path) -> None:
 
 def test_cli_help() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "massiva_frames.cli", "receive", "--help"],
+        [sys.executable, "-m", "massiva_frames.faces.cli", "receive", "--help"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     assert "--dir" in out and "--token" in out and "--port" in out
@@ -372,7 +372,7 @@ def test_sigkill_loses_no_acknowledged_callback(tmp_path: Path) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [
-        sys.executable, "-m", "massiva_frames.cli", "receive", "--dir", str(logdir),
+        sys.executable, "-m", "massiva_frames.faces.cli", "receive", "--dir", str(logdir),
         "--port", str(port), "--compact-interval", "0.1",
     ]  # fmt: skip
     acked: set[int] = set()

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import requests
 
-from massiva_frames.analytics import STATES
-from massiva_frames.callbacks import read_callbacks, receiver
-from massiva_frames.cli import EXIT_FAILURE, EXIT_OK, main
+from massiva_frames.analytics.delivery import STATES
+from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, main
+from massiva_frames.receiving import read_callbacks, receiver
 
 T0 = pd.Timestamp("2024-05-01 14:00:00", tz="UTC")  # 10:00 in Caracas
 
@@ -169,7 +169,7 @@ def test_bad_inputs_exit_1(tmp_path: Path, logdir: Path, capsys: Any) -> None:
 def test_console_script(tmp_path: Path, logdir: Path) -> None:
     results = write_results(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "massiva_frames.cli", "report"]
+        [sys.executable, "-m", "massiva_frames.faces.cli", "report"]
         + ["--results", str(results), "--logs", str(logdir), "--by", "hour"],
         capture_output=True,
         text=True,

@@ -839,8 +839,8 @@ def test_stored_messages_leave_the_garbage_collector_alone() -> None:
     # of atomic values, which CPython's collector stops tracking.
     import gc
 
-    from massiva_frames.protocol import build_send_params
     from massiva_frames.sandbox.state import SandboxState
+    from massiva_frames.wire.protocol import build_send_params
 
     state = SandboxState(fail_ratio=0.5, reply_ratio=0.5)
     state.add_account("u@x.test", "pw", 10_000)
@@ -1097,7 +1097,16 @@ def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 20) -
 def test_cli_sandbox_serves_until_signalled(sig: signal.Signals) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "massiva_frames.cli", "sandbox", "--port", "0", "--credits", "1000"],
+        [
+            sys.executable,
+            "-m",
+            "massiva_frames.faces.cli",
+            "sandbox",
+            "--port",
+            "0",
+            "--credits",
+            "1000",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

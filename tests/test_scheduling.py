@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from massiva_frames.errors import InputError
-from massiva_frames.scheduling import (
+from massiva_frames.sending.scheduling import (
     RateLimiter,
     apply_window,
     due_times,

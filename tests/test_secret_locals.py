@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pytest
 
-from massiva_frames.client import MassivaClient, _MaskedBody, _MaskedText, _Secret
 from massiva_frames.errors import (
     AmbiguousSendError,
     ConnectError,
@@ -33,9 +32,10 @@ from massiva_frames.errors import (
     MassivaError,
     _secret_forms,
 )
-from massiva_frames.protocol import build_send_params, encode_query
 from massiva_frames.sandbox import Sandbox, sandbox
-from massiva_frames.sending import send
+from massiva_frames.sending.campaign import send
+from massiva_frames.wire.client import MassivaClient, _MaskedBody, _MaskedText, _Secret
+from massiva_frames.wire.protocol import build_send_params, encode_query
 
 if TYPE_CHECKING:
     from conftest import Scripted

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from massiva_frames.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, main
+from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, main
 from massiva_frames.sandbox import Sandbox, sandbox
 
 SECRET = "Zx9-s3cr3t;|&="
@@ -189,7 +189,7 @@ def test_console_script_in_a_subprocess(sb: Sandbox, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", MIXED)
     env = {**os.environ, "MASSIVA_USUARIO": USER, "MASSIVA_CLAVE": SECRET}
     env["MASSIVA_BASE_URL"] = sb.base_url
-    argv = [sys.executable, "-m", "massiva_frames.cli", "send", str(source)]
+    argv = [sys.executable, "-m", "massiva_frames.faces.cli", "send", str(source)]
     argv += ["--phone", "telefono", "--template", "Hola {nombre}", "--out"]
     done = subprocess.run(
         [*argv, str(tmp_path / "r.parquet")], env=env, capture_output=True, text=True, timeout=120

@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from massiva_frames.client import MassivaClient
 from massiva_frames.errors import (
     AccountError,
     AmbiguousSendError,
@@ -34,11 +33,12 @@ from massiva_frames.errors import (
     RateLimitedError,
     URLTooLongError,
 )
-from massiva_frames.journal import results_from_journal
-from massiva_frames.results import RESULT_COLUMNS, RESULT_DTYPES
-from massiva_frames.runner import Batch, outcomes
 from massiva_frames.sandbox import Sandbox, sandbox
-from massiva_frames.sending import dispatch, send
+from massiva_frames.sending.campaign import dispatch, send
+from massiva_frames.sending.journal.sqlite import results_from_journal
+from massiva_frames.sending.loop import Batch, outcomes
+from massiva_frames.sending.results import RESULT_COLUMNS, RESULT_DTYPES
+from massiva_frames.wire.client import MassivaClient
 
 FINAL = {"accepted", "rejected", "invalid", "suppressed", "unknown"}
 NAMES = ["Ana", "Luis", "María", "José", "Eva", "Bob", "Zoë", "Iñaki"]
@@ -667,7 +667,7 @@ def test_pacing_is_respected(
 
 
 def test_a_busy_journal_is_refused(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
-    from massiva_frames.journal import Journal
+    from massiva_frames.sending.journal.sqlite import Journal
 
     journal = tmp_path / "j.db"
     holder = Journal(journal)
@@ -811,7 +811,7 @@ def test_send_at_scalar(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> N
 
 WORKER = """
 import sys, pandas as pd
-from massiva_frames.sending import send
+from massiva_frames.sending.campaign import send
 df = pd.read_parquet(sys.argv[1])
 print("start", flush=True)
 send(df, phone="tel", template="Hola {nombre}", journal=sys.argv[2], max_phones=25,

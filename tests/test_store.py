@@ -13,9 +13,16 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from massiva_frames.callbacks import compact, read_callbacks, receiver
-from massiva_frames.callbacks import store as store_module
-from massiva_frames.callbacks.fields import (
+from massiva_frames.errors import InputError
+from massiva_frames.receiving import compact, read_callbacks, receiver
+from massiva_frames.receiving import store as store_module
+from massiva_frames.receiving.event_journal import (
+    DurableLog,
+    connect_journal,
+    journal_path,
+    pending_rows,
+)
+from massiva_frames.receiving.fields import (
     CallbackRejected,
     classify,
     decode_form,
@@ -23,13 +30,6 @@ from massiva_frames.callbacks.fields import (
     normalise_line,
     parse_fecha,
 )
-from massiva_frames.callbacks.journal import (
-    DurableLog,
-    connect_journal,
-    journal_path,
-    pending_rows,
-)
-from massiva_frames.errors import InputError
 
 DAY_US = 86_400_000_000
 T0 = 1_718_000_000_000_000  # 2024-06-10 06:13:20 UTC, in microseconds
@@ -297,7 +297,7 @@ def test_another_process_reads_while_the_receiver_runs(logdir: Path) -> None:
         for i in range(5):
             assert requests.get(rc.url, params={"id": i, "estatus": 1}, timeout=10).ok
         code = (
-            "import sys; from massiva_frames.callbacks import read_callbacks;"
+            "import sys; from massiva_frames.receiving import read_callbacks;"
             "print(len(read_callbacks(sys.argv[1])))"
         )
         out = subprocess.run(
@@ -340,7 +340,7 @@ def test_reading_while_compacting_never_fails_nor_misses(logdir: Path) -> None:
 
 
 def test_compactions_are_serialised(logdir: Path) -> None:
-    from massiva_frames.callbacks.store import _lock, _unlock
+    from massiva_frames.receiving.store import _lock, _unlock
 
     fd = _lock(logdir, 1.0)
     try:

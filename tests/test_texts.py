@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from massiva_frames.errors import InputError
-from massiva_frames.texts import (
+from massiva_frames.prepare.texts import (
     GSM7_BASIC,
     GSM7_EXTENSION,
     TEXT_REASONS,
@@ -28,8 +28,8 @@ from massiva_frames.texts import (
     text_facts,
     transliterate,
 )
-from massiva_frames.texts import render_template as _render
-from massiva_frames.validation import Reason
+from massiva_frames.prepare.texts import render_template as _render
+from massiva_frames.prepare.validation import Reason
 
 
 def render_template(df: pd.DataFrame, template: str, **kw: Any) -> tuple[Any, ...]:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from massiva_frames.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from massiva_frames.errors import InputError
-from massiva_frames.validation import (
+from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
+from massiva_frames.prepare.validation import (
     OUTPUT_COLUMNS,
     Reason,
     failure_cases,

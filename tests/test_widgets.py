@@ -15,12 +15,12 @@ import ipywidgets as widgets
 import pandas as pd
 import pytest
 
-from massiva_frames.callbacks import read_callbacks, receiver
-from massiva_frames.client import MassivaClient
 from massiva_frames.errors import InputError
+from massiva_frames.faces.widgets import TEMPLATE_CHOICE, DeliveryDashboard, SendWidget
+from massiva_frames.receiving import read_callbacks, receiver
 from massiva_frames.sandbox import sandbox
-from massiva_frames.sending import send
-from massiva_frames.widgets import TEMPLATE_CHOICE, DeliveryDashboard, SendWidget
+from massiva_frames.sending.campaign import send
+from massiva_frames.wire.client import MassivaClient
 
 PASSWORD = "s3cr3t-Pa55"
 

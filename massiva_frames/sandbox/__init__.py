@@ -12,8 +12,8 @@
 
 It is a real HTTP server (waitress, 16 threads) serving ``/webservices/SendSms`` and
 ``/webservices/obtenerCreditoDisponible`` over GET and POST, with accounts, company and
-user credits, per-message ids, delayed final-status callbacks (API.md §2), inbound
-messages (API.md §3) and fault injection. It implements the server side of the
+user credits, per-message ids, delayed final-status callbacks (docs/protocol.md §2), inbound
+messages (docs/protocol.md §3) and fault injection. It implements the server side of the
 protocol on its own: it never imports the package's client or protocol modules.
 
 Where the provider's document is silent, the sandbox decides:

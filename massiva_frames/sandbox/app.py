@@ -108,7 +108,7 @@ def _plain(value: str) -> bool:
 
 
 def send_xml(outcome: SendOutcome) -> bytes:
-    """Write a SendSms answer like the provider's sample (API.md §1)."""
+    """Write a SendSms answer like the provider's sample (docs/protocol.md §1)."""
     parts = [
         "<respuesta>\n",
         f"  <mensaje>{xml_text(outcome.mensaje)}</mensaje>\n",
@@ -132,7 +132,7 @@ def send_xml(outcome: SendOutcome) -> bytes:
 
 
 def credit_xml(creditos: int, mensaje: str) -> bytes:
-    """Write a credit answer like the provider's sample (API.md §4)."""
+    """Write a credit answer like the provider's sample (docs/protocol.md §4)."""
     return (
         "<respuesta>\n"
         f"  <creditos>{creditos}</creditos>\n"

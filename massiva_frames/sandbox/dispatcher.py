@@ -2,7 +2,8 @@
 
 One scheduler thread keeps a heap of due jobs. A *dispatch* job decides a message's
 final status (its fate was drawn when it was accepted) and queues the status callback
-(API.md §2) and, for a share of delivered messages, an inbound reply (API.md §3); a
+(docs/protocol.md §2) and, for a share of delivered messages, an inbound reply
+(docs/protocol.md §3); a
 *dispatch_group* job does the same for the ids of a request that share one due time
 (no jitter), so a 500-phone request costs one heap entry, not 500. A
 small pool of worker threads, each keeping its connections alive, delivers the
@@ -323,7 +324,7 @@ class Dispatcher:
         status_url, inbound_url = self.urls()
         new: list[tuple[float, CallbackRecord]] = []
         if msg is not None and status_url:
-            # API.md §2: id, estatus, fecha_actualizacion (local time), usuario, detalle.
+            # docs/protocol.md §2: id, estatus, fecha_actualizacion (local time), usuario, detalle.
             params = {
                 "id": str(msg.id),
                 "estatus": "2" if msg.fails else "1",
@@ -333,7 +334,7 @@ class Dispatcher:
             }
             new.append((0.0, CallbackRecord("status", msg.id, params, status_url)))
         if msg is not None and msg.reply is not None and inbound_url:
-            # API.md §3: msg, phone, linea, email.
+            # docs/protocol.md §3: msg, phone, linea, email.
             params = {"msg": msg.reply, "phone": msg.phone, "linea": msg.line, "email": msg.usuario}
             new.append((self.delay, CallbackRecord("inbound", msg.id, params, inbound_url)))
         with self._lock:

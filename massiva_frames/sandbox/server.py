@@ -380,12 +380,12 @@ class Sandbox:
 
     @property
     def status_url(self) -> str | None:
-        """Where final-status callbacks go (API.md §2), or None."""
+        """Where final-status callbacks go (docs/protocol.md §2), or None."""
         return self._status_url
 
     @property
     def inbound_url(self) -> str | None:
-        """Where inbound-SMS callbacks go (API.md §3), or None."""
+        """Where inbound-SMS callbacks go (docs/protocol.md §3), or None."""
         return self._inbound_url
 
     def set_callback_urls(

@@ -1,7 +1,7 @@
 """The sandbox's books: accounts, credits, accepted messages and the request log.
 
 Everything here is guarded by one lock, so the WSGI threads, the callback dispatcher
-and the test thread can read and write at once. The send rules (API.md §1, the
+and the test thread can read and write at once. The send rules (docs/protocol.md §1, the
 provider's document §3) are implemented in :meth:`SandboxState.send`; where the
 document is silent the decisions are listed in :mod:`massiva_frames.sandbox`.
 """
@@ -44,16 +44,16 @@ def _caracas() -> tzinfo:
         return timezone(timedelta(hours=-4), "VET")
 
 
-#: API.md §2: callback times are Venezuelan local time.
+#: docs/protocol.md §2: callback times are Venezuelan local time.
 CARACAS = _caracas()
 
 #: The seed's sample response numbers its entries from 123451.
 FIRST_MESSAGE_ID = 123451
 
-#: Platform lines that "dispatch" messages and receive replies (API.md §2, §3).
+#: Platform lines that "dispatch" messages and receive replies (docs/protocol.md §2, §3).
 LINES = ("584141234567", "584241234567", "584121234567", "584161234567")
 
-#: Replies a share of recipients send back (API.md §3), opt-out keywords included.
+#: Replies a share of recipients send back (docs/protocol.md §3), opt-out keywords included.
 REPLIES = (
     "Gracias",
     "Ok, recibido",
@@ -98,7 +98,7 @@ _SUCCESS = "Envio Exitoso"
 
 
 def caracas_now() -> datetime:
-    """Return the current time in America/Caracas (API.md §2)."""
+    """Return the current time in America/Caracas (docs/protocol.md §2)."""
     return datetime.now(CARACAS)
 
 
@@ -367,7 +367,7 @@ class SandboxState:
         return mid
 
     def credits_for(self, params: Mapping[str, str]) -> tuple[int, str]:
-        """Answer a credit query (API.md §4): ``(creditos, mensaje)``."""
+        """Answer a credit query (docs/protocol.md §4): ``(creditos, mensaje)``."""
         usuario = params.get("usuario", "").strip()
         clave = params.get("clave", "")
         if not usuario or not clave.strip():

@@ -1,0 +1,3 @@
+"""The package's version, in one place (read by ``pyproject.toml`` and the HTTP client)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,81 @@
+"""``massiva-frames receive``: serve the callback receiver until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = (
+    "Serve the callback receiver: status and inbound callbacks (GET or form POST on one "
+    "path) are stored durably before the 200, then compacted into parquet under --dir."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``massiva-frames receive``."""
+    parser.add_argument("--dir", required=True, metavar="LOGDIR", help="log directory")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("MASSIVA_RECEIVER_TOKEN"),
+        metavar="SECRET",
+        help="shared secret callbacks must carry as ?token= or X-Massiva-Token "
+        "(default: $MASSIVA_RECEIVER_TOKEN)",
+    )
+    parser.add_argument("--path", default="/recepcionsms", help="callback path")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads")
+    parser.add_argument(
+        "--compact-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between compactions of the journal into parquet",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; a clean stop commits and compacts everything."""
+    import logging
+    import signal
+    import sys
+
+    from ...errors import InputError
+    from ...receiving.receiver import Receiver
+    from ..cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+    if args.compact_interval <= 0 or args.threads < 1:
+        print("--compact-interval must be > 0 and --threads >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    if not logging.getLogger().handlers:  # a program, not a library: show our warnings
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        # waitress warns "Task queue depth is N" for every request that waits for a thread:
+        # normal under bursts of callbacks, noise in the service log.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    try:
+        rc = Receiver(
+            args.dir,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            path=args.path,
+            threads=args.threads,
+            compact_interval=args.compact_interval,
+        )
+    except (InputError, OSError) as exc:
+        print(f"cannot start the receiver: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+    def _stop(signum: int, frame: object) -> None:
+        rc.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    token_note = " (token required)" if args.token else ""
+    print(f"receiving callbacks at {rc.base_url}{rc.app.path}{token_note}", flush=True)
+    print(f"health: {rc.base_url}/health  logs: {rc.logdir}", flush=True)
+    rc.serve_forever()
+    print("receiver stopped; every acknowledged callback is stored", flush=True)
+    return EXIT_OK

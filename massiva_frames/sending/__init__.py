@@ -1,0 +1,13 @@
+"""Sending: validate -> plan -> journal -> wire -> results, idempotent and resumable.
+
+- :mod:`.campaign` -- ``send`` and ``dispatch``, the public verbs;
+- :mod:`.rows` -- the rows of a send: stable keys, stored values, outcomes mapped back;
+- :mod:`.loop` -- the request loop: threads, pacing, outcome of each answer;
+- :mod:`.results` -- the results frame's columns, states and dtypes;
+- :mod:`.scheduling` -- ``send_at``, quiet-hour windows, rate limits;
+- :mod:`.journal` -- the outbox that makes "never sent twice" true.
+
+Never imports the faces (widgets, CLI) nor the receiving side.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,607 @@
+"""Send a DataFrame: validate → plan → journal → transport → results (DESIGN.md).
+
+The results frame has one row per input row, the input's index, and only the result
+columns (``phone, text, state, reason, batch, message_id, sid, request_status,
+api_message, sent_at, encoding, segments``), so ``df.join(results)`` never collides.
+
+States and reasons (``reason`` is a stable code; ``api_message`` the provider's text or,
+for a failed request, the error)::
+
+    invalid     failed validation (validation's codes), ``send_at_invalid``,
+                ``key_missing``, ``url_too_long`` (GET only)
+    suppressed  ``duplicate``, ``opted_out`` (validation), ``duplicate_key``
+    scheduled   journalled, not sent (yet): ``not_due`` (send_at or window later),
+                ``dry_run``, ``insufficient_credits`` (pre-flight), and requests that
+                provably never reached the provider: ``not_sent_connect_failed``,
+                ``not_sent_rate_limited``, ``not_sent_url_too_long``,
+                ``not_sent_input_error``; refused by the account (the run stopped):
+                ``not_sent_authentication_failed``, ``not_sent_no_active_plan``,
+                ``not_sent_insufficient_credits``, ``not_sent_account_error``; and
+                ``run_stopped`` (its turn never came)
+    accepted    the provider accepted it (celular status 0): ``message_id``, ``sid``
+    rejected    the provider refused it: ``provider_rejected`` (celular status 2, or a
+                status-0 answer without entries), ``missing_fields``, ``api_error``
+    unknown     the request may have reached the provider: ``in_doubt_no_response``
+                (timeout, connection lost), ``in_doubt_http_status`` (HTTP 5xx),
+                ``in_doubt_bad_response`` (not the expected XML), ``in_doubt_mismatch``
+                (the entries did not match the phones), ``in_doubt_process_stopped``
+                (the process died mid-request), ``in_doubt_error`` (anything else)
+
+A row split into parts (``long_text="split"``) is ``accepted`` only when every part is;
+otherwise it takes the worst part's state (unknown, then rejected, then scheduled) and
+a ``some_parts_<state>`` reason; it shows its first part's ``message_id`` and ``sid``.
+
+``scheduled`` rows go out with a re-run of the same call or ``dispatch``; ``unknown``
+rows never go out again unless ``resend_unknown=True``.
+
+Credits: the pre-flight compares the messages to send with ``credits()`` (the provider
+and the sandbox take one credit per accepted SMS); the segments are reported beside
+them (``results.attrs["send"]``), as carriers bill long or UCS-2 texts per segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError, InsufficientCreditsError, MassivaError
+from .journal.sqlite import Journal, results_from_journal
+from .journal.writes import Answered
+from .loop import Batch, ProgressArg, run_batches, short_error
+from .results import STATES, index_meta
+from .rows import objects, own_results, pending_of, prepare_rows, stored_rows
+from .scheduling import Window, due_times, parse_window
+
+if TYPE_CHECKING:
+    from ..wire.client import MassivaClient
+
+__all__ = ["STATES", "dispatch", "results_from_journal", "send"]
+
+logger = logging.getLogger("massiva_frames.sending.campaign")
+
+
+# --- planning -------------------------------------------------------------------------
+
+
+def _clock(now: Any) -> Callable[[], pd.Timestamp]:
+    if now is None:
+        return lambda: pd.Timestamp.now(tz="UTC")
+    from .scheduling import to_utc
+
+    fixed = to_utc(now)
+    return lambda: fixed
+
+
+def _plan_options(client: MassivaClient | None) -> dict[str, Any]:
+    if client is not None:
+        return {"client": client}
+    # a dry run without credentials: the GET bound with placeholder ones
+    return {"usuario": "usuario@example.com", "clave": "x" * 16}
+
+
+def _mark_too_long_for_get(
+    validated: pd.DataFrame, *, client: MassivaClient | None, max_phones: int, group: str | None
+) -> pd.DataFrame:
+    from ..prepare.batching import plan_batches
+
+    planned = plan_batches(
+        validated, method="GET", max_phones=max_phones, group=group, **_plan_options(client)
+    )
+    return planned.drop(columns=["batch", "batch_pos"])
+
+
+def _plan(
+    messages: pd.DataFrame,
+    *,
+    client: MassivaClient | None,
+    method: str,
+    max_phones: int,
+    group: str | None,
+    first_number: int,
+) -> list[Batch]:
+    """Group messages into API-sized batches with validation's own planner."""
+    if messages.empty:
+        return []
+    from ..prepare.batching import iter_batches, plan_batches
+
+    frame = pd.DataFrame(
+        {
+            "phone": messages["phone"].astype("string").to_numpy(),
+            "text": messages["text"].astype("string").to_numpy(),
+            "valid": True,
+            "state": "ready",
+            "reason": pd.NA,
+            "parts": 1,
+        },
+        index=pd.RangeIndex(len(messages)),
+    )
+    planned = plan_batches(
+        frame, method=method, max_phones=max_phones, group=group, **_plan_options(client)
+    )
+    ids = messages["id"].to_numpy()
+    return [
+        Batch(
+            number=first_number + i,
+            ids=ids[b.index.to_numpy()].tolist(),
+            phones=tuple(b.phones),
+            texts=tuple(b.texts),
+        )
+        for i, b in enumerate(iter_batches(planned))
+    ]
+
+
+def _fit(due: pd.DataFrame, available: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The due messages that fit in ``available`` credits, whole rows only, in order."""
+    per_row = due.groupby("row_key", sort=False).size()
+    fits = per_row.cumsum() <= available
+    chosen = due["row_key"].map(fits).fillna(False).astype(bool)
+    return due[chosen], due[~chosen]
+
+
+def _ids(frame: pd.DataFrame) -> list[int]:
+    return [int(i) for i in frame["id"].tolist()]
+
+
+def _reschedule(
+    journal: Journal, frame: pd.DataFrame, stored: pd.Series, reason: str | None
+) -> None:
+    """Store each pending message's reason and time, writing only what changed."""
+    old_reason = objects(frame["reason"])
+    old_at = objects(frame["send_at"])
+    new_at = stored.to_numpy(dtype=object)
+    old_none, new_none = pd.isna(old_at), pd.isna(new_at)
+    same_at = old_none & new_none
+    both = np.flatnonzero(~old_none & ~new_none)
+    same_at[both] = old_at[both].astype(np.int64) == new_at[both].astype(np.int64)
+    same_reason = pd.isna(old_reason) if reason is None else old_reason == reason
+    changed = np.flatnonzero(~(same_reason & same_at))
+    if len(changed):
+        ids = frame["id"].to_numpy()[changed].tolist()
+        at = [None if t is None else int(t) for t in new_at[changed].tolist()]
+        journal.set_pending(ids, reason=reason, send_at=at)
+
+
+@dataclass
+class _Options:
+    client: MassivaClient | None
+    method: str
+    max_phones: int
+    group: str | None
+    window: Window | None
+    clock: Callable[[], pd.Timestamp]
+    concurrency: int
+    rate: float | None
+    message_rate: float | None
+    progress: ProgressArg
+    allow_partial: bool
+    dry_run: bool
+
+
+def _deliver(
+    journal: Journal, pending: pd.DataFrame, rows: pd.DataFrame | None, opts: _Options
+) -> tuple[dict[str, Any], BaseException | None, list[Answered]]:
+    """Schedule, check credits, plan and send the pending messages.
+
+    Returns the figures, the account-level error that stopped the run (if any), and the
+    outcomes the request loop committed to the journal.
+    """
+    now = opts.clock()
+    if rows is not None:  # send: this call's send_at, by the message's input row
+        at = pending["position"].to_numpy(dtype=np.int64)
+        wanted = pd.Series(rows["send_at"].iloc[at].array, index=pending.index)
+    else:  # dispatch: the times stored in the journal
+        wanted = pd.to_datetime(pending["send_at"].astype("Float64"), unit="us", utc=True)
+    stored, due = due_times(wanted, opts.window, now)
+    due_frame, later = pending[due], pending[~due]
+    _reschedule(journal, due_frame, stored[due], None)
+    _reschedule(journal, later, stored[~due], "not_due")
+    per_message = pd.to_numeric(due_frame["segments"], errors="coerce").fillna(1) / pd.to_numeric(
+        due_frame["parts"], errors="coerce"
+    ).fillna(1).clip(lower=1)
+    needed, segments = len(due_frame), int(np.ceil(per_message).sum())
+    summary: dict[str, Any] = {
+        "dry_run": opts.dry_run,
+        "messages_due": needed,
+        "messages_scheduled_later": len(later),
+        "credits_needed": needed,
+        "segments_needed": segments,
+        "credits_available": None,
+        "method": opts.method,
+    }
+    if needed and opts.client is not None:
+        try:
+            summary["credits_available"] = opts.client.credits()
+        except MassivaError as exc:
+            if not opts.dry_run:
+                raise
+            logger.info("dry run: credits not available (%s)", short_error(exc))
+    available = summary["credits_available"]
+    if not opts.dry_run and available is not None and needed > available:
+        if not opts.allow_partial:
+            journal.set_pending(_ids(due_frame), reason="insufficient_credits")
+            # Credits count messages, one per accepted SMS (the provider's creditos and
+            # the sandbox); the segments are reported too, as carriers bill by segment.
+            raise InsufficientCreditsError(
+                -6,
+                explanation=(
+                    f"the send needs {needed} credits ({needed} messages, {segments} "
+                    f"segments) but the account has {available}; nothing was sent "
+                    "(allow_partial=True sends what fits)"
+                ),
+                needed=needed,
+                available=available,
+            )
+        due_frame, short = _fit(due_frame, available)
+        journal.set_pending(_ids(short), reason="insufficient_credits")
+        summary["messages_not_affordable"] = len(short)
+        logger.warning(
+            "credits for %d of %d messages: the other %d wait (insufficient_credits)",
+            len(due_frame),
+            needed,
+            len(short),
+        )
+    batches = _plan(
+        due_frame,
+        client=opts.client,
+        method=opts.method,
+        max_phones=opts.max_phones,
+        group=opts.group,
+        first_number=journal.next_batch_number(),
+    )
+    planned_ids = {i for b in batches for i in b.ids}
+    unplanned = [i for i in _ids(due_frame) if i not in planned_ids]
+    if unplanned:  # a GET part too long for any URL: it can only go by POST
+        journal.set_pending(unplanned, reason="not_sent_url_too_long")
+    summary["requests"] = len(batches)
+    summary["messages"] = int(sum(len(b.ids) for b in batches))
+    if opts.dry_run:
+        journal.set_pending(_ids(due_frame), reason="dry_run")
+        logger.info(
+            "dry run: %d messages in %d requests; credits needed %d, available %s",
+            summary["messages"],
+            len(batches),
+            needed,
+            available,
+        )
+        return summary, None, []
+    if not batches:
+        return summary, None, []
+    assert opts.client is not None
+    stats, stop = run_batches(
+        journal,
+        opts.client,
+        batches,
+        method=opts.method,
+        group=opts.group,
+        concurrency=opts.concurrency,
+        rate=opts.rate,
+        message_rate=opts.message_rate,
+        window=opts.window,
+        clock=opts.clock,
+        progress=opts.progress,
+    )
+    summary.update(
+        requests=stats.requests,
+        accepted=stats.accepted,
+        rejected=stats.rejected,
+        unknown=stats.unknown,
+        not_sent=stats.not_sent,
+        mismatches=stats.mismatches,
+        seconds=round(stats.seconds, 3),
+        messages_per_second=round(stats.messages_sent / stats.seconds, 1)
+        if stats.seconds > 0
+        else None,
+    )
+    logger.info(
+        "sent %d requests in %.2f s: %d accepted, %d rejected, %d unknown, %d not sent",
+        stats.requests,
+        stats.seconds,
+        stats.accepted,
+        stats.rejected,
+        stats.unknown,
+        stats.not_sent,
+    )
+    return summary, stop, stats.answered
+
+
+# --- public functions --------------------------------------------------------------------
+
+
+def _check_options(concurrency: int, max_phones: int) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InputError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    if isinstance(max_phones, bool) or not isinstance(max_phones, int) or max_phones < 1:
+        raise InputError(f"max_phones must be an integer >= 1, got {max_phones!r}")
+
+
+def _default_client(method: str | None, *, required: bool) -> MassivaClient | None:
+    from ..wire.client import MassivaClient
+
+    try:
+        return MassivaClient(method=method or "POST")
+    except InputError:
+        if required:
+            raise
+        return None
+
+
+def _open(journal: str | os.PathLike[str] | None, dry_run: bool) -> Journal:
+    if journal is None:
+        return Journal(None)
+    if dry_run:  # plan on a throw-away copy: a dry run writes nothing
+        if not os.path.exists(journal):
+            return Journal(None)
+        with Journal(journal, readonly=True) as real:
+            return real.snapshot()
+    return Journal(journal)
+
+
+def _finish(
+    journal: Journal, run: int, summary: dict[str, Any], results: pd.DataFrame
+) -> pd.DataFrame:
+    counts = results["state"].value_counts()
+    summary["states"] = {s: int(counts.get(s, 0)) for s in STATES if counts.get(s, 0)}
+    journal.finish_run(run, summary)
+    results.attrs["send"] = summary
+    if summary.get("dry_run"):
+        results.attrs["dry_run"] = summary
+    return results
+
+
+def send(
+    df: pd.DataFrame,
+    *,
+    client: MassivaClient | None = None,
+    phone: str = "phone",
+    text: str | None = None,
+    template: str | None = None,
+    journal: str | os.PathLike[str] | None = None,
+    campaign: str | None = None,
+    key: str | None = None,
+    dry_run: bool = False,
+    concurrency: int = 4,
+    rate: float | None = None,
+    message_rate: float | None = None,
+    send_at: Any = None,
+    window: tuple[str, str] | None = None,
+    group: str | None = None,
+    progress: ProgressArg = True,
+    allow_partial: bool = False,
+    resend_unknown: bool = False,
+    method: str | None = None,
+    max_phones: int = 500,
+    now: Any = None,
+    **validate_options: Any,
+) -> pd.DataFrame:
+    """Validate, plan, journal and send a DataFrame of SMS; return one result per row.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The rows to send; its index is kept in the results.
+    client : MassivaClient, optional
+        Defaults to one built from ``MASSIVA_USUARIO``/``MASSIVA_CLAVE``/``MASSIVA_BASE_URL``.
+    phone, text, template, **validate_options
+        Passed to :func:`~massiva_frames.prepare.validation.validate` (``text`` is a column,
+        ``template`` a ``str.format`` template over the columns).
+    journal : str or path, optional
+        SQLite journal: makes the send idempotent, resumable and schedulable. Without
+        one, an in-memory journal is used and forgotten.
+    campaign : str, optional
+        Part of every row's stable key (campaign + phone + text): the same phone and
+        text in another campaign is another message.
+    key : str, optional
+        A column holding the rows' own stable keys (instead of phone + text).
+    dry_run : bool
+        Validate and plan, report the requests and credits (``results.attrs["dry_run"]``),
+        send nothing and write nothing.
+    concurrency : int
+        Requests in flight at once (threads sharing the client's pooled session).
+    rate, message_rate : float, optional
+        Most requests per second; most messages per second.
+    send_at : timestamp, str, column name or sequence, optional
+        When rows are due; naive times are America/Caracas. Rows not due yet stay
+        ``scheduled`` in the journal for :func:`dispatch`.
+    window : (str, str), optional
+        Quiet hours, e.g. ``("08:00", "20:00")`` America/Caracas: rows due outside it
+        move to its next opening.
+    group : str, optional
+        The provider's contact group (``grupo``).
+    progress : bool or callable
+        A ``tqdm.auto`` bar (a widget in Jupyter); ``False`` for silence; a callable
+        ``f(done, total)`` is called after each request instead.
+    allow_partial : bool
+        When the credits do not cover the send, send the rows that fit (in order); the
+        rest stay ``scheduled`` with reason ``insufficient_credits``. Otherwise
+        :class:`~massiva_frames.errors.InsufficientCreditsError` and nothing is sent.
+    resend_unknown : bool
+        Send again the rows left ``unknown`` by an earlier run (they may be received
+        twice).
+    method : {"POST", "GET"}, optional
+        Defaults to the client's.
+    max_phones : int
+        Most phones per request (docs/protocol.md §5).
+    now : timestamp, optional
+        The current time for scheduling decisions (tests, back-fills).
+
+    Returns
+    -------
+    DataFrame
+        ``phone, text, state, reason, batch, message_id, sid, request_status,
+        api_message, sent_at, encoding, segments``; the run's figures are in
+        ``results.attrs["send"]``. A row split into parts shows its first part's
+        ``message_id``/``sid`` and is ``accepted`` only if every part was.
+
+    Raises
+    ------
+    InsufficientCreditsError
+        Pre-flight shortfall (``needed``, ``available``); nothing was sent.
+    AccountError
+        Authentication, plan or credits refused mid-run: what was sent is journalled,
+        the results so far are on the exception's ``results`` attribute.
+
+    Examples
+    --------
+    >>> results = send(df, phone="telefono", template="Hola {nombre}",
+    ...                journal="sends.db", campaign="enero")  # doctest: +SKIP
+    >>> results["state"].value_counts()  # doctest: +SKIP
+    >>> df.join(results[["state", "message_id"]])  # doctest: +SKIP
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"send takes a DataFrame, got {type(df).__name__}")
+    _check_options(concurrency, max_phones)
+    win = parse_window(window)
+    clock = _clock(now)
+    from ..prepare.validation import validate
+
+    validated = validate(df, phone=phone, text=text, template=template, **validate_options)
+    own_client = client is None
+    if client is None:
+        client = _default_client(method, required=not dry_run)
+    verb = str(method or (client.method if client is not None else "POST")).upper()
+    if verb == "GET":
+        # A row too long for any GET URL becomes invalid (url_too_long) before journalling.
+        validated = _mark_too_long_for_get(
+            validated, client=client, max_phones=max_phones, group=group
+        )
+    campaign_key = "" if campaign is None else str(campaign)
+    rows, messages = prepare_rows(df, validated, campaign=campaign_key, key=key, send_at=send_at)
+    settings = {
+        "campaign": campaign,
+        "phone": phone,
+        "text": text,
+        "template": template,
+        "key": key,
+        "validate_options": validate_options,
+        "method": verb,
+        "max_phones": max_phones,
+        "group": group,
+        "window": None if win is None else [t.isoformat() for t in win],
+        "concurrency": concurrency,
+        "rate": rate,
+        "message_rate": message_rate,
+    }
+    opts = _Options(
+        client=client,
+        method=verb,
+        max_phones=max_phones,
+        group=group,
+        window=win,
+        clock=clock,
+        concurrency=concurrency,
+        rate=rate,
+        message_rate=message_rate,
+        progress=progress,
+        allow_partial=allow_partial,
+        dry_run=dry_run,
+    )
+    jr = _open(journal, dry_run)
+    try:
+        if not dry_run:
+            jr.lock()
+        recovered = jr.recover()
+        if recovered:
+            logger.warning(
+                "%d messages were in flight when an earlier run stopped: they are unknown "
+                "and will not be resent (resend_unknown=True opts in)",
+                recovered,
+            )
+        run = jr.start_run("dry_run" if dry_run else "send")
+        with jr.transaction():  # the rows and their messages commit together
+            stored = stored_rows(rows, df.index)
+            sending, others = stored.records()
+            meta = {"index": index_meta(df.index), "settings": settings}
+            jr.replace_rows(others, meta, sending=sending)
+            first, added = jr.insert_messages(
+                *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
+                campaign=campaign_key,
+            )
+        fresh = added == len(messages) and not resend_unknown
+        if resend_unknown:
+            jr.requeue(set(rows["row_key"].dropna()), states=("unknown",))
+        pending = pending_of(jr, messages, rows, first if fresh else None)
+        summary, stop, answered = _deliver(jr, pending, rows, opts)
+        summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
+        if fresh and not (stored.parts > 1).any():
+            results = own_results(jr, stored, messages, first, df.index, answered)
+        else:
+            results = jr.results(index=df.index)
+        results = _finish(jr, run, summary, results)
+        if stop is not None:
+            stop.results = results  # type: ignore[attr-defined]
+            raise stop
+        return results
+    finally:
+        jr.close()
+        if own_client and client is not None:
+            client.close()
+
+
+def dispatch(
+    journal: str | os.PathLike[str],
+    *,
+    client: MassivaClient | None = None,
+    now: Any = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    message_rate: float | None = None,
+    progress: ProgressArg = False,
+    allow_partial: bool = False,
+) -> pd.DataFrame:
+    """Send what is due in a journal, then return its results frame.
+
+    For cron and Airflow: scheduled rows whose time has come (and rows a previous run
+    could not send: connection failed, credits short) go out with the settings of the
+    send that journalled them (method, batch size, group, window). Rows in doubt
+    (``unknown``) are never resent here.
+
+    Examples
+    --------
+    >>> results = dispatch("sends.db")  # doctest: +SKIP
+    >>> results.attrs["send"]["requests"]  # doctest: +SKIP
+    """
+    if not os.path.exists(journal):
+        raise InputError(f"journal not found: {os.fspath(journal)}")
+    own_client = client is None
+    jr = Journal(journal)
+    try:
+        jr.lock()
+        settings: dict[str, Any] = jr.get_meta("settings") or {}
+        conc = int(concurrency or settings.get("concurrency") or 4)
+        _check_options(conc, int(settings.get("max_phones") or 500))
+        if client is None:
+            client = _default_client(settings.get("method"), required=True)
+        assert client is not None
+        opts = _Options(
+            client=client,
+            method=str(settings.get("method") or client.method).upper(),
+            max_phones=int(settings.get("max_phones") or 500),
+            group=settings.get("group"),
+            window=parse_window(settings.get("window")),
+            clock=_clock(now),
+            concurrency=conc,
+            rate=rate if rate is not None else settings.get("rate"),
+            message_rate=message_rate if message_rate is not None else settings.get("message_rate"),
+            progress=progress,
+            allow_partial=allow_partial,
+            dry_run=False,
+        )
+        recovered = jr.recover()
+        run = jr.start_run("dispatch")
+        summary, stop, _ = _deliver(jr, jr.pending(), None, opts)
+        summary.update(recovered_unknown=recovered)
+        results = _finish(jr, run, summary, jr.results())
+        if stop is not None:
+            stop.results = results  # type: ignore[attr-defined]
+            raise stop
+        return results
+    finally:
+        jr.close()
+        if own_client and client is not None:
+            client.close()
