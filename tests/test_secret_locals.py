@@ -264,7 +264,7 @@ def test_send_whose_batch_fails_shows_no_password(
     # Sent, maybe received: unknown; never connected: left for the next run.
     assert (results["state"] == ("scheduled" if fault == "refused" else "unknown")).all()
     frames = assert_no_password(caught[0], None)
-    assert any("massiva_frames/runner.py" in f.f_code.co_filename for f in frames)
+    assert any("massiva_frames/sending/loop.py" in f.f_code.co_filename for f in frames)
     assert any(h.startswith("urllib3/") for h in _bodies_in_transport(frames))
 
 
