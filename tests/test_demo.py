@@ -62,7 +62,7 @@ def test_demo_command(tmp_path: Path) -> None:
     assert {"delivered", "failed", "invalid"} <= states
     assert "accepted" not in states  # every accepted message got its final status
     status = read_callbacks(out / "callback-logs", kind="status")
-    # rejected entries carry ids too (API.md §1), but only accepted ones get a callback
+    # rejected entries carry ids too (docs/protocol.md §1.5), but only accepted ones get a callback
     sent = results.loc[results["state"].isin(["delivered", "failed"]), "message_id"]
     assert set(status["message_id"]) == set(sent)
     assert (out / "delivery.png").read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,7 @@
-"""Unit tests of the wire protocol: parameters, canned XML, status codes (API.md §1, §4)."""
+"""Unit tests of the wire protocol: parameters, canned XML, status codes.
+
+See docs/protocol.md §1, §4.
+"""
 
 from __future__ import annotations
 
@@ -434,7 +437,7 @@ def _credit(mensaje: str, declaration: str | None, encoding: str) -> bytes:
         ("windows-1252", "cp1252"),
         ("UTF-8", "utf-8"),
         ("utf-8", "utf-8"),
-        (None, "utf-8"),  # API.md §5: no declaration means UTF-8
+        (None, "utf-8"),  # docs/protocol.md §5.4: no declaration means UTF-8
         (None, "iso-8859-1"),  # ... falling back to ISO-8859-1 on a decode error
         ("UTF-8", "iso-8859-1"),  # mislabelled: the same fallback
     ],

@@ -71,7 +71,8 @@ def test_status_callback_by_get_is_stored_and_typed(
     assert df.loc[0, "line"] == "584142122268"
     assert df.loc[0, "user"] == "usuario@gmail.com"
     assert pd.isna(df.loc[1, "line"]) and df.loc[1, "detail"] == "ERROR EN ENVIO"
-    # API.md §2: Venezuelan local time (UTC-4:30 in 2014, UTC-4 since 2016: zoneinfo knows).
+    # docs/protocol.md §2: Venezuelan local time (UTC-4:30 in 2014, UTC-4 since 2016:
+    # zoneinfo knows).
     assert df.loc[0, "updated_at"] == pd.Timestamp("2014-01-01 16:40:30", tz="UTC")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import random
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,7 @@ from massiva_frames.errors import InputError
 from massiva_frames.sandbox import Sandbox, sandbox
 from massiva_frames.sandbox.app import decode_params, send_xml, xml_attr, xml_text
 from massiva_frames.sandbox.dispatcher import Dispatcher
+from massiva_frames.sandbox.server import SandboxOptions
 from massiva_frames.sandbox.state import CARACAS, LINES, REPLIES, Celular, SandboxState, SendOutcome
 
 if TYPE_CHECKING:
@@ -1143,3 +1146,48 @@ def test_hang_frees_its_thread_when_the_client_leaves() -> None:
                 requests.get(sb.credit_url, timeout=(2, 0.2))
         root = credit_query(sb, usuario=sb.usuario, clave=sb.clave)
         assert root.findtext("creditos") == "1000"
+
+
+# -- options ----------------------------------------------------------------------------------
+def test_sandbox_options_name_every_keyword_of_sandbox() -> None:
+    # sandbox(**options) is typed by SandboxOptions: a keyword added to Sandbox and not
+    # there would work at run time and fail every type check of a caller.
+    params = inspect.signature(Sandbox.__init__).parameters
+    keywords = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    hints = typing.get_type_hints(Sandbox.__init__)
+    options = typing.get_type_hints(SandboxOptions)
+    assert sorted(options) == sorted(keywords)
+    assert {n: options[n] for n in keywords} == {n: hints[n] for n in keywords}
+    assert SandboxOptions.__required_keys__ == frozenset()
+
+
+def test_sandbox_passes_every_option_on() -> None:
+    options: SandboxOptions = {
+        "usuario": "otra@massiva.test",
+        "clave": "otra",
+        "credits": 7,
+        "company_credits": 3,
+        "plan_active": False,
+        "status_url": "http://127.0.0.1:9/status",
+        "inbound_url": "http://127.0.0.1:9/inbound",
+        "threads": 2,
+        "max_url_length": 200,
+        "seed": 5,
+    }
+    with sandbox(**options) as sb:
+        assert (sb.usuario, sb.clave, sb.credits(), sb.company_credits) == (
+            "otra@massiva.test",
+            "otra",
+            7,
+            3,
+        )
+        assert (sb.status_url, sb.inbound_url, sb.threads) == (
+            "http://127.0.0.1:9/status",
+            "http://127.0.0.1:9/inbound",
+            2,
+        )
+        assert status_of(parse(send(sb, VALID[0]).content)) == -4  # plan inactive
+        assert send(sb, ";".join(VALID), "x" * 100, method="GET").status_code == 414
+    misspelt: dict[str, Any] = {"credit": 5}
+    with pytest.raises(TypeError, match="credit"), sandbox(**misspelt):
+        pass

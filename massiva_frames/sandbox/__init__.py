@@ -16,7 +16,7 @@ user credits, per-message ids, delayed final-status callbacks (docs/protocol.md 
 messages (docs/protocol.md §3) and fault injection. It implements the server side of the
 protocol on its own: it never imports the package's client or protocol modules.
 
-Where the provider's document is silent, the sandbox decides:
+Where the provider's document is silent, the sandbox decides (docs/protocol.md §6):
 
 - **Order of checks**: ``-2`` (usuario or clave missing/empty), ``-3`` (telefonos or
   texto missing/empty), ``-1`` (wrong user or password), ``-4`` (plan inactive), then the

@@ -1,7 +1,7 @@
 """The sandbox's WSGI application: routing, parameter decoding, XML, faults.
 
 Written on its own, without the package's client-side encoder or parser, so a bug on
-one side cannot hide behind the same bug on the other (DESIGN.md, sandbox layer).
+one side cannot hide behind the same bug on the other (docs/architecture.md, sandbox).
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ class SandboxApp:
             host = str(environ.get("HTTP_HOST", ""))
             rec.url_length = len(f"http://{host}{path}") + (len(query) + 1 if query else 0)
             if self.max_url_length is not None and rec.url_length > self.max_url_length:
-                # Provider's document: "Límite máximo de caracteres de la URL: 2048".
+                # docs/protocol.md §1.2: "Límite máximo de caracteres de la URL: 2048".
                 status = "414 Request-URI Too Long"
                 return self._reply(rec, start_response, status, _html(status, "URL > 2048"))
         params, rec.charset = decode_params(environ)

@@ -9,7 +9,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -25,7 +25,7 @@ from .state import LINES, SandboxState
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Sandbox", "sandbox"]
+__all__ = ["Sandbox", "SandboxOptions", "sandbox"]
 
 logger = logging.getLogger("massiva_frames.sandbox")
 
@@ -35,6 +35,42 @@ class _Unset:
 
 
 _UNSET: Any = _Unset()
+
+
+class SandboxOptions(TypedDict, total=False):
+    """The keyword options of :class:`Sandbox`, which :func:`sandbox` passes on.
+
+    The names and types of ``Sandbox(...)``'s keywords, all optional; their defaults and
+    meanings are :class:`Sandbox`'s. Type a dict of options with it, or read it as the
+    list of what ``sandbox(...)`` accepts.
+
+    Examples
+    --------
+    >>> options: SandboxOptions = {"credits": 50, "fail_ratio": 0.0}
+    >>> with sandbox(**options) as sb:  # doctest: +SKIP
+    ...     sb.credits()
+    50
+    """
+
+    host: str
+    port: int
+    usuario: str
+    clave: str
+    credits: int
+    company_credits: int | None
+    plan_active: bool
+    status_url: str | None
+    inbound_url: str | None
+    callback_delay: float
+    fail_ratio: float
+    reply_ratio: float
+    seed: int
+    threads: int
+    hang_seconds: float
+    max_url_length: int | None
+    callback_workers: int
+    callback_attempts: int
+    callback_jitter: float
 
 
 def _check_url(name: str, url: str | None) -> str | None:
@@ -71,7 +107,53 @@ class _Server(TcpWSGIServer):
 class Sandbox:
     """A local server that behaves like the Massiva API (see :mod:`massiva_frames.sandbox`).
 
-    Use :func:`sandbox` (a context manager) or call :meth:`start` and :meth:`stop`.
+    Use :func:`sandbox` (a context manager) or call :meth:`start` and :meth:`stop`. Every
+    option is a keyword; :class:`SandboxOptions` lists them as a type.
+
+    Parameters
+    ----------
+    host : str, default "127.0.0.1"
+        The address to bind.
+    port : int, default 0
+        The port to bind; 0 takes a free one (read it back from :attr:`base_url`).
+    usuario, clave : str, default "demo@massiva.test", "demo"
+        The login and password of the sandbox's account (:meth:`add_account` adds more).
+    credits : int, default 1000
+        The account's SMS credits; an accepted message takes one.
+    company_credits : int or None, default None
+        The company's SMS credits, shared by every account; None: no limit of its own.
+    plan_active : bool, default True
+        Whether the company's SMS plan is active (inactive: status -4).
+    status_url, inbound_url : str or None, default None
+        Where final-status and inbound-SMS callbacks go (``http://`` or ``https://``);
+        None sends none (:meth:`set_callback_urls` changes them).
+    callback_delay : float, default 0.5
+        Seconds from acceptance to dispatch (the status callback), and from dispatch to
+        a reply's inbound callback.
+    fail_ratio : float, default 0.1
+        Share of accepted messages whose final status is failed (0 to 1).
+    reply_ratio : float, default 0.0
+        Share of delivered messages whose recipient replies (0 to 1).
+    seed : int, default 0
+        Seed of every random draw (each message's fate, ratio-armed faults).
+    threads : int, default 16
+        HTTP worker threads.
+    hang_seconds : float, default 60.0
+        Longest a ``hang`` fault holds a request.
+    max_url_length : int or None, default 2048
+        GET URLs longer than this are answered 414 (the provider's bound); None lifts it.
+    callback_workers : int, default 4
+        Threads delivering callbacks.
+    callback_attempts : int, default 5
+        Attempts to deliver one callback (refused, timed out or not 200) before giving up.
+    callback_jitter : float, default 0.0
+        Up to this many seconds added to each message's ``callback_delay``, spread over
+        the messages by id (the same message always gets the same share).
+
+    Raises
+    ------
+    InputError
+        A ratio outside 0 to 1, or a callback URL that is not ``http(s)://``.
 
     Examples
     --------
@@ -428,28 +510,23 @@ class Sandbox:
 
 
 @contextlib.contextmanager
-def sandbox(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    usuario: str = "demo@massiva.test",
-    clave: str = "demo",
-    credits: int = 1000,
-    company_credits: int | None = None,
-    plan_active: bool = True,
-    status_url: str | None = None,
-    inbound_url: str | None = None,
-    callback_delay: float = 0.5,
-    fail_ratio: float = 0.1,
-    reply_ratio: float = 0.0,
-    seed: int = 0,
-    threads: int = 16,
-    **options: Any,
-) -> Iterator[Sandbox]:
+def sandbox(**options: Unpack[SandboxOptions]) -> Iterator[Sandbox]:
     """Run a :class:`Sandbox` for the duration of a ``with`` block.
 
-    Extra ``options`` (``hang_seconds``, ``max_url_length``, ``callback_workers``,
-    ``callback_attempts``, ``callback_jitter``) go to :class:`Sandbox`.
+    Parameters
+    ----------
+    **options
+        The keyword options of :class:`Sandbox`, with its defaults: ``host``, ``port``,
+        ``usuario``, ``clave``, ``credits``, ``company_credits``, ``plan_active``,
+        ``status_url``, ``inbound_url``, ``callback_delay``, ``fail_ratio``,
+        ``reply_ratio``, ``seed``, ``threads``, ``hang_seconds``, ``max_url_length``,
+        ``callback_workers``, ``callback_attempts``, ``callback_jitter``
+        (:class:`SandboxOptions`).
+
+    Yields
+    ------
+    Sandbox
+        The running sandbox; stopped when the block ends.
 
     Examples
     --------
@@ -459,23 +536,7 @@ def sandbox(
     ...     client.credits()
     50
     """
-    sb = Sandbox(
-        host=host,
-        port=port,
-        usuario=usuario,
-        clave=clave,
-        credits=credits,
-        company_credits=company_credits,
-        plan_active=plan_active,
-        status_url=status_url,
-        inbound_url=inbound_url,
-        callback_delay=callback_delay,
-        fail_ratio=fail_ratio,
-        reply_ratio=reply_ratio,
-        seed=seed,
-        threads=threads,
-        **options,
-    )
+    sb = Sandbox(**options)
     sb.start()
     try:
         yield sb

@@ -1,9 +1,9 @@
 """The sandbox's books: accounts, credits, accepted messages and the request log.
 
 Everything here is guarded by one lock, so the WSGI threads, the callback dispatcher
-and the test thread can read and write at once. The send rules (docs/protocol.md §1, the
-provider's document §3) are implemented in :meth:`SandboxState.send`; where the
-document is silent the decisions are listed in :mod:`massiva_frames.sandbox`.
+and the test thread can read and write at once. The send rules (docs/protocol.md §1) are
+implemented in :meth:`SandboxState.send`; where the provider's document is silent the
+decisions are listed in :mod:`massiva_frames.sandbox` (and docs/protocol.md §6).
 """
 
 from __future__ import annotations
@@ -67,11 +67,11 @@ REPLIES = (
     "Excelente, gracias!",
 )
 
-# Provider's document: 12 characters, 58 + 412/414/416/424/426 + 7 digits.
+# docs/protocol.md §1.2: 12 characters, 58 + 412/414/416/424/426 + 7 digits.
 _PHONE_RE = re.compile(r"58(?:412|414|416|424|426)[0-9]{7}", re.ASCII)
 MAX_TEXT = 160
 
-# Provider's document §3, word for word.
+# docs/protocol.md §1.4: the provider's messages, word for word.
 _MESSAGES = {
     0: (
         "No se logro ningún envío. Verifique la longitud de el(los) mensaje(s) o que "
@@ -283,8 +283,8 @@ class SandboxState:
             if not self.plan_active:
                 return SendOutcome(-4, _MESSAGES[-4])
             if len(texts) > 1 and len(texts) != len(phones):
-                # Provider's document: with several texts their count must equal the
-                # phones' count; otherwise nothing is sent.
+                # docs/protocol.md §1.2: with several texts their count must equal the
+                # phones' count; otherwise the sandbox sends nothing (§6).
                 cels = tuple(
                     Celular(self._take_id(), "N/A", 2, p, texts[i] if i < len(texts) else "")
                     for i, p in enumerate(phones)
