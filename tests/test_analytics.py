@@ -1,4 +1,4 @@
-"""Delivery analytics on frames built with the shared shapes (DESIGN.md)."""
+"""Delivery analytics on frames built with the shared shapes (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ T0 = pd.Timestamp("2024-05-01 14:00:00", tz="UTC")  # 10:00 in Caracas (UTC-4)
 
 
 def results_frame(rows: list[dict[str, Any]], index: list[Any] | None = None) -> pd.DataFrame:
-    """A results frame with exactly the dtypes send() returns (DESIGN.md)."""
+    """A results frame with exactly the dtypes send() returns (docs/architecture.md)."""
     n = len(rows)
 
     def col(name: str, default: Any = None) -> list[Any]:
@@ -879,7 +879,7 @@ def _wait_for_status(logdir: Any, expected: int, timeout: float = 15.0) -> pd.Da
 
 
 def _results_from_response(resp: Any, sent_at: pd.Timestamp) -> pd.DataFrame:
-    """The results rows send() would make of one response (DESIGN.md shape)."""
+    """The results rows send() would make of one response (docs/architecture.md)."""
     return results_frame(
         [
             {

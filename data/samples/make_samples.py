@@ -50,7 +50,7 @@ CITIES = (
     ("Maracay", 9), ("Puerto La Cruz", 6), ("Ciudad Guayana", 6), ("San Cristóbal", 5),
     ("Mérida", 4), ("Barcelona", 2),
 )  # fmt: skip
-#: Operator codes (API.md §1) and their rough market shares.
+#: Operator codes (docs/protocol.md §1) and their rough market shares.
 OPERATORS = (("414", 34), ("424", 18), ("412", 22), ("416", 16), ("426", 10))
 
 #: How people and spreadsheets write the same mobile number (op = "414", n = 7 digits).

@@ -1,7 +1,7 @@
 """The results frame's shape: states, columns and dtypes, and index labels that survive.
 
 The results frame has one row per input row, the input's index, and only these columns
-(docs/architecture.md, "The shapes every stage shares"), so ``df.join(results)`` never collides with the input's own columns::
+(docs/architecture.md), so ``df.join(results)`` never collides with the input's own columns::
 
     phone, text, state, reason, batch, message_id, sid, request_status, api_message,
     sent_at, encoding, segments
@@ -27,7 +27,7 @@ from ..errors import InputError
 # Label and frame helpers are the journal's own; the public names are the shape.
 __all__ = ["RESULT_COLUMNS", "RESULT_DTYPES", "STATES"]
 
-#: Result states, in the fixed order of the ``state`` category (docs/architecture.md, "The shapes every stage shares").
+#: Result states, in the fixed order of the ``state`` category (docs/architecture.md).
 STATES: tuple[str, ...] = (
     "invalid",
     "suppressed",

@@ -278,7 +278,7 @@ class MassivaClient:
 
     def _new_session(self, trust_env: bool, pool_maxsize: int) -> requests.Session:
         session = requests.Session()
-        session.trust_env = trust_env  # PERF-NOTES: also ~25% faster per request
+        session.trust_env = trust_env  # no proxy lookups: also ~25% faster per request
         session.headers["User-Agent"] = f"massiva-frames/{__version__} {default_user_agent()}"
         # Only connect-phase failures are retried: the request provably never left.
         # read=False re-raises read errors as they are; POST is retried too (methods=None)
@@ -418,7 +418,7 @@ class MassivaClient:
                     "or use POST"
                 )
         else:
-            # PERF-NOTES: a pre-encoded body is ~3x faster than letting requests encode.
+            # a pre-encoded body is ~3x faster than letting requests encode.
             headers = self._post_headers
             data = _MaskedBody(self._encode(params), self._secrets)
         path = urlsplit(url).path
