@@ -72,10 +72,10 @@ _EXPORTS: dict[str, str] = {
     "receiver": "massiva_frames.receiving",
     # analytics
     "attach_delivery": "massiva_frames.analytics.delivery",
-    "delivery_summary": "massiva_frames.analytics.delivery",
-    "operator_of": "massiva_frames.analytics.delivery",
-    "opt_outs": "massiva_frames.analytics.delivery",
-    "replies": "massiva_frames.analytics.delivery",
+    "delivery_summary": "massiva_frames.analytics.summary",
+    "operator_of": "massiva_frames.analytics.summary",
+    "opt_outs": "massiva_frames.analytics.inbound",
+    "replies": "massiva_frames.analytics.inbound",
     "delivery_report_figure": "massiva_frames.analytics.plots",
     "plot_deliveries_over_time": "massiva_frames.analytics.plots",
     "plot_delivery_by_operator": "massiva_frames.analytics.plots",
@@ -90,19 +90,15 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from .analytics.delivery import (
-        attach_delivery,
-        delivery_summary,
-        operator_of,
-        opt_outs,
-        replies,
-    )
+    from .analytics.delivery import attach_delivery
+    from .analytics.inbound import opt_outs, replies
     from .analytics.plots import (
         delivery_report_figure,
         plot_deliveries_over_time,
         plot_delivery_by_operator,
         plot_latency,
     )
+    from .analytics.summary import delivery_summary, operator_of
     from .errors import (
         AccountError,
         AmbiguousSendError,

@@ -13,15 +13,10 @@ from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
 from massiva_frames.analytics import plots
-from massiva_frames.analytics.delivery import (
-    DEFAULT_OPT_OUT_KEYWORDS,
-    STATES,
-    attach_delivery,
-    delivery_summary,
-    operator_of,
-    opt_outs,
-    replies,
-)
+from massiva_frames.analytics.delivery import attach_delivery
+from massiva_frames.analytics.inbound import DEFAULT_OPT_OUT_KEYWORDS, opt_outs, replies
+from massiva_frames.analytics.shapes import STATES
+from massiva_frames.analytics.summary import delivery_summary, operator_of
 from massiva_frames.errors import InputError
 
 T0 = pd.Timestamp("2024-05-01 14:00:00", tz="UTC")  # 10:00 in Caracas (UTC-4)

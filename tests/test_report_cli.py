@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import requests
 
-from massiva_frames.analytics.delivery import STATES
+from massiva_frames.analytics.shapes import STATES
 from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, main
 from massiva_frames.receiving import read_callbacks, receiver
 

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .delivery import DEFAULT_TZ, _as_state, _to_utc, operator_of
+from .shapes import DEFAULT_TZ, as_state, to_utc
+from .summary import operator_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -118,7 +119,7 @@ def plot_delivery_by_operator(
     """
     _need(frame, ("phone", "state"), "plot_delivery_by_operator")
     fig, ax = _axes(ax, (7.0, 3.5))
-    state = pd.Series(_as_state(frame["state"]), index=frame.index)
+    state = pd.Series(as_state(frame["state"]), index=frame.index)
     outcome = state.astype("string").replace({"accepted": "pending"})
     parts = [p for p in ("delivered", "failed", "pending") if (outcome == p).any()]
     parts += [p for p in ("rejected", "unknown") if (outcome == p).any()]
@@ -270,12 +271,12 @@ def plot_deliveries_over_time(
 
     fig, ax = _axes(ax, (9.0, 3.5))
     ax.set_title("Deliveries over time")
-    state = pd.Series(_as_state(frame["state"]), index=frame.index)
+    state = pd.Series(as_state(frame["state"]), index=frame.index)
     sent_rows = state.isin(["accepted", "delivered", "failed"])
     local = {
-        "sent": _to_utc(frame["sent_at"], naive_tz="UTC")[sent_rows],
-        "delivered": _to_utc(frame["status_at"], naive_tz="UTC")[state == "delivered"],
-        "failed": _to_utc(frame["status_at"], naive_tz="UTC")[state == "failed"],
+        "sent": to_utc(frame["sent_at"], naive_tz="UTC")[sent_rows],
+        "delivered": to_utc(frame["status_at"], naive_tz="UTC")[state == "delivered"],
+        "failed": to_utc(frame["status_at"], naive_tz="UTC")[state == "failed"],
     }
     local = {k: v.dropna().dt.tz_convert(tz).dt.tz_localize(None) for k, v in local.items()}
     if all(v.empty for v in local.values()):

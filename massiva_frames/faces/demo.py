@@ -136,7 +136,9 @@ def run_demo(
     >>> report = run_demo("massiva-demo", rows=20, stream=io.StringIO())  # doctest: +SKIP
     >>> report.results["state"].value_counts()  # doctest: +SKIP
     """
-    from ..analytics import delivery as analytics
+    from ..analytics.delivery import attach_delivery
+    from ..analytics.inbound import opt_outs, replies
+    from ..analytics.summary import delivery_summary
     from ..prepare.validation import failure_cases, validate, validation_summary
     from ..receiving import read_callbacks, receiver
     from ..sandbox import sandbox
@@ -224,23 +226,23 @@ def run_demo(
         )
         waited = time.monotonic() - t0
 
-    delivery = analytics.attach_delivery(results, status)
-    summary = analytics.delivery_summary(delivery, by="operator", total=True)
+    delivery = attach_delivery(results, status)
+    summary = delivery_summary(delivery, by="operator", total=True)
     summary = summary[summary["sent"] > 0]
     _section(report_stream, f"Delivery ({len(status)} status callbacks in {waited:.1f} s)")
     columns = ["sent", "delivered", "failed", "pending", "delivery_rate", "median_latency_s"]
     write(_frame_text(summary[columns], float_format=lambda v: f"{v:.2f}") + "\n")
 
     inbound = read_callbacks(logdir, kind="inbound")
-    got_replies = analytics.replies(delivery, inbound)
-    got_opt_outs = analytics.opt_outs(inbound)
+    got_replies = replies(delivery, inbound)
+    got_opt_outs = opt_outs(inbound)
     _section(report_stream, "Replies and opt-outs")
     write(f"{len(inbound)} inbound message(s), {len(got_replies)} attributed to a send; ")
     write(f"{len(got_opt_outs)} opt-out(s)\n")
     if len(got_opt_outs):
         write(_frame_text(got_opt_outs[["phone", "keyword", "text"]].head(5), index=False) + "\n")
 
-    files = _write_outputs(folder, delivery, analytics)
+    files = _write_outputs(folder, delivery)
     _section(report_stream, "Files")
     for path in (*files.values(), logdir, folder / "journal.sqlite"):
         write(f"{path}\n")
@@ -271,7 +273,7 @@ def _wait_for_log(
         time.sleep(0.1)
 
 
-def _write_outputs(folder: Path, delivery: pd.DataFrame, analytics: Any) -> dict[str, Path]:
+def _write_outputs(folder: Path, delivery: pd.DataFrame) -> dict[str, Path]:
     files = {"results": folder / "results.parquet", "plot": folder / "delivery.png"}
     delivery.to_parquet(files["results"])
     # a pyplot-free Figure: no GUI backend is involved

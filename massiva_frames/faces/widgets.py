@@ -5,7 +5,7 @@ public functions — :func:`~massiva_frames.prepare.validation.validate` (previe
 ``send(..., dry_run=True)`` (the counts to confirm), :meth:`MassivaClient.credits`,
 :func:`~massiva_frames.sending.campaign.send`,
 :func:`~massiva_frames.analytics.delivery.attach_delivery`,
-:func:`~massiva_frames.analytics.delivery.delivery_summary` and the plots. They hold no business
+:func:`~massiva_frames.analytics.summary.delivery_summary` and the plots. They hold no business
 rule of their own.
 
 Tables are rendered into ``HTML`` widgets and plots into ``Image`` widgets (PNG), so the
@@ -529,13 +529,15 @@ class DeliveryDashboard(_Guarded, widgets.VBox):  # type: ignore[misc]
     @_guarded
     def refresh(self, _button: Any = None) -> None:
         """Re-read the callback logs and redraw the summary and the plots."""
-        from ..analytics import delivery as analytics
         from ..analytics import plots
+        from ..analytics.delivery import attach_delivery
+        from ..analytics.inbound import opt_outs, replies
+        from ..analytics.summary import delivery_summary
         from ..receiving import read_callbacks
 
         status = read_callbacks(self.logs, kind="status")
-        delivery = analytics.attach_delivery(self.results, status)
-        summary = analytics.delivery_summary(delivery, by=self.by)
+        delivery = attach_delivery(self.results, status)
+        summary = delivery_summary(delivery, by=self.by)
         self.delivery, self.summary = delivery, summary
         counts = delivery["state"].value_counts()
         self.status.value = _message(
@@ -556,11 +558,13 @@ class DeliveryDashboard(_Guarded, widgets.VBox):  # type: ignore[misc]
         self.plots.children = images
         inbound = read_callbacks(self.logs, kind="inbound")
         if len(inbound):
-            replies = analytics.replies(self.results, inbound)
-            opt_outs = analytics.opt_outs(inbound)
+            got_replies = replies(self.results, inbound)
+            got_opt_outs = opt_outs(inbound)
             self.inbound_html.value = (
-                f"<b>Replies</b>: {len(replies)} · <b>opt-outs</b>: {len(opt_outs)}"
-                + _table(replies[[c for c in REPLY_COLUMNS if c in replies]], "replies-table")
+                f"<b>Replies</b>: {len(got_replies)} · <b>opt-outs</b>: {len(got_opt_outs)}"
+                + _table(
+                    got_replies[[c for c in REPLY_COLUMNS if c in got_replies]], "replies-table"
+                )
             )
         else:
             self.inbound_html.value = ""

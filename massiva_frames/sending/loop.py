@@ -47,7 +47,7 @@ from ..errors import (
     RateLimitedError,
     URLTooLongError,
 )
-from .journal.sqlite import Journal, now_us
+from .journal.backend import JournalBackend, now_us
 from .journal.writes import Answered, Fate
 from .scheduling import RateLimiter, Window, next_open
 
@@ -237,7 +237,7 @@ class _Progress:
 
 
 def run_batches(
-    journal: Journal,
+    journal: JournalBackend,
     client: MassivaClient,
     batches: Sequence[Batch],
     *,

@@ -281,7 +281,7 @@ def results_frame(
     """Turn the journal's joined rows (object arrays by column) into the results frame.
 
     ``raw`` has one entry per input row (the message state as a code, see
-    ``journal._RESULTS_SQL``); ``multi`` the rows split in several messages (``row``,
+    ``journal.schema.RESULTS_SQL``); ``multi`` the rows split in several messages (``row``,
     the input row's number, and counts of the parts: ``n``, ``n_accepted``,
     ``n_rejected``, ``n_unknown``).
     """

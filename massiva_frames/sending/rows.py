@@ -25,7 +25,7 @@ from .results import JOURNAL_STATES, encode_label, results_frame
 from .scheduling import resolve_send_at
 
 if TYPE_CHECKING:
-    from .journal.sqlite import Journal
+    from .journal.backend import JournalBackend
     from .journal.writes import Answered
 
 # Internal to massiva_frames.sending.campaign.
@@ -263,7 +263,7 @@ class StoredRows:
 
         For rows that send one message each (no split row): ``messages`` are their
         messages and ``outcomes`` those messages' columns in the same order
-        (:meth:`Journal.message_outcomes`). Mirrors ``journal._RESULTS_SQL``: phone and
+        (:meth:`Journal.message_outcomes`). Mirrors ``journal.schema.RESULTS_SQL``: phone and
         text from the message for simple rows, the reason from the message for ready
         rows, message columns only where there is a message.
         """
@@ -342,7 +342,7 @@ def _storable(value: Any) -> Any:
 
 
 def pending_of(
-    journal: Journal, messages: pd.DataFrame, rows: pd.DataFrame, first_id: int | None
+    journal: JournalBackend, messages: pd.DataFrame, rows: pd.DataFrame, first_id: int | None
 ) -> pd.DataFrame:
     """This input's pending messages, in input order, with their journal id and state.
 
@@ -395,7 +395,7 @@ def answered_outcomes(
             seen[at] = True
             columns["m_state"][at] = _JOURNAL_CODE[fate.state]
             columns["reason"][at] = fate.reason
-            # as journal_sql.TURN_SQL: a message that never left has no batch
+            # as journal.schema.TURN_SQL: a message that never left has no batch
             columns["batch"][at] = None if fate.state == "pending" else answer.number
             columns["request_status"][at] = answer.request_status
             columns["api_message"][at] = fate.api_message
@@ -408,7 +408,7 @@ def answered_outcomes(
 
 
 def own_results(
-    journal: Journal,
+    journal: JournalBackend,
     stored: StoredRows,
     messages: pd.DataFrame,
     first: int,

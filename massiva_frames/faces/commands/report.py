@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if not logdir.is_dir():
         return fail(f"no callback log directory at {str(logdir)!r}")
 
-    from ...analytics import delivery as analytics
+    from ...analytics.delivery import attach_delivery
+    from ...analytics.inbound import opt_outs, replies
+    from ...analytics.summary import delivery_summary
     from ...receiving import read_callbacks
 
     try:
@@ -109,14 +111,12 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot read {str(results_path)!r}: {type(exc).__name__}: {exc}")
     try:
         status = read_callbacks(logdir, kind="status", tz=args.tz)
-        final = analytics.attach_delivery(results, status, tz=args.tz)
+        final = attach_delivery(results, status, tz=args.tz)
         keys = args.by or ["operator"]
-        summaries = [
-            (key, analytics.delivery_summary(final, by=key, tz=args.tz, total=True)) for key in keys
-        ]
+        summaries = [(key, delivery_summary(final, by=key, tz=args.tz, total=True)) for key in keys]
         inbound = read_callbacks(logdir, kind="inbound", tz=args.tz)
-        got_replies = analytics.replies(final, inbound, tz=args.tz)
-        suppress = analytics.opt_outs(inbound, tz=args.tz)
+        got_replies = replies(final, inbound, tz=args.tz)
+        suppress = opt_outs(inbound, tz=args.tz)
     except MassivaError as exc:
         return fail(str(exc))
 

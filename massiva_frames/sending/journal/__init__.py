@@ -1,6 +1,10 @@
 """The send journal: the outbox that records every row before a request and every answer after.
 
-- :mod:`.sqlite` -- the journal on a SQLite file (the embedded default);
+- :mod:`.backend` -- what a journal backend must provide (the storage seam) and its clock;
+- :mod:`.sqlite` -- ``Journal``, the journal on a SQLite file (the embedded default): its
+  tables, runs, the request loop's batches, recovery, ``results_from_journal``;
+- :mod:`.connection` -- opening a SQLite journal (pragmas, schema version), its lock, commits;
+- :mod:`.outbox` -- its rows and messages: written before any request, pending, read back;
 - :mod:`.schema` -- its tables and the SQL that reads states back;
 - :mod:`.writes` -- the writes of the request loop (in flight, answered).
 """

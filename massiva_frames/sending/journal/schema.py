@@ -1,5 +1,6 @@
 """The send journal's SQL: its schema, the request loop's one-statement turn, and the
-queries that read the results frame back (see :mod:`massiva_frames.sending.journal.sqlite`).
+queries that read the results frame back (see :mod:`massiva_frames.sending.journal.sqlite`
+for the tables, :mod:`.outbox` and :mod:`.writes` for their use).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 
 from ..results import ENCODINGS, JOURNAL_STATES
 
-# Internal to massiva_frames.sending.journal.sqlite (effective_state too, imported by name).
+# Internal to the SQLite journal (its outbox and writes; effective_state too, imported by name).
 __all__ = ["FLYING_IDS", "MULTI_SQL", "OUTCOMES_SQL", "RESULTS_SQL", "SCHEMA", "TURN_SQL"]
 
 
@@ -94,7 +95,7 @@ def effective_state(alias: str = "m") -> str:
 # nothing. One statement is one transaction (autocommit), durable when it returns, and
 # the sending thread crosses into SQLite once per turn instead of once per statement
 # (each crossing hands the GIL to the request threads: 0.3-1 ms to get it back,
-# measured). The JSON columns (see journal.Journal.write_turn):
+# measured). The JSON columns (see sqlite.Journal.write_turn):
 #   done      [[number, batch_state, answered_at, request_status, detail], ...]
 #   fates     [[state, reason, api_message, sent_at, request_status, batch], ...]
 #   msgs      [[[id, message_id, sid], ...] for each fate]

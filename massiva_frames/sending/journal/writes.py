@@ -7,7 +7,7 @@ provider's message and the time, each with the provider's id and sid.
 With SQLite >= 3.33 (``UPDATE ... FROM`` and the JSON functions) each write is one
 statement per group of messages, not one per message, and a whole turn of the request
 loop (the outcomes of the requests that ended, the batches about to start) is a single
-statement through a trigger (``journal_sql.TURN_SQL``): one transaction, and one
+statement through a trigger (:data:`.schema.TURN_SQL`): one transaction, and one
 crossing from Python into SQLite per turn. Older SQLite gets the same rows, a statement
 per message.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 from .schema import TURN_SQL
 
-# Internal to massiva_frames.sending.journal.sqlite.
+# Internal to the SQLite journal (massiva_frames.sending.journal.sqlite).
 __all__: list[str] = []
 
 #: UPDATE ... FROM (3.33) and the JSON functions: one statement per batch, not one per
@@ -112,7 +112,7 @@ def write_turn(
     answered: Sequence[Answered],
     launched: Sequence[tuple[int, Sequence[int], str, int]],
 ) -> None:
-    """One turn in one statement through the trigger (see ``journal_sql.TURN_SQL``)."""
+    """One turn in one statement through the trigger (see :data:`.schema.TURN_SQL`)."""
     done = [[a.number, a.batch_state, a.answered_at, a.request_status, a.detail] for a in answered]
     fates = [
         [f.state, f.reason, f.api_message, f.sent_at, a.request_status, a.number]
@@ -145,7 +145,7 @@ def mark_inflight(
     """Record a batch in flight (the caller holds the transaction).
 
     One row in ``batches``, its message ids in request order: the messages themselves
-    are written once, with the outcome (readers: ``journal_sql.effective_state``).
+    are written once, with the outcome (readers: :func:`.schema.effective_state`).
     """
     conn.execute(
         "INSERT INTO batches (number, state, n_messages, method, requested_at, ids) "

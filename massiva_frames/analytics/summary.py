@@ -1,0 +1,251 @@
+"""Summaries: counts and rates of a results frame per group (``delivery_summary``).
+
+::
+
+    delivery_summary(results, by="operator")                  # counts and rates
+
+Also the carrier of each phone (``operator_of``), the default grouping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..prepare.phones import OPERATOR_NAMES
+from .shapes import DEFAULT_TZ, STATES, as_state, require, to_utc
+
+__all__ = ["OPERATORS", "delivery_summary", "operator_of"]
+
+#: docs/protocol.md §1: Venezuelan mobile operator codes (the 3 digits after ``58``) and their
+#: carriers, as phones.py knows them (422 is Digitel's newer range).
+OPERATORS: dict[str, str] = dict(OPERATOR_NAMES)
+_OPERATOR_ORDER = ("Movistar", "Digitel", "Movilnet", "other", "(none)")
+
+
+def operator_of(phones: pd.Series, *, codes: bool = False) -> pd.Series:
+    """The carrier of each normalised phone (``Movistar``, ``Digitel``, ``Movilnet``).
+
+    Parameters
+    ----------
+    phones : Series
+        Normalised phones (``58`` + operator code + 7 digits, docs/protocol.md §1).
+    codes : bool, default False
+        Return the 3-digit operator code (``"414"``) instead of the carrier name.
+
+    Returns
+    -------
+    Series
+        Categorical carrier names; ``other`` for numbers outside the Venezuelan mobile
+        plan, ``(none)`` for a missing phone. With ``codes=True``, strings (<NA> when the
+        phone is not a Venezuelan mobile number).
+
+    Examples
+    --------
+    >>> operator_of(pd.Series(["584141234567", "584261234567", None])).tolist()
+    ['Movistar', 'Movilnet', '(none)']
+    """
+    s = phones.astype("string")
+    venezuelan = s.str.len().eq(12) & s.str.startswith("58")
+    code = s.str.slice(2, 5).where(venezuelan.fillna(False))
+    code = code.where(code.isin(list(OPERATORS)))
+    if codes:
+        return code.rename("prefix")
+    name = code.map(OPERATORS).astype("string")
+    name = name.mask(name.isna() & s.notna(), "other").fillna("(none)")
+    return pd.Series(
+        pd.Categorical(name, categories=list(_OPERATOR_ORDER)), index=phones.index, name="operator"
+    )
+
+
+_SUMMARY_COLUMNS = (
+    "rows",
+    "invalid",
+    "suppressed",
+    "scheduled",
+    "rejected",
+    "unknown",
+    "sent",
+    "delivered",
+    "failed",
+    "pending",
+    "delivery_rate",
+    "failure_rate",
+    "pending_rate",
+    "median_latency_s",
+    "p90_latency_s",
+)
+
+
+def _group_key(frame: pd.DataFrame, key: Hashable, tz: str) -> pd.Series:
+    """The grouping Series for one ``by`` entry (a frame column always wins)."""
+    if key in frame.columns:
+        return frame[key]
+    if key in ("operator", "prefix"):
+        require(frame, ("phone",), "the frame")
+        return operator_of(frame["phone"], codes=key == "prefix")
+    if key in ("hour", "date"):
+        require(frame, ("sent_at",), "the frame")
+        local = to_utc(frame["sent_at"], naive_tz="UTC").dt.tz_convert(tz)
+        derived: pd.Series = (
+            local.dt.hour.astype("Int64") if key == "hour" else local.dt.date
+        ).rename(key)
+        return derived
+    if key == "campaign":
+        send_info = frame.attrs.get("send")
+        name = frame.attrs.get("campaign")
+        if name is None and isinstance(send_info, dict):
+            name = send_info.get("campaign")
+        if name is not None:
+            return pd.Series(str(name), index=frame.index, name="campaign")
+        raise InputError("cannot group by 'campaign': the frame has no 'campaign' column")
+    raise InputError(
+        f"cannot group by {key!r}: not a column, nor one of operator, prefix, hour, date"
+    )
+
+
+def _summary_table(
+    counts: np.ndarray[Any, Any], rows: np.ndarray[Any, Any], latency: pd.DataFrame
+) -> dict[str, Any]:
+    """Summary columns from per-group state counts (groups x STATES)."""
+    n = {s: counts[:, i] for i, s in enumerate(STATES)}
+    sent = n["accepted"] + n["delivered"] + n["failed"]
+    table: dict[str, Any] = {
+        "rows": rows,
+        "invalid": n["invalid"],
+        "suppressed": n["suppressed"],
+        "scheduled": n["scheduled"],
+        "rejected": n["rejected"],
+        "unknown": n["unknown"],
+        "sent": sent,
+        "delivered": n["delivered"],
+        "failed": n["failed"],
+        "pending": n["accepted"],
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        denominator = np.where(sent > 0, sent, np.nan)
+        table["delivery_rate"] = n["delivered"] / denominator
+        table["failure_rate"] = n["failed"] / denominator
+        table["pending_rate"] = n["accepted"] / denominator
+    table["median_latency_s"] = latency["median"].to_numpy(dtype=float)
+    table["p90_latency_s"] = latency["p90"].to_numpy(dtype=float)
+    return table
+
+
+def delivery_summary(
+    frame: pd.DataFrame,
+    by: Hashable | Sequence[Hashable] | None = "operator",
+    *,
+    tz: str = DEFAULT_TZ,
+    total: bool = False,
+) -> pd.DataFrame:
+    """Counts and rates per group of a results frame (after
+    :func:`~massiva_frames.analytics.delivery.attach_delivery`).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        A results frame, usually with delivery attached (needs ``state``).
+    by : str, list of str or None, default "operator"
+        ``"operator"`` (carrier from the phone's code: Movistar 414/424, Digitel 412,
+        Movilnet 416/426), ``"prefix"`` (the 3-digit code), ``"batch"``,
+        ``"campaign"`` (a ``campaign`` column, else ``frame.attrs["campaign"]`` or
+        ``frame.attrs["send"]["campaign"]``),
+        ``"hour"`` (hour of day of ``sent_at`` in ``tz``, 0-23), ``"date"`` (local day
+        of ``sent_at``), or any column name. A column of that name always wins. A list
+        groups by several keys; ``None`` gives one overall row.
+    tz : str, default "America/Caracas"
+        Zone for ``hour`` and ``date``.
+    total : bool, default False
+        Append a ``total`` row over every group.
+
+    Returns
+    -------
+    DataFrame
+        One row per group (missing keys form their own group), with columns ``rows``,
+        ``invalid``, ``suppressed``, ``scheduled``, ``rejected``, ``unknown``, ``sent``
+        (accepted by the provider: delivered + failed + pending), ``delivered``,
+        ``failed``, ``pending`` (accepted, no final callback yet), ``delivery_rate`` =
+        delivered / sent, ``failure_rate`` = failed / sent, ``pending_rate`` = pending /
+        sent (NaN when nothing was sent), and ``median_latency_s`` / ``p90_latency_s``
+        (seconds from send to delivery, delivered rows).
+
+    Examples
+    --------
+    >>> delivery_summary(attach_delivery(results, status), by="operator")  # doctest: +SKIP
+              rows  invalid  ...  delivery_rate  ...  median_latency_s
+    operator
+    Movistar   612        0  ...          0.912  ...               4.0
+    """
+    require(frame, ("state",), "the frame")
+    state = as_state(frame["state"])
+    if "latency" in frame.columns:
+        seconds = pd.to_timedelta(frame["latency"], errors="coerce").dt.total_seconds()
+        latency_s = seconds.to_numpy(dtype=float, na_value=np.nan)
+    else:
+        latency_s = np.full(len(frame), np.nan)
+    # latency is a delivered-row measure (attach_delivery leaves the others NaT)
+    latency_s = np.where(np.asarray(state == "delivered"), latency_s, np.nan)
+
+    keys: list[Hashable]
+    if by is None:
+        keys = []
+    elif isinstance(by, str) or not isinstance(by, Sequence):
+        keys = [by]
+    else:
+        keys = list(by)
+
+    if keys:
+        series = [_group_key(frame, k, tz) for k in keys]
+        names = [str(k) for k in keys]
+        grouping = pd.DataFrame(
+            {n: s.reset_index(drop=True) for n, s in zip(names, series, strict=True)}
+        )
+        grouped = grouping.groupby(names, dropna=False, observed=True, sort=True)
+        group = grouped.ngroup().to_numpy()
+        index: pd.Index = grouped.size().index
+        ngroups = len(index)
+    else:
+        group = np.zeros(len(frame), dtype=np.intp)
+        index = pd.Index(["all"])
+        ngroups = 1
+
+    # one pass over the rows: a (group x state) count matrix
+    codes = state.codes.astype(np.intp)
+    nstates = len(STATES)
+    known = (codes >= 0) & (codes < nstates)
+    flat = np.bincount(group[known] * nstates + codes[known], minlength=ngroups * nstates)
+    counts = flat.reshape(ngroups, nstates)
+    rows = np.bincount(group, minlength=ngroups)
+    lat = pd.Series(latency_s).groupby(group)
+    latency = pd.DataFrame({"median": lat.median(), "p90": lat.quantile(0.9)}).reindex(
+        range(ngroups)
+    )
+    table = pd.DataFrame(_summary_table(counts, rows, latency), index=index)
+
+    if total and keys:
+        overall = pd.Series(latency_s).dropna()
+        total_latency = pd.DataFrame(
+            {
+                "median": [overall.median() if len(overall) else np.nan],
+                "p90": [overall.quantile(0.9) if len(overall) else np.nan],
+            }
+        )
+        label: Any = ("total", *[""] * (len(keys) - 1)) if len(keys) > 1 else "total"
+        index_total = (
+            pd.MultiIndex.from_tuples([label], names=index.names)
+            if len(keys) > 1
+            else pd.Index([label], name=index.name)
+        )
+        extra = pd.DataFrame(
+            _summary_table(
+                counts.sum(axis=0, keepdims=True), np.array([len(frame)]), total_latency
+            ),
+            index=index_total,
+        )
+        table = pd.concat([table, extra])
+    return table[list(_SUMMARY_COLUMNS)]
