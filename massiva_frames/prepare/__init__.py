@@ -1,6 +1,7 @@
 """Preparation: from a DataFrame of customers to API-sized batches, vectorised over columns.
 
 - :mod:`.phones` -- phone numbers normalised to the API's 12 digits, or a reason;
+- :mod:`.cells` -- phone cells of any kind (ints, Excel floats, objects) as digit text;
 - :mod:`.templates` -- templates parsed into fields and filled from columns;
 - :mod:`.formatting` -- column values formatted once per distinct value, fixed-point vectorised;
 - :mod:`.texts` -- texts as carriers see them: GSM-7/UCS-2, segments, transliteration, checks;

@@ -13,7 +13,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["LARGE_STRING", "bool_mask", "is_string_dtype", "one_chunk", "unencodable"]
+__all__ = [
+    "LARGE_STRING",
+    "bool_mask",
+    "is_string_dtype",
+    "one_chunk",
+    "scatter",
+    "unencodable",
+]
 
 #: The Arrow type every text and phone column is cast to (64-bit offsets).
 LARGE_STRING = pa.large_string()
@@ -29,6 +36,15 @@ def one_chunk(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
 def bool_mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
     """A boolean Arrow array as numpy, nulls as False."""
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def scatter(base: pa.Array, mask: np.ndarray[Any, Any], values: pa.Array) -> pa.Array:
+    """``base`` with the ``mask`` positions replaced by ``values`` (in order)."""
+    if not mask.any():
+        return base
+    return one_chunk(
+        pc.replace_with_mask(base, pa.array(mask), one_chunk(values).cast(LARGE_STRING))
+    )
 
 
 def is_string_dtype(dtype: Any) -> bool:
