@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 __all__ = [
     "LARGE_STRING",
+    "as_large_strings",
     "bool_mask",
     "is_string_dtype",
     "one_chunk",
@@ -31,6 +32,14 @@ def one_chunk(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(arr, pa.ChunkedArray):
         return arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     return arr
+
+
+def as_large_strings(series: pd.Series) -> pa.Array:
+    """A pandas column as one ``large_string`` Arrow array (values cast to text)."""
+    arr = pa.array(series.astype("string[pyarrow]").array)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.cast(LARGE_STRING)
 
 
 def bool_mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
