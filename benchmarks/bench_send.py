@@ -143,7 +143,7 @@ def run_requests_only(base_url: str, df: pd.DataFrame) -> dict[str, float]:
 
 
 def minimum(df: pd.DataFrame) -> int:
-    from massiva_frames.prepare.batching import minimum_requests
+    from massiva_frames.prepare.lower_bound import minimum_requests
     from massiva_frames.prepare.validation import validate
 
     return minimum_requests(validate(df, phone="telefono", template=TEMPLATE), method="POST")

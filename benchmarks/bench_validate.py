@@ -129,7 +129,8 @@ def _styled(k: int, op: Any, sub: Any, nat: Any, join: Any) -> Any:
 
 
 def run_ours(df: Any) -> dict[str, Any]:
-    from massiva_frames.prepare.batching import minimum_requests, plan_batches
+    from massiva_frames.prepare.batching import plan_batches
+    from massiva_frames.prepare.lower_bound import minimum_requests
     from massiva_frames.prepare.validation import validate
 
     start = time.perf_counter()

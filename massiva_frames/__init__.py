@@ -52,7 +52,7 @@ _EXPORTS: dict[str, str] = {
     "transliterate": "massiva_frames.prepare.texts",
     "Batch": "massiva_frames.prepare.batching",
     "iter_batches": "massiva_frames.prepare.batching",
-    "minimum_requests": "massiva_frames.prepare.batching",
+    "minimum_requests": "massiva_frames.prepare.lower_bound",
     "plan_batches": "massiva_frames.prepare.batching",
     # sending
     "JournalBusyError": "massiva_frames.errors",
@@ -121,7 +121,8 @@ if TYPE_CHECKING:
     )
     from .faces.demo import load_sample_campaign, run_demo
     from .faces.widgets import DeliveryDashboard, SendWidget
-    from .prepare.batching import Batch, iter_batches, minimum_requests, plan_batches
+    from .prepare.batching import Batch, iter_batches, plan_batches
+    from .prepare.lower_bound import minimum_requests
     from .prepare.phones import normalize_phones
     from .prepare.texts import segment_count, split_text, transliterate
     from .prepare.validation import Reason, failure_cases, validate, validation_summary

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from massiva_frames.errors import InputError
-from massiva_frames.prepare.batching import Batch, iter_batches, minimum_requests, plan_batches
+from massiva_frames.prepare.batching import Batch, iter_batches, plan_batches
+from massiva_frames.prepare.lower_bound import minimum_requests
 from massiva_frames.prepare.texts import split_text
 from massiva_frames.prepare.validation import validate
 from massiva_frames.wire.client import MassivaClient
@@ -325,13 +326,13 @@ def test_large_plan_many_batches_of_500() -> None:
 def test_quoted_lengths_match_quote_plus(texts: list[str]) -> None:
     import pyarrow as pa
 
-    from massiva_frames.prepare.batching import _quoted_lengths
+    from massiva_frames.prepare.sizing import quoted_lengths
 
-    got = _quoted_lengths(pa.array(texts, pa.large_string()), "utf-8").tolist()
+    got = quoted_lengths(pa.array(texts, pa.large_string()), "utf-8").tolist()
     assert got == [len(quote_plus(t, safe="")) for t in texts]
     latin = [t for t in texts if all(ord(c) < 256 for c in t)]
     if latin:
-        got = _quoted_lengths(pa.array(latin, pa.large_string()), "iso8859-1").tolist()
+        got = quoted_lengths(pa.array(latin, pa.large_string()), "iso8859-1").tolist()
         assert got == [len(quote_plus(t, safe="", encoding="latin-1")) for t in latin]
 
 

@@ -13,22 +13,24 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from massiva_frames.errors import InputError
+from massiva_frames.prepare.templates import (
+    Rendered,
+    TemplateField,
+    column_text,
+    template_fields,
+)
+from massiva_frames.prepare.templates import render_template as _render
 from massiva_frames.prepare.texts import (
     GSM7_BASIC,
     GSM7_EXTENSION,
     TEXT_REASONS,
     TRANSLITERATION,
-    Rendered,
-    TemplateField,
     check_texts,
-    column_text,
     segment_count,
     split_text,
-    template_fields,
     text_facts,
     transliterate,
 )
-from massiva_frames.prepare.texts import render_template as _render
 from massiva_frames.prepare.validation import Reason
 
 

@@ -10,15 +10,13 @@ Accepted shapes (separators: spaces of any kind, ``.``, ``-``, ``/``, parenthese
 Unicode dashes): ``584141234567``, ``+58 414-123.45.67``, ``0414 1234567``,
 ``(0414) 123-4567``, ``4141234567``, ``00584141234567``, ``+58 (0) 414 1234567``,
 integers, floats such as ``584141234567.0`` (Excel), scientific notation such as
-``5.84141234567E+11`` when every digit is present, a leading Excel apostrophe.
+``5.84141234567E+11`` when every digit is present, a leading Excel apostrophe. Cells
+that are not strings are first turned into digit text by :mod:`.cells`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -27,6 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError
+from .arrow import LARGE_STRING, bool_mask, one_chunk, scatter
+from .cells import cells_as_text
 
 __all__ = [
     "API_PHONE_LENGTH",
@@ -93,7 +93,6 @@ _MISSING_TOKENS = ["nan", "none", "null", "n/a", "na", "<na>", "nat", "s/n", "si
 # on both ends so dotted groups such as ``0414.123.57.00`` are left to the separator step.
 _FLOAT_RE = r"^([0-9]+)\.0+$"
 _SCI_RE = r"^[0-9]+(?:[.,][0-9]+)?[eE][+]?[0-9]+$"
-_LARGE = pa.large_string()
 
 
 def check_country(country: str | int) -> str:
@@ -119,175 +118,6 @@ def check_operators(operators: Iterable[str | int]) -> tuple[str, ...]:
     if not out:
         raise InputError("operators: at least one operator code is needed")
     return tuple(out)
-
-
-def _scalar_float_text(value: float) -> tuple[str | None, bool]:
-    """An integral, non-negative float as digits; anything else is not a number."""
-    if math.isnan(value):
-        return None, False
-    if not math.isfinite(value) or value < 0 or value != math.floor(value) or value >= 1e17:
-        return None, True
-    return str(int(value)), False
-
-
-def _scalar_text(value: Any) -> tuple[str | None, bool]:
-    """Turn one non-``str`` cell into digits text; the flag says "not a number"."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None, False
-    if isinstance(value, str):
-        return str(value), False
-    if isinstance(value, bool | np.bool_):
-        return None, True
-    if isinstance(value, numbers.Integral):
-        number = int(value)
-        return (None, True) if number < 0 else (str(number), False)
-    if isinstance(value, float | np.floating):
-        return _scalar_float_text(float(value))
-    if isinstance(value, Decimal):
-        try:
-            if value.is_nan():
-                return None, False
-            if not value.is_finite() or value < 0 or value != value.to_integral_value():
-                return None, True
-            return str(int(value)), False
-        except (InvalidOperation, ValueError, OverflowError):
-            return None, True
-    try:
-        if bool(pd.isna(value)):
-            return None, False
-    except (TypeError, ValueError):
-        pass
-    return None, True
-
-
-def _digits_of_ints(values: np.ndarray[Any, Any], null: Any = None) -> pa.Array:
-    """Integers as decimal text (null where ``null`` is True)."""
-    return pa.array(values, type=pa.int64(), mask=null).cast(_LARGE)
-
-
-def _scatter(base: pa.Array, mask: np.ndarray[Any, Any], values: pa.Array) -> pa.Array:
-    """``base`` with the ``mask`` positions replaced by ``values`` (in order)."""
-    if not mask.any():
-        return base
-    return _combine(pc.replace_with_mask(base, pa.array(mask), _combine(values).cast(_LARGE)))
-
-
-def _float_text(floats: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, Any]]:
-    """Integral non-negative floats as digits; NaN is missing; the rest is not a number."""
-    missing = np.isnan(floats)
-    with np.errstate(invalid="ignore"):
-        good = np.isfinite(floats) & (floats >= 0) & (floats < 1e17)
-        good &= floats == np.floor(floats)
-    ints = np.where(good, floats, 0).astype("int64")
-    return _digits_of_ints(ints, ~good), ~good & ~missing
-
-
-def _kind(kinds: Any, cls: type) -> np.ndarray[Any, Any]:
-    """Cells whose type is exactly ``cls`` (not a subclass: bool is not an int here)."""
-    same: Any = kinds == cls
-    return np.asarray(same, dtype=bool)
-
-
-def _arrow_strings(values: Any) -> tuple[pa.Array, np.ndarray[Any, Any]]:
-    """Arrow text of str/None cells, and a mask of the cells Arrow cannot hold.
-
-    A lone surrogate (text decoded with ``errors="surrogateescape"``) has no UTF-8 form:
-    that cell becomes missing and is flagged "not a number" instead of failing the frame.
-    """
-    try:
-        return pa.array(values, type=_LARGE, from_pandas=True), np.zeros(len(values), bool)
-    except UnicodeEncodeError:
-        odd = np.fromiter((_unencodable(v) for v in values), dtype=bool, count=len(values))
-        kept = np.asarray(values, dtype=object).copy()
-        kept[odd] = None
-        return pa.array(kept, type=_LARGE, from_pandas=True), odd
-
-
-def _unencodable(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _object_text(arr: np.ndarray[Any, Any]) -> tuple[pa.Array, np.ndarray[Any, Any]]:
-    """Mixed cells (Excel): strings, ints and floats each take a vectorised path; only
-    the odd remainder (Decimal, bool, junk objects) goes cell by cell."""
-    n = len(arr)
-    if pd.api.types.infer_dtype(arr, skipna=True) in ("string", "empty"):
-        return _arrow_strings(arr)
-    kinds: Any = np.frompyfunc(type, 1, 1)(arr)
-    is_str, is_int, is_float = (_kind(kinds, cls) for cls in (str, int, float))
-    strings = arr.copy()
-    strings[~is_str] = None
-    text, bad = _arrow_strings(strings)
-    # Non-string cells are converted per kind, then put back in one pass.
-    pieces: list[tuple[np.ndarray[Any, Any], pa.Array]] = []
-    if is_int.any():
-        ints = arr[is_int]
-        try:
-            as_int = ints.astype(np.int64)
-        except OverflowError:  # beyond 64 bits: certainly not a phone, but say why
-            as_text: Any = pa.array([str(v) if v >= 0 else None for v in ints], _LARGE)
-            bad[is_int] = [v < 0 for v in ints]
-        else:
-            as_text = _digits_of_ints(as_int, as_int < 0)
-            bad[np.flatnonzero(is_int)[as_int < 0]] = True
-        pieces.append((np.flatnonzero(is_int), as_text))
-    if is_float.any():
-        float_text, float_bad = _float_text(arr[is_float].astype(np.float64))
-        pieces.append((np.flatnonzero(is_float), float_text))
-        bad[is_float] = float_bad
-    other = ~(is_str | is_int | is_float)
-    if other.any():
-        settled = [_scalar_text(v) for v in arr[other]]
-        other_text, odd = _arrow_strings([t for t, _ in settled])
-        pieces.append((np.flatnonzero(other), other_text))
-        bad[other] = np.array([b for _, b in settled], dtype=bool) | odd
-    if pieces:
-        positions = np.concatenate([rows for rows, _ in pieces])
-        values = pa.concat_arrays([_combine(v).cast(_LARGE) for _, v in pieces])
-        mask = np.zeros(n, dtype=bool)
-        mask[positions] = True
-        text = _scatter(text, mask, values.take(pa.array(np.argsort(positions, kind="stable"))))
-    return text, bad
-
-
-def _to_text(series: pd.Series) -> tuple[pa.Array, np.ndarray[Any, np.dtype[np.bool_]]]:
-    """Cells as Arrow text (null = missing) and a mask of cells that are not numbers."""
-    n = len(series)
-    dtype = series.dtype
-    if isinstance(dtype, pd.StringDtype) or (
-        isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype)
-    ):
-        return _combine(pa.array(series.array).cast(_LARGE)), np.zeros(n, dtype=bool)
-    if pd.api.types.is_bool_dtype(dtype):
-        return pa.nulls(n, _LARGE), ~series.isna().to_numpy(dtype=bool)
-    if pd.api.types.is_integer_dtype(dtype):
-        missing = series.isna().to_numpy(dtype=bool)
-        ints = series.to_numpy(dtype="int64", na_value=0)
-        bad = (ints < 0) & ~missing
-        return _digits_of_ints(ints, missing | bad), bad
-    if pd.api.types.is_float_dtype(dtype):
-        return _float_text(series.to_numpy(dtype="float64", na_value=np.nan))
-    if dtype == np.dtype(object):
-        return _object_text(series.to_numpy(dtype=object))
-    # datetimes, periods, intervals, complex...: never a phone
-    return pa.nulls(n, _LARGE), ~series.isna().to_numpy(dtype=bool)
-
-
-def _combine(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(arr, pa.ChunkedArray):
-        return arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-    return arr
-
-
-def _np(arr: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
-    """A boolean Arrow array as numpy, nulls as False."""
-    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _scientific(text: str) -> tuple[str | None, str | None]:
@@ -361,7 +191,7 @@ def _where(mask: np.ndarray[Any, Any], arr: pa.Array, kernel: Any) -> pa.Array:
     rows = np.flatnonzero(mask)
     if not len(rows):
         return arr
-    return _scatter(arr, mask, kernel(arr.take(pa.array(rows))))
+    return scatter(arr, mask, kernel(arr.take(pa.array(rows))))
 
 
 def _clean_formatted(
@@ -377,24 +207,24 @@ def _clean_formatted(
     short = np.flatnonzero(pc.binary_length(trimmed).to_numpy() <= 10)
     missing = np.zeros(n, dtype=bool)
     if len(short):
-        tokens = pa.array(_MISSING_TOKENS, _LARGE)
+        tokens = pa.array(_MISSING_TOKENS, LARGE_STRING)
         lowered = pc.utf8_lower(trimmed.take(pa.array(short)))
-        missing[short] = _np(pc.is_in(lowered, value_set=tokens))
-    excel = _np(pc.ends_with(trimmed, "0")) & _np(pc.match_substring(trimmed, "."))
+        missing[short] = bool_mask(pc.is_in(lowered, value_set=tokens))
+    excel = bool_mask(pc.ends_with(trimmed, "0")) & bool_mask(pc.match_substring(trimmed, "."))
     trimmed = _where(excel, trimmed, lambda t: pc.replace_substring_regex(t, _FLOAT_RE, r"\1"))
     digits = pc.replace_substring_regex(trimmed, _SEPARATORS, "")
-    missing |= _np(pc.equal(digits, ""))
-    maybe_sci = np.flatnonzero(_np(pc.match_substring(trimmed, "e", ignore_case=True)))
-    sci = maybe_sci[_np(pc.match_substring_regex(trimmed.take(pa.array(maybe_sci)), _SCI_RE))]
+    missing |= bool_mask(pc.equal(digits, ""))
+    maybe_sci = np.flatnonzero(bool_mask(pc.match_substring(trimmed, "e", ignore_case=True)))
+    sci = maybe_sci[bool_mask(pc.match_substring_regex(trimmed.take(pa.array(maybe_sci)), _SCI_RE))]
     sci = sci[~missing[sci]]
     sci_codes: list[str | None] = []
     if len(sci):
         settled = [_scientific(str(v)) for v in trimmed.take(pa.array(sci)).to_pylist()]
         mask = np.zeros(n, dtype=bool)
         mask[sci] = True
-        digits = _scatter(digits, mask, pa.array([d for d, _ in settled], type=_LARGE))
+        digits = scatter(digits, mask, pa.array([d for d, _ in settled], type=LARGE_STRING))
         sci_codes = [reason for _, reason in settled]
-    shape = _np(pc.match_substring_regex(trimmed, r"^[0-9+(]")) & _np(
+    shape = bool_mask(pc.match_substring_regex(trimmed, r"^[0-9+(]")) & bool_mask(
         pc.match_substring_regex(digits, r"^\+?[0-9]+$")
     )
     shape[sci] = True
@@ -413,23 +243,23 @@ def _normalize_text(
     n = len(text)
     code = np.zeros(n, dtype=np.int8)
     trimmed = pc.utf8_trim(text, characters=_TRIM)
-    missing = _np(pc.is_null(trimmed)) & ~bad
+    missing = bool_mask(pc.is_null(trimmed)) & ~bad
     not_number = bad.copy()
     # Most cells are plain digits: the regex work runs on the others only.
-    formatted = ~_np(pc.ascii_is_decimal(trimmed)) & ~missing & ~bad
+    formatted = ~bool_mask(pc.ascii_is_decimal(trimmed)) & ~missing & ~bad
     digits = trimmed
     rows = np.flatnonzero(formatted)
     if len(rows):
         sub_digits, sub_missing, sub_bad, sci, sci_codes = _clean_formatted(
             trimmed.take(pa.array(rows))
         )
-        digits = _scatter(trimmed, formatted, sub_digits)
+        digits = scatter(trimmed, formatted, sub_digits)
         missing[rows] = sub_missing
         not_number[rows] = sub_bad
         code[rows[sci]] = [0 if c is None else _CODE[c] for c in sci_codes]
 
-    plus = _np(pc.starts_with(digits, "+"))
-    idd = ~plus & _np(pc.starts_with(digits, "00"))
+    plus = bool_mask(pc.starts_with(digits, "+"))
+    idd = ~plus & bool_mask(pc.starts_with(digits, "00"))
     intl = plus | idd
     prefix = plus.astype(np.int64) + 2 * idd
     # digits after the international prefix
@@ -438,7 +268,7 @@ def _normalize_text(
     def starts(*options: str) -> np.ndarray[Any, Any]:
         out = np.zeros(n, dtype=bool)
         for option in options:
-            out |= _np(pc.starts_with(digits, option))
+            out |= bool_mask(pc.starts_with(digits, option))
         return out
 
     is58 = np.where(intl, starts("+58", "0058"), starts("58"))
@@ -458,10 +288,10 @@ def _normalize_text(
 
     national = pc.utf8_slice_codeunits(digits, -10)
     operator = pc.utf8_slice_codeunits(national, 0, 3)
-    known = _np(pc.is_in(operator, value_set=pa.array(list(operators), _LARGE)))
-    landline = _np(pc.starts_with(operator, "2"))
+    known = bool_mask(pc.is_in(operator, value_set=pa.array(list(operators), LARGE_STRING)))
+    landline = bool_mask(pc.starts_with(operator, "2"))
     phone = pc.binary_join_element_wise(
-        pa.scalar(DEFAULT_COUNTRY, _LARGE), national, pa.scalar("", _LARGE)
+        pa.scalar(DEFAULT_COUNTRY, LARGE_STRING), national, pa.scalar("", LARGE_STRING)
     )
 
     code[valid_shape & venezuelan & ~known & landline] = _CODE[LANDLINE]
@@ -479,7 +309,7 @@ def _normalize_text(
         slow &= ~foreign
     if slow.any():
         phone = _apply_slow(phone, digits, slow, prefix, code, ok, country, allow_international)
-    return _with_validity(_combine(phone), ok & (code == 0)), code
+    return _with_validity(one_chunk(phone), ok & (code == 0)), code
 
 
 def _with_validity(arr: pa.Array, valid: np.ndarray[Any, Any]) -> pa.Array:
@@ -529,12 +359,12 @@ def _apply_slow(
     ok[rows] = row_codes == 0
     mask = np.zeros(len(digits), dtype=bool)
     mask[rows] = True
-    return pc.replace_with_mask(phone, pa.array(mask), pa.array(row_phones, type=_LARGE))
+    return pc.replace_with_mask(phone, pa.array(mask), pa.array(row_phones, type=LARGE_STRING))
 
 
 def _codes_to_reason(code: np.ndarray[Any, Any]) -> pa.Array:
     indices = pa.array(code.astype(np.int16) - 1, mask=code == 0)
-    return pa.array(list(PHONE_REASONS), _LARGE).take(indices)
+    return pa.array(list(PHONE_REASONS), LARGE_STRING).take(indices)
 
 
 def _string_series(arr: pa.Array, index: pd.Index) -> pd.Series:
@@ -599,9 +429,13 @@ def normalize_phones(
         table = pd.concat([cats, missing_row], ignore_index=True)
         out = table.iloc[np.where(codes < 0, len(cats), codes)].set_axis(series.index)
         return out.astype({"phone": "string", "reason": "string"})
-    text, bad = _to_text(series)
+    text, bad = cells_as_text(series)
     phone, code = _normalize_text(
-        _combine(text), bad, country=country, operators=ops, allow_international=allow_international
+        one_chunk(text),
+        bad,
+        country=country,
+        operators=ops,
+        allow_international=allow_international,
     )
     return pd.DataFrame(
         {

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from ..errors import InputError
 from . import phones as _phones
+from . import templates as _templates
 from . import texts as _texts
 
 __all__ = [
@@ -297,7 +298,7 @@ def validate(
 
     def texts() -> _texts.TextCheck:
         if template is not None:
-            rendered = _texts.render_template(df, template, translit=transliterate)
+            rendered = _templates.render_template(df, template, translit=transliterate)
             return _texts.check_texts(
                 rendered.text,
                 missing=rendered.missing_at >= 0,
@@ -305,7 +306,7 @@ def validate(
                 long_text=long_text,
                 facts=rendered.facts,
             )
-        piece = _texts.column_piece(text_col, translit=transliterate)
+        piece = _templates.column_piece(text_col, translit=transliterate)
         return _texts.check_texts(
             piece.text,
             missing=piece.missing,
@@ -497,13 +498,13 @@ def _fields_at_fault(failing: pd.DataFrame, template: str) -> dict[Any, Hashable
     if len(sub) == 0 or not sub.index.is_unique:
         return {}
     try:
-        _, fields = _texts.template_fields(template, sub.columns)
+        _, fields = _templates.template_fields(template, sub.columns)
     except InputError:
         return {}
     found: dict[Any, Hashable] = {}
     pending = np.ones(len(sub), dtype=bool)
     for field in fields:
-        _, missing, failed = _texts.column_text(sub[field.column], field)
+        _, missing, failed = _templates.column_text(sub[field.column], field)
         hit = pending & (missing | failed)
         for label in sub.index[hit]:
             found[label] = field.column
