@@ -5,7 +5,7 @@ as a LOGDIR path, timestamps brought to ``datetime64[us, UTC]`` (naive ones read
 zone), the ``state`` column as a categorical carrying every state, and callback phones
 in the canonical ``58XXXXXXXXXX`` form.
 
-Shapes (DESIGN.md "Shapes that everything shares"): a results frame has ``phone``,
+Shapes (docs/architecture.md, "The shapes every stage shares"): a results frame has ``phone``,
 ``text``, ``state`` (category), ``reason``, ``batch``, ``message_id`` (Int64), ``sid``,
 ``request_status``, ``api_message``, ``sent_at`` (UTC), ``encoding``, ``segments``; a
 status log has ``message_id, status (delivered|failed), updated_at, user, detail, line,
@@ -38,7 +38,7 @@ __all__ = [
 #: docs/protocol.md §5: callback times carry no zone; Venezuelan local time.
 DEFAULT_TZ = "America/Caracas"
 
-#: Every value of the results' ``state`` column, in lifecycle order (DESIGN.md).
+#: Every value of the results' ``state`` column, in lifecycle order (docs/architecture.md).
 STATES: tuple[str, ...] = (
     "invalid",
     "suppressed",

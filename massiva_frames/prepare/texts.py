@@ -93,7 +93,7 @@ _GSM_ALL = _re_class(GSM7_BASIC + GSM7_EXTENSION)
 _GSM_FULLMATCH = f"^{_GSM_ALL}*$"
 _GSM_EXT = _re_class(GSM7_EXTENSION)
 _ASTRAL = r"[\x{10000}-\x{10FFFF}]"
-# docs/protocol.md §1 lets a text carry newlines (GSM-7 has LF and CR); every other C0/C1 control
+# docs/protocol.md §5.5 lets a text carry newlines (GSM-7 has LF and CR); every other C0/C1 control
 # character is refused: carriers drop or mangle them.
 _CONTROL = r"[\x{00}-\x{09}\x{0B}-\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
 _CONTROL_OR_SEPARATOR = r"[\x{00}-\x{09}\x{0B}-\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}|]"

@@ -1,4 +1,4 @@
-"""Send a DataFrame: validate → plan → journal → transport → results (DESIGN.md).
+"""Send a DataFrame: validate → plan → journal → transport → results (docs/architecture.md).
 
 The results frame has one row per input row, the input's index, and only the result
 columns (``phone, text, state, reason, batch, message_id, sid, request_status,
