@@ -57,7 +57,7 @@ def _int_ids(values: pd.Series, what: str) -> pd.Series:
 
 
 def _final_events(log: pd.DataFrame, tz: str) -> tuple[_Final, dict[str, int]]:
-    """One entry per message id: its latest status event (docs/protocol.md §2; later events win, §5.9)."""
+    """One entry per message id: its latest status event (docs/protocol.md §2, §5.9)."""
     require(log, ("message_id", "status", "updated_at"), "the status log")
     stats = {"events": len(log)}
     mid = _int_ids(log["message_id"], "log")

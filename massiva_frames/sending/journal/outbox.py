@@ -228,7 +228,7 @@ class Outbox(SQLiteConnection):
         return {str(state): int(n) for state, n in rows}
 
     def results(self, *, index: pd.Index | None = None) -> pd.DataFrame:
-        """The results frame of the latest call (docs/architecture.md), built from the journal alone.
+        """The results frame of the latest call, built from the journal alone.
 
         ``index`` replaces the labels decoded from the journal (``send`` passes the
         input's own index).
