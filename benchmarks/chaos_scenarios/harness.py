@@ -29,10 +29,12 @@ __all__ = [
 ]
 
 
+#: the account every scenario's sandbox and client use
 USUARIO = "chaos@massiva.test"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -136,6 +138,8 @@ def raw_exchange(port: int, request: bytes, timeout: float) -> tuple[int | None,
 
 
 def run_cli(args: Sequence[str], env: dict[str, str], timeout: float = 120) -> str:
+    """``massiva-frames ARGS`` as a subprocess in ``env`` (``CHAOS_CWD``: its folder);
+    returns its exit code and everything it printed."""
     proc = subprocess.run(
         [sys.executable, "-m", "massiva_frames.faces.cli", *args],
         capture_output=True,
