@@ -8,11 +8,10 @@ tried), so a scenario that silently stopped testing fails.
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -20,23 +19,32 @@ import pytest
 
 from massiva_frames.errors import mask
 
+# The suite is a package beside its command, benchmarks/chaos.py, which finds it on
+# sys.path as a script's folder; here the folder is added.
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
 
-def _load_chaos() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "chaos.py"
-    spec = importlib.util.spec_from_file_location("massiva_chaos", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from chaos_scenarios import (  # noqa: E402
+    bad_frames,
+    bad_queries,
+    bad_xml,
+    campaigns,
+    figures,
+    harness,
+    leaks,
+    provider,
+    receiver,
+    scanning,
+    sender,
+    suite,
+)
 
-
-chaos = _load_chaos()
-QUICK = chaos.QUICK
+QUICK = figures.QUICK
 
 
 def _assert_clean(fig: Any) -> None:
-    assert fig.failing() == [], chaos.format_table([fig])
+    assert fig.failing() == [], figures.format_table([fig])
 
 
 # --- the oracles can fail ------------------------------------------------------------------
@@ -46,18 +54,18 @@ def test_scan_finds_every_form_of_the_password() -> None:
     from html import escape
     from urllib.parse import quote, quote_plus
 
-    pw = chaos.PASSWORD
+    pw = scanning.PASSWORD
     forms = [
         pw, quote(pw, safe=""), quote_plus(pw), quote(pw, safe="").lower(),
         quote_plus(pw, encoding="latin-1"), escape(pw), json.dumps(pw)[1:-1], pw[:-2],
     ]  # fmt: skip
     for form in forms:
-        count, where = chaos.scan_for_secrets({"x": f"a {form} b"}, [pw])
+        count, where = scanning.scan_for_secrets({"x": f"a {form} b"}, [pw])
         assert count >= 1 and where == [f"x ({count})"], form
     for encoding in ("utf-8", "latin-1", "utf-16-le"):
-        count, _ = chaos.scan_for_secrets({"f": b"\x00" + pw.encode(encoding) + b"\x00"}, [pw])
+        count, _ = scanning.scan_for_secrets({"f": b"\x00" + pw.encode(encoding) + b"\x00"}, [pw])
         assert count >= 1, encoding
-    assert chaos.scan_for_secrets({"x": "clave=***", "y": b"***"}, [pw]) == (0, [])
+    assert scanning.scan_for_secrets({"x": "clave=***", "y": b"***"}, [pw]) == (0, [])
 
 
 def test_send_figures_count_lost_and_duplicated_rows() -> None:
@@ -79,8 +87,8 @@ def test_send_figures_count_lost_and_duplicated_rows() -> None:
             "text": ["x", "y", "y"],
         }
     )
-    fig = chaos.Figures("t")
-    chaos._send_figures(fig, df, results, messages)
+    fig = figures.Figures("t")
+    campaigns.send_figures(fig, df, results, messages)
     # d missing, c not terminal: lost; (…02, y) accepted twice: duplicated.
     assert (fig.lost, fig.duplicated, fig.sent_once, fig.unknown) == (2, 1, 1, 1)
     assert fig.evidence["unknown_delivered"] == 1
@@ -93,7 +101,7 @@ def test_send_figures_count_lost_and_duplicated_rows() -> None:
 
 @pytest.mark.slow
 def test_faulty_provider(tmp_path: Path) -> None:
-    fig = chaos.scenario_faulty_provider(QUICK, tmp_path)
+    fig = provider.scenario_faulty_provider(QUICK, tmp_path)
     _assert_clean(fig)
     assert fig.tried == QUICK.provider_rows and fig.sent_once > 0
     assert fig.evidence["faults_fired"] >= 5 and fig.unknown > 0
@@ -104,7 +112,7 @@ def test_faulty_provider(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_sender(tmp_path: Path) -> None:
-    fig = chaos.scenario_killed_sender(QUICK, tmp_path)
+    fig = sender.scenario_killed_sender(QUICK, tmp_path)
     _assert_clean(fig)
     assert fig.evidence["kills"] >= 2
     assert fig.tried == QUICK.sender_rows and fig.sent_once > 0
@@ -112,7 +120,7 @@ def test_killed_sender(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_receiver(tmp_path: Path) -> None:
-    fig = chaos.scenario_killed_receiver(QUICK, tmp_path)
+    fig = receiver.scenario_killed_receiver(QUICK, tmp_path)
     _assert_clean(fig)
     assert fig.evidence["kills"] == QUICK.receiver_kills
     assert fig.evidence["acknowledged"] > 200 and fig.evidence["sandbox_acknowledged"] > 0
@@ -122,7 +130,7 @@ def test_killed_receiver(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bad_dataframes() -> None:
-    fig = chaos.fuzz_frames(QUICK.frame_examples)
+    fig = bad_frames.fuzz_frames(QUICK.frame_examples)
     _assert_clean(fig)
     assert fig.tried >= QUICK.frame_examples  # plus the explicit regression frames
     assert fig.evidence.get("frame", 0) > QUICK.frame_examples // 4
@@ -130,7 +138,7 @@ def test_bad_dataframes() -> None:
 
 @pytest.mark.slow
 def test_bad_xml() -> None:
-    fig = chaos.fuzz_xml(QUICK.xml_examples)
+    fig = bad_xml.fuzz_xml(QUICK.xml_examples)
     _assert_clean(fig)
     assert fig.tried == QUICK.xml_examples
     assert {"valid", "truncated", "entities", "huge", "charset", "secret-echo"} <= set(fig.evidence)
@@ -138,7 +146,7 @@ def test_bad_xml() -> None:
 
 @pytest.mark.slow
 def test_bad_query_strings(tmp_path: Path) -> None:
-    fig = chaos.fuzz_queries(QUICK.query_examples, tmp_path)
+    fig = bad_queries.fuzz_queries(QUICK.query_examples, tmp_path)
     _assert_clean(fig)
     assert fig.tried == QUICK.query_examples
     assert fig.evidence.get("http_200", 0) > 0 and fig.evidence.get("http_400", 0) > 0
@@ -146,23 +154,35 @@ def test_bad_query_strings(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_secrets(tmp_path: Path) -> None:
-    fig = chaos.scenario_secrets(QUICK, tmp_path)
+    fig = leaks.scenario_secrets(QUICK, tmp_path)
     _assert_clean(fig)
     assert fig.evidence["artifacts"] > 300 and fig.evidence["log_chars"] > 1_000
 
 
 def test_table_and_exit_code(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    ok = chaos.Figures("a", tried=3, lost=0, crashes=0)
-    bad = chaos.Figures("b", tried=1, leaks=2)
-    lines = chaos.format_table([ok, bad]).splitlines()
+    ok = figures.Figures("a", tried=3, lost=0, crashes=0)
+    bad = figures.Figures("b", tried=1, leaks=2)
+    lines = figures.format_table([ok, bad]).splitlines()
     assert [c.strip() for c in lines[0].split("|")][-2:] == ["leaks", "seconds"]
     assert [c.strip() for c in lines[3].split("|")] == ["b", "1", *"-" * 6, "2", "0.0"]
     assert ok.failing() == [] and bad.failing() == ["leaks"]
-    monkeypatch.setitem(chaos.SCENARIOS, "provider", lambda sizes, workdir, seed: ok)
-    monkeypatch.setitem(chaos.SCENARIOS, "secrets", lambda sizes, workdir, seed: [ok, bad])
-    assert chaos.main(["--scenario", "provider", "--quick"]) == 0
-    assert chaos.main(["--scenario", "provider", "--scenario", "secrets"]) == 1
+    monkeypatch.setitem(suite.SCENARIOS, "provider", lambda sizes, workdir, seed: ok)
+    monkeypatch.setitem(suite.SCENARIOS, "secrets", lambda sizes, workdir, seed: [ok, bad])
+    assert suite.main(["--scenario", "provider", "--quick"]) == 0
+    assert suite.main(["--scenario", "provider", "--scenario", "secrets"]) == 1
     assert "b: leaks" in capsys.readouterr().out
+
+
+def test_the_command_runs_as_a_script() -> None:
+    # The one command: benchmarks/chaos.py finds its package from any working directory.
+    command = [sys.executable, str(BENCHMARKS / "chaos.py"), "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd="/", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "{input,provider,receiver,secrets,sender}" in done.stdout
+    assert suite.DESCRIPTION.split(":")[0] in done.stdout
+    refused = subprocess.run([*command[:2], "--scenario", "nope"], capture_output=True,
+                             text=True, cwd="/", timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and "invalid choice" in refused.stderr
 
 
 # --- regression tests for holes the suite found ------------------------------------------
@@ -170,9 +190,9 @@ def test_table_and_exit_code(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> No
 
 def test_mask_covers_the_json_escaped_password() -> None:
     # A PHP error page answering JSON echoes the password as json_encode writes it.
-    pw = chaos.PASSWORD
+    pw = scanning.PASSWORD
     echoed = '{"error": "clave ' + json.dumps(pw)[1:-1] + ' invalida"}'
-    assert chaos.SECRET_CORE not in mask(echoed, [pw])
+    assert scanning.SECRET_CORE not in mask(echoed, [pw])
 
 
 def test_receiver_accepts_a_non_ascii_token_in_the_header(tmp_path: Path) -> None:
@@ -184,9 +204,9 @@ def test_receiver_accepts_a_non_ascii_token_in_the_header(tmp_path: Path) -> Non
             b"GET /recepcionsms?id=1&estatus=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"X-Massiva-Token: " + token.encode() + b"\r\nConnection: close\r\n\r\n"
         )
-        status, _ = chaos._raw_exchange(rc.port, request, 10)
+        status, _ = harness.raw_exchange(rc.port, request, 10)
         wrong = request.replace(token.encode(), b"tok-n-secreto")
-        refused, _ = chaos._raw_exchange(rc.port, wrong, 10)
+        refused, _ = harness.raw_exchange(rc.port, wrong, 10)
     assert (status, refused) == (200, 403)
 
 
@@ -231,7 +251,7 @@ def test_a_half_built_client_has_a_repr() -> None:
     from massiva_frames.wire.client import MassivaClient
 
     with pytest.raises(InputError) as info:
-        MassivaClient("a@b.c", chaos.PASSWORD, "ftp://example.invalid")
+        MassivaClient("a@b.c", scanning.PASSWORD, "ftp://example.invalid")
     tb = traceback.TracebackException.from_exception(info.value, capture_locals=True)
     assert "self = MassivaClient(usuario='a@b.c', base_url=None" in "".join(tb.format())
 
