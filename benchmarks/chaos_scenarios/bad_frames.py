@@ -123,7 +123,7 @@ def fuzz_frames(examples: int, *, seed: int = 0, timeout: float = 10.0) -> Figur
 
     Either a frame comes back — same index, every row with a state, every row not
     ready/scheduled with a reason — or a :class:`~massiva_frames.errors.MassivaError`
-    (a wrong argument) is raised. Anything else is a crash (DESIGN.md: "never a
+    (a wrong argument) is raised. Anything else is a crash (docs/architecture.md: "never a
     traceback from deep inside pandas or lxml"); a call past ``timeout`` is a hang.
     """
     import warnings

@@ -13,7 +13,7 @@ from .figures import Figures
 __all__ = ["TERMINAL", "campaign", "send_figures"]
 
 
-#: the states a row may end in once a send is over (DESIGN.md); `scheduled` is not one
+#: the states a row may end in once a send is over (docs/architecture.md); `scheduled` is not one
 TERMINAL = frozenset({"accepted", "rejected", "unknown", "invalid", "suppressed"})
 _OPERATORS = ("412", "414", "416", "424", "426")
 
@@ -72,7 +72,7 @@ def send_figures(fig: Figures, df: Any, results: Any, messages: Any) -> None:
     for label in list(missing[:3]) + list(open_rows[:3]) + list(said_unsent[:3]):
         fig.problem(f"{label}: lost ({states.get(label, 'missing')})")
     fig.lost = len(missing) + max(extra, 0) + len(open_rows) + wrong_id + len(said_unsent)
-    # DESIGN.md: every row comes back "with a state and, unless accepted, a reason".
+    # docs/architecture.md: every row comes back "with a state and, unless accepted, a reason".
     reasonless = results.index[(states != "accepted") & results["reason"].isna()]
     fig.crashes = (fig.crashes or 0) + len(reasonless)
     for label in list(reasonless[:3]):

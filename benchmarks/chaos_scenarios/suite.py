@@ -25,9 +25,7 @@ from .sender import scenario_killed_sender, worker_send
 __all__ = ["DESCRIPTION", "SCENARIOS", "main", "run_scenarios"]
 
 #: the first line of ``python benchmarks/chaos.py --help``
-DESCRIPTION = (
-    'Chaos suite: the reliability and security guarantees (DESIGN.md, "Guarantees") as figures.'
-)
+DESCRIPTION = 'Chaos suite: the reliability and security guarantees (docs/architecture.md, "Where each guarantee is kept") as figures.'
 
 
 def _input_figures(sizes: Sizes, workdir: Path, *, seed: int = 0) -> list[Figures]:
