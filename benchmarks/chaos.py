@@ -1,4 +1,4 @@
-"""Chaos suite: the reliability and security guarantees (docs/architecture.md, "Where each guarantee is kept") as figures.
+"""Chaos suite: the reliability and security guarantees (docs/architecture.md) as figures.
 
 Each scenario tries something hostile and counts what was lost, duplicated, crashed, hung
 or leaked; those figures must all be 0. One table is printed:

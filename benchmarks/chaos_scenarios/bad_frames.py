@@ -219,7 +219,7 @@ def _frame_examples() -> Callable[[Any], Any]:
 
 def _frame_problems(df: Any, out: Any, *, ok_states: tuple[str, ...]) -> list[str]:
     """What breaks "every input row comes back once, with a state and, unless it is
-    fine, a reason" (DESIGN.md, Guarantees)."""
+    fine, a reason" (docs/architecture.md)."""
     problems = []
     if len(out) != len(df) or not out.index.equals(df.index):
         problems.append(f"index changed: {len(df)} rows in, {len(out)} out")

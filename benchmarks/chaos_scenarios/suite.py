@@ -25,7 +25,9 @@ from .sender import scenario_killed_sender, worker_send
 __all__ = ["DESCRIPTION", "SCENARIOS", "main", "run_scenarios"]
 
 #: the first line of ``python benchmarks/chaos.py --help``
-DESCRIPTION = 'Chaos suite: the reliability and security guarantees (docs/architecture.md, "Where each guarantee is kept") as figures.'
+DESCRIPTION = (
+    "Chaos suite: the reliability and security guarantees (docs/architecture.md) as figures."
+)
 
 
 def _input_figures(sizes: Sizes, workdir: Path, *, seed: int = 0) -> list[Figures]:
