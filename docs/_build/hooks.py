@@ -6,6 +6,9 @@ interpreter that runs MkDocs. A cell that raises fails the build. The executed c
 handed to mkdocs-jupyter, which renders them with their outputs; the repository's
 notebooks are never written to.
 
+The figures of the Analytics guide are drawn at build time too, by the package's own
+plotting functions, from the sample data in ``data/samples/``.
+
 ``MASSIVA_DOCS_EXECUTE=0`` renders the notebooks without running them (for a quick
 ``mkdocs serve`` while writing); the build that CI runs always executes them.
 """
@@ -34,6 +37,14 @@ log = get_plugin_logger("notebooks")
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
+SAMPLES = ROOT / "data" / "samples"
+#: the Analytics guide's figures: file name -> plotting function of massiva_frames
+FIGURES = {
+    "delivery-report.png": "delivery_report_figure",
+    "delivery-by-operator.png": "plot_delivery_by_operator",
+    "latency.png": "plot_latency",
+    "deliveries-over-time.png": "plot_deliveries_over_time",
+}
 KERNEL = "massiva-frames-docs"
 #: seconds a single cell may run before the build fails
 CELL_TIMEOUT = 180
@@ -136,6 +147,30 @@ def _execute(source: Path, target: Path, workdir: Path) -> None:
     log.info("executed notebooks/%s in %.1f s", source.name, time.monotonic() - started)
 
 
+def _figures(folder: Path) -> list[str]:
+    """Draw the Analytics guide's figures from the sample results and callback logs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import massiva_frames as mf
+
+    folder.mkdir(parents=True)
+    results = pd.read_parquet(SAMPLES / "results.parquet")
+    final = mf.attach_delivery(results, SAMPLES / "callbacks")
+    names = []
+    for name, function in FIGURES.items():
+        figure = getattr(mf, function)(final)
+        figure.savefig(folder / name, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        names.append(name)
+    return names
+
+
 @event_priority(100)  # before mkdocs-jupyter wraps the notebook files
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     """Execute each notebook into a temporary folder and add it to the site's files."""
@@ -155,6 +190,15 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         log.info("MASSIVA_DOCS_EXECUTE=0: the notebooks are rendered without outputs")
         for source in sources:
             shutil.copy(source, src_dir / "notebooks" / source.name)
+    for name in _figures(src_dir / "guide" / "figures"):
+        files.append(
+            File(
+                f"guide/figures/{name}",
+                src_dir=str(src_dir),
+                dest_dir=config.site_dir,
+                use_directory_urls=config.use_directory_urls,
+            )
+        )
     for source in sources:
         files.append(
             File(
