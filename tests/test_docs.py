@@ -14,7 +14,7 @@
   receiver taking its callbacks; ``bash`` blocks run there too, with ``set -eu``.
   Each page starts with ``sb`` (the sandbox), ``client``, ``df`` (200 rows of the
   sample campaign, also as ``clientes.csv``), ``rc`` (the receiver) and ``logdir``;
-  ``data/samples/`` is there as in a clone.
+  ``data/`` and ``deploy/`` are there as in a clone.
 - ``deploy/``: the systemd units pass ``systemd-analyze verify`` (and the receiver's
   unit ``systemd-analyze security``); the retention script removes old day partitions
   of a real callback log directory and keeps the rest.
@@ -181,7 +181,8 @@ def page_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
     monkeypatch.setenv("MPLBACKEND", "Agg")
     df = mf.load_sample_campaign(200)
     df.to_csv(work / "clientes.csv", index=False)
-    (work / "data").symlink_to(ROOT / "data")  # the sample data, as from a clone
+    for folder in ("data", "deploy"):  # the sample data and the recipes, as in a clone
+        (work / folder).symlink_to(ROOT / folder)
     logdir = "callback-logs"
     with mf.receiver(logdir) as rc:
         with mf.sandbox(
