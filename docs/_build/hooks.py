@@ -52,7 +52,7 @@ CELL_TIMEOUT = 180
 WIDGET_NOTE = (
     '<div class="admonition note massiva-widget-note"><p class="admonition-title">'
     "Interactive widget</p><p>In a running notebook, the <code>{name}</code> form is "
-    "displayed here. The <a href=\"../../guide/widgets/\">Widgets guide</a> shows it in "
+    'displayed here. The <a href="../../guide/widgets/">Widgets guide</a> shows it in '
     "a real browser.</p></div>"
 )
 
