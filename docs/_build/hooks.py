@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from mkdocs.exceptions import PluginError
 from mkdocs.plugins import event_priority, get_plugin_logger
 from mkdocs.structure.files import File, Files
 
-__all__ = ["on_files", "on_post_build", "on_build_error"]
+__all__ = ["on_files", "on_page_content", "on_post_build", "on_build_error"]
 
 log = get_plugin_logger("notebooks")
 
@@ -209,6 +210,20 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
             )
         )
     return files
+
+
+#: a Sphinx role left in a docstring, as mkdocstrings renders it: ``:func:`~a.b.c```
+_ROLE = re.compile(r":(?:func|class|meth|attr|mod|exc|data|obj):<code>(~?)([\w.]+)</code>")
+
+
+def _role(match: re.Match[str]) -> str:
+    name = match[2].rsplit(".", 1)[-1] if match[1] else match[2]
+    return f"<code>{name}</code>"
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    """Show the docstrings' Sphinx roles (``:func:`~x.send```) as plain code names."""
+    return _ROLE.sub(_role, html)
 
 
 def _cleanup() -> None:
