@@ -27,6 +27,7 @@ __all__ = [
     "NullLog",
     "StorageUnavailable",
     "connect_journal",
+    "is_durable",
     "journal_path",
     "pending_rows",
     "read_journal",
@@ -84,6 +85,13 @@ def connect_journal(path: Path, *, create: bool = False) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def is_durable(conn: sqlite3.Connection) -> bool:
+    """Whether a commit on ``conn`` is on disk when it returns (WAL, synchronous FULL/EXTRA)."""
+    sync = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    return sync >= 2 and mode == "wal"
 
 
 def _connect_reader(path: Path) -> sqlite3.Connection | None:
@@ -186,12 +194,14 @@ class DurableLog:
     >>> log.close()
     """
 
-    durable = True
-
     def __init__(
         self, logdir: str | Path, *, max_batch: int = 2000, wait_timeout: float = 30.0
     ) -> None:
         self._conn = connect_journal(journal_path(logdir), create=True)
+        #: read back from the live connection: the WAL is synced at every commit
+        self.durable = is_durable(self._conn)
+        if not self.durable:
+            logger.warning("the callback journal is not synced at every commit")
         self._max_batch = max_batch
         self._wait_timeout = wait_timeout
         self._queue: queue.SimpleQueue[_Ticket | None] = queue.SimpleQueue()

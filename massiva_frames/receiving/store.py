@@ -11,9 +11,10 @@ Layout of a log directory::
 ``read_parquet('LOGDIR/status/**/*.parquet', hive_partitioning=true)`` read it).
 
 Crash safety: compaction writes each parquet file under a hidden temporary name, fsyncs
-it, renames it into place (readers never see half a file) and only then deletes the rows
-from the journal. A crash between the two leaves an event in both places: a repeat, with
-the same ``event_key``, which :func:`read_callbacks` and the next merge drop.
+it, renames it into place (readers never see half a file), fsyncs its directory (and the
+parent of every directory it created) and only then deletes the rows from the journal.
+A crash between the two leaves an event in both places: a repeat, with the same
+``event_key``, which :func:`read_callbacks` and the next merge drop.
 
 Parquet columns (status): ``event_key``, ``received_at`` (UTC), ``message_id`` (int64),
 ``status`` ("delivered"/"failed"), ``updated_at`` (the provider's local wall-clock time,
@@ -123,11 +124,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each new entry synced in its parent."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        _fsync_dir(path.parent)  # a new directory is lost with its parent's entry
+
+
 def _write_part(table: pa.Table, directory: Path) -> Path:
     """Write ``table`` as a new part file in ``directory``, atomically and durably."""
-    if not directory.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(directory.parent)
+    _make_dirs(directory)
     name = f"part-{uuid.uuid4().hex}.parquet"
     # A hidden name: pyarrow ignores '.'-prefixed files and '*.parquet' globs skip '.tmp'.
     tmp = directory / f".{name}.tmp"
