@@ -640,6 +640,32 @@ def test_latency(sandbox_server: Sandbox) -> None:
     assert wait_until(lambda: len(sb.messages()) == 2)
 
 
+def test_gated_latency_holds_each_request_until_the_gate_opens(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    gate = threading.Event()
+    sb.inject("latency", count=2, seconds=30, gate=gate)
+    answers: list[int] = []
+    threads = [
+        threading.Thread(target=lambda p=p: answers.append(send(sb, p).status_code))
+        for p in VALID[:2]
+    ]
+    for t in threads:
+        t.start()
+    # both requests arrive and are logged; neither is processed while the gate is shut
+    assert wait_until(lambda: len(sb.requests()) == 2)
+    assert sb.messages().empty and not answers
+    assert sb.requests()["fault"].tolist() == ["latency", "latency"]
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert answers == [200, 200] and len(sb.messages()) == 2
+    # a gate that is never set is bounded by seconds
+    sb.inject("latency", count=1, seconds=0.2, gate=threading.Event())
+    t0 = time.monotonic()
+    assert send(sb, VALID[2]).status_code == 200
+    assert 0.2 <= time.monotonic() - t0 < 5
+
+
 def send_timeout(sb: Sandbox, phone: str, timeout: float) -> requests.Response:
     data = {"usuario": sb.usuario, "clave": sb.clave, "telefonos": phone, "texto": "t"}
     return requests.post(sb.send_url, data=data, timeout=(2, timeout))
