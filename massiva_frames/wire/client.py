@@ -126,7 +126,13 @@ class _MaskingFilter(logging.Filter):
         if self.secrets:
             try:
                 message = record.getMessage()
-            except Exception:  # a malformed record is logging's own business
+            except Exception:
+                # logging would print the raw format and arguments to stderr: mask them.
+                try:
+                    message = f"unformattable log record: {record.msg!r} % {record.args!r}"
+                except Exception:
+                    message = "unformattable log record"
+                record.msg, record.args = mask(message, self.secrets), None
                 return True
             masked = mask(message, self.secrets)
             if masked != message:
