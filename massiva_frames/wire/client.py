@@ -68,6 +68,7 @@ _INVALID_REQUEST = (
     requests.exceptions.InvalidSchema,
     requests.exceptions.MissingSchema,
     requests.exceptions.InvalidHeader,
+    u3.LocationValueError,  # a host urllib3 cannot parse (an empty or too long label)
 )
 _CHUNK = 64 * 1024
 _IANA_CHARSETS = {"iso8859-1": "iso-8859-1", "cp1252": "windows-1252"}
