@@ -62,7 +62,7 @@ def frame(n: int, text: str = "Hola") -> pd.DataFrame:
     ],
 )
 def test_an_invalid_url_is_an_input_error_never_sent(base_url: str) -> None:
-    with MassivaClient("u", "p", base_url) as client:
+    with MassivaClient("ana@massiva.test", "Clave-Larga-123", base_url) as client:
         with pytest.raises(InputError, match="invalid request") as info:
             client.send_batch(PHONES, "Hola")
         assert type(info.value) is InputError  # not a transport error: never sent
@@ -122,7 +122,9 @@ def test_a_body_that_cannot_be_decoded_is_a_protocol_error_and_rows_unknown(
     scripted: Callable[[Callable[[BaseHTTPRequestHandler], None]], Scripted], tmp_path: Path
 ) -> None:
     server = scripted(_garbled)
-    with MassivaClient("u", "p", server.base_url, timeout=(2, 5)) as client:
+    with MassivaClient(
+        "ana@massiva.test", "Clave-Larga-123", server.base_url, timeout=(2, 5)
+    ) as client:
         with pytest.raises(ProtocolError, match="could not be decoded") as info:
             client.send_batch(PHONES, "Hola")
         assert info.value.may_have_been_received
