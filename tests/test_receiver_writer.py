@@ -6,12 +6,11 @@ commit is slow on demand: no sleep decides what happens first.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -25,25 +24,12 @@ from massiva_frames.receiving.event_journal import (
     read_journal,
 )
 
+if TYPE_CHECKING:
+    from conftest import HeldConnection
+
+Hold = Callable[[Any], "HeldConnection"]
+
 STATUS = ("123", "1", "2014-01-01 12:10:30", None, None)
-
-
-class HeldConnection:
-    """The writer's connection, held at ``BEGIN IMMEDIATE`` until ``release`` is set."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "BEGIN IMMEDIATE" and not self.release.is_set():
-            self.entered.set()
-            assert self.release.wait(30), "the test never released the writer"
-        return self._conn.execute(sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
 
 
 def wait_for(condition: Any, timeout: float = 10.0) -> None:
@@ -69,10 +55,11 @@ def test_a_write_after_close_is_refused(tmp_path: Path) -> None:
     assert [row[1] for row in read_journal(tmp_path, "status")] == ["k1"]
 
 
-def test_an_event_queued_behind_the_stop_is_refused_not_lost_silently(tmp_path: Path) -> None:
+def test_an_event_queued_behind_the_stop_is_refused_not_lost_silently(
+    tmp_path: Path, hold_commits: Hold
+) -> None:
     log = DurableLog(tmp_path)
-    held = HeldConnection(log._conn)
-    log._conn = held  # type: ignore[assignment]
+    held = hold_commits(log)
     first = threading.Thread(
         target=log.write, args=("status", STATUS), kwargs={"key": "k1", "received_us": 1}
     )
@@ -93,13 +80,12 @@ def test_an_event_queued_behind_the_stop_is_refused_not_lost_silently(tmp_path: 
 
 
 def test_a_commit_that_does_not_come_in_time_is_a_503_then_the_retry_is_stored_once(
-    tmp_path: Path, http: requests.Session
+    tmp_path: Path, http: requests.Session, hold_commits: Hold
 ) -> None:
     logdir = tmp_path / "logs"
     with receiver(logdir, compact_interval=3600) as rc:
         log = rc._log
-        held = HeldConnection(log._conn)  # type: ignore[attr-defined]
-        log._conn = held  # type: ignore[attr-defined]
+        held = hold_commits(log)
         log._wait_timeout = 0.3  # type: ignore[attr-defined]
         query = {"id": 123, "estatus": 1}
         r = http.get(rc.url, params=query, timeout=10)

@@ -956,7 +956,9 @@ def test_wait_callbacks_times_out_while_a_receiver_fails(http_sink: Sink) -> Non
 def test_delay_and_dispatch_now(http_sink: Sink) -> None:
     with sandbox(status_url=http_sink.url, callback_delay=60, fail_ratio=0) as sb:
         send(sb, ";".join(VALID[:2]))
-        time.sleep(0.1)
+        # Both dispatches are scheduled a minute out (not merely "not done yet").
+        due = [entry[0] for entry in sb._dispatcher._heap]
+        assert len(due) == 1 and due[0] - time.monotonic() > 55  # one entry per request
         assert set(sb.messages()["final"]) == {"pending"} and not http_sink.hits
         assert sb.wait_callbacks(0.1)  # nothing is due before the deadline
         sb.dispatch_now()
