@@ -183,7 +183,7 @@ def test_sigterm_with_requests_in_flight(sb: Sandbox, tmp_path: Path) -> None:
     assert in_flight.sum() == CONCURRENCY * BATCH
     # The process died before any answer: every request it had made is in doubt.
     assert (results.loc[in_flight, "state"] == "unknown").all()
-    assert (results.loc[in_flight, "reason"] == "in_doubt_process_stopped").all()
+    assert set(results.loc[in_flight, "reason"]) == {"in_doubt_process_stopped"}
     assert (results.loc[~in_flight, "state"] == "scheduled").all()
     scheduled = results[~in_flight]
 

@@ -92,7 +92,7 @@ def test_a_request_that_cannot_be_encoded_stays_scheduled_for_a_rerun(
     with MassivaClient(sb.usuario, sb.clave, sb.base_url, encoding="latin-1") as latin1:
         first = send(df, client=latin1, text="msg", journal=journal, max_phones=2, progress=False)
     assert (first["state"] == "scheduled").all()
-    assert (first["reason"] == "not_sent_input_error").all()
+    assert set(first["reason"]) == {"not_sent_input_error"}
     assert send_requests(sb).empty
     with MassivaClient(sb.usuario, sb.clave, sb.base_url) as utf8:
         again = send(df, client=utf8, text="msg", journal=journal, max_phones=2, progress=False)
@@ -133,7 +133,7 @@ def test_a_body_that_cannot_be_decoded_is_a_protocol_error_and_rows_unknown(
                        progress=False)  # fmt: skip
     assert server.hits == before + 2  # the credit check, then one request: not retried
     assert (results["state"] == "unknown").all()
-    assert (results["reason"] == "in_doubt_bad_response").all()
+    assert set(results["reason"]) == {"in_doubt_bad_response"}
 
 
 # --- the window closes in the middle of a run -------------------------------------------
@@ -159,7 +159,7 @@ def test_the_window_closing_mid_run_leaves_the_rest_scheduled_for_its_next_openi
         assert len(send_requests(sb)) == 2
         sent = results["state"] == "accepted"
         assert sent.sum() == 4 and (results.loc[~sent, "state"] == "scheduled").all()
-        assert (results.loc[~sent, "reason"] == "not_due").all()
+        assert set(results.loc[~sent, "reason"]) == {"not_due"}
         assert not results.loc[~sent, "phone"].isin(sb.messages()["phone"]).any()
         # Not before the next opening, then exactly the rest, once.
         dispatch(journal, client=client, now=pd.Timestamp("2025-01-07 07:59", tz=CARACAS))
@@ -207,7 +207,7 @@ def test_a_get_part_that_no_longer_fits_at_dispatch_stays_scheduled(
         assert rotated.get_url_length(PHONES[:1], EMOJI) > 2048
         late = dispatch(journal, client=rotated, now=pd.Timestamp("2025-01-06 13:00", tz=CARACAS))
     assert (late["state"] == "scheduled").all()
-    assert (late["reason"] == "not_sent_url_too_long").all()
+    assert set(late["reason"]) == {"not_sent_url_too_long"}
     assert send_requests(sb).empty
     assert late.attrs["send"]["requests"] == 0
 
