@@ -36,7 +36,14 @@ import pandas as pd
 import pytest
 import requests
 
-from massiva_frames.receiving import compact, event_journal, read_callbacks, receiver, store
+from massiva_frames.receiving import (
+    Receiver,
+    compact,
+    event_journal,
+    read_callbacks,
+    receiver,
+    store,
+)
 from massiva_frames.receiving.event_journal import DurableLog, journal_path, pending_rows
 from massiva_frames.sandbox import sandbox
 from massiva_frames.sending.campaign import send
@@ -241,6 +248,23 @@ class StorageSpy:
 
     def position(self, event: tuple[Any, ...]) -> int:
         return self.events.index(event)
+
+
+def test_the_directories_a_receiver_creates_are_synced_in_their_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logdir = tmp_path / "a" / "b" / "logs"
+    spy = StorageSpy(monkeypatch)
+    rc = Receiver(logdir, compact_interval=3600)  # bound, not serving: nothing answered yet
+    try:
+        made = [(i, e[1]) for i, e in enumerate(spy.events) if e[0] == "mkdir"]
+        a = tmp_path / "a"
+        assert [p for _, p in made] == [a, a / "b", logdir, logdir / "_journal"]
+        for at, directory in made:
+            assert spy.synced_after(directory.parent, at, len(spy.events)), directory
+        assert rc._log.durable  # type: ignore[attr-defined]
+    finally:
+        rc.close()
 
 
 def _store_callbacks(logdir: Path, ids: Iterable[int]) -> None:

@@ -13,6 +13,7 @@ dataset discovery away from it.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -28,9 +29,11 @@ __all__ = [
     "StorageUnavailable",
     "connect_journal",
     "is_durable",
+    "make_dirs",
     "journal_path",
     "pending_rows",
     "read_journal",
+    "sync_dir",
 ]
 
 logger = logging.getLogger("massiva_frames.receiving")
@@ -62,6 +65,28 @@ class StorageUnavailable(Exception):
     """The event could not be stored durably (the receiver answers 503: retry later)."""
 
 
+def sync_dir(path: Path) -> None:
+    """fsync a directory: the names created or renamed in it survive a power cut."""
+    if os.name == "nt":  # pragma: no cover - a directory cannot be opened for fsync there
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each new entry synced in its parent."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        sync_dir(path.parent)  # a new directory is lost with its parent's entry
+
+
 def journal_path(logdir: str | Path) -> Path:
     """Path of the SQLite journal inside ``logdir``."""
     return Path(logdir) / "_journal" / "events.db"
@@ -70,7 +95,7 @@ def journal_path(logdir: str | Path) -> Path:
 def connect_journal(path: Path, *, create: bool = False) -> sqlite3.Connection:
     """Open the journal read-write (creating it when ``create``), WAL and synchronous=FULL."""
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)  # SQLite syncs the entries of its own files in it
     elif not path.exists():
         raise FileNotFoundError(str(path))
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)

@@ -44,7 +44,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from .event_journal import COLUMNS, Row, connect_journal, journal_path, read_journal
+from .event_journal import (
+    COLUMNS,
+    Row,
+    connect_journal,
+    journal_path,
+    make_dirs,
+    read_journal,
+    sync_dir,
+)
 from .fields import KINDS, STATUS_NAMES, derive_inbound, derive_status
 
 __all__ = [
@@ -116,28 +124,9 @@ def rows_to_table(kind: str, rows: Sequence[Row]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_dirs(directory: Path) -> None:
-    """Create ``directory`` and its missing parents, each new entry synced in its parent."""
-    missing: list[Path] = []
-    while not directory.exists():
-        missing.append(directory)
-        directory = directory.parent
-    for path in reversed(missing):
-        path.mkdir(exist_ok=True)
-        _fsync_dir(path.parent)  # a new directory is lost with its parent's entry
-
-
 def _write_part(table: pa.Table, directory: Path) -> Path:
     """Write ``table`` as a new part file in ``directory``, atomically and durably."""
-    _make_dirs(directory)
+    make_dirs(directory)
     name = f"part-{uuid.uuid4().hex}.parquet"
     # A hidden name: pyarrow ignores '.'-prefixed files and '*.parquet' globs skip '.tmp'.
     tmp = directory / f".{name}.tmp"
@@ -149,7 +138,7 @@ def _write_part(table: pa.Table, directory: Path) -> Path:
         os.close(fd)
     final = directory / name
     os.replace(tmp, final)
-    _fsync_dir(directory)
+    sync_dir(directory)
     return final
 
 
@@ -258,7 +247,7 @@ def _merge(day_dir: Path, kind: str, max_small_files: int, small_file_bytes: int
     # A crash before these unlinks leaves repeats, which readers and the next merge drop.
     for p in small:
         p.unlink(missing_ok=True)
-    _fsync_dir(day_dir)
+    sync_dir(day_dir)
     return len(small)
 
 
