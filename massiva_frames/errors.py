@@ -64,9 +64,11 @@ def _secret_forms(secret: str) -> set[str]:
     forms = {secret, escape(secret, quote=False), escape(secret, quote=True)}
     # A JSON error page (PHP's json_encode, a proxy) echoes it \u-escaped.
     forms |= {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    forms.add(ascii(secret)[1:-1])  # escaped: %a, or the repr of an unprintable one
     # docs/protocol.md §5: the request encoding is configurable, so mask every usual byte form.
     for encoding in ("utf-8", "iso-8859-1", "cp1252"):
         try:
+            forms.add(repr(secret.encode(encoding))[2:-1])  # as printed inside b'...'
             forms.add(quote(secret, safe="", encoding=encoding))
             forms.add(quote_plus(secret, safe="", encoding=encoding))
             forms.add(quote(secret, safe="@", encoding=encoding))

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh sandbox server, a callback sink, a scripted server, a free port.
+"""Shared fixtures: a fresh sandbox server, a callback sink, a scripted server, a free port,
+and a way to hold a callback journal's commits.
 
 Every server here listens on 127.0.0.1 only and is stopped when the test ends.
 """
@@ -6,10 +7,12 @@ Every server here listens on 127.0.0.1 only and is stopped when the test ends.
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -172,3 +175,53 @@ def scripted() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], 
     yield start
     for server in servers:
         server.close()
+
+
+class HeldConnection:
+    """A callback journal's connection, held at ``BEGIN IMMEDIATE`` until ``release`` is set.
+
+    ``entered`` is set once a commit is held; ``ids`` holds the callback ids it carries.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.ids: set[str] = set()
+        self._holding = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "BEGIN IMMEDIATE" and not self.release.is_set():
+            self._holding = True
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the writer"
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        rows = list(rows)
+        if self._holding:  # the held transaction's events
+            self.ids |= {str(row[2]) for row in rows}
+            self._holding = False
+        return self._conn.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.fixture
+def hold_commits() -> Iterator[Callable[[Any], HeldConnection]]:
+    """``hold_commits(log)`` holds a ``DurableLog``'s next commit until ``.release.set()``.
+
+    Every hold is released when the test ends.
+    """
+    held: list[HeldConnection] = []
+
+    def hold(log: Any) -> HeldConnection:
+        connection = HeldConnection(log._conn)
+        log._conn = connection
+        held.append(connection)
+        return connection
+
+    yield hold
+    for connection in held:
+        connection.release.set()

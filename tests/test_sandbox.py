@@ -643,6 +643,32 @@ def test_latency(sandbox_server: Sandbox) -> None:
     assert wait_until(lambda: len(sb.messages()) == 2)
 
 
+def test_gated_latency_holds_each_request_until_the_gate_opens(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    gate = threading.Event()
+    sb.inject("latency", count=2, seconds=30, gate=gate)
+    answers: list[int] = []
+    threads = [
+        threading.Thread(target=lambda p=p: answers.append(send(sb, p).status_code))
+        for p in VALID[:2]
+    ]
+    for t in threads:
+        t.start()
+    # both requests arrive and are logged; neither is processed while the gate is shut
+    assert wait_until(lambda: len(sb.requests()) == 2)
+    assert sb.messages().empty and not answers
+    assert sb.requests()["fault"].tolist() == ["latency", "latency"]
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert answers == [200, 200] and len(sb.messages()) == 2
+    # a gate that is never set is bounded by seconds
+    sb.inject("latency", count=1, seconds=0.2, gate=threading.Event())
+    t0 = time.monotonic()
+    assert send(sb, VALID[2]).status_code == 200
+    assert 0.2 <= time.monotonic() - t0 < 5
+
+
 def send_timeout(sb: Sandbox, phone: str, timeout: float) -> requests.Response:
     data = {"usuario": sb.usuario, "clave": sb.clave, "telefonos": phone, "texto": "t"}
     return requests.post(sb.send_url, data=data, timeout=(2, timeout))
@@ -859,7 +885,7 @@ def test_stored_messages_leave_the_garbage_collector_alone() -> None:
     assert state.finalize(outcome.accepted_ids[0], datetime.now(UTC)) is None
     assert len(state.pending_ids()) == 299 and state.message_count() == 300
     frame = state.messages_frame()
-    assert frame["final"].iloc[0] == msg.final and (frame["final"].iloc[1:] == "pending").all()
+    assert frame["final"].iloc[0] == msg.final and set(frame["final"].iloc[1:]) == {"pending"}
     assert frame["updated_at"].iloc[1:].isna().all() and list(frame["phone"]) == phones
 
 
@@ -933,7 +959,9 @@ def test_wait_callbacks_times_out_while_a_receiver_fails(http_sink: Sink) -> Non
 def test_delay_and_dispatch_now(http_sink: Sink) -> None:
     with sandbox(status_url=http_sink.url, callback_delay=60, fail_ratio=0) as sb:
         send(sb, ";".join(VALID[:2]))
-        time.sleep(0.1)
+        # Both dispatches are scheduled a minute out (not merely "not done yet").
+        due = [entry[0] for entry in sb._dispatcher._heap]
+        assert len(due) == 1 and due[0] - time.monotonic() > 55  # one entry per request
         assert set(sb.messages()["final"]) == {"pending"} and not http_sink.hits
         assert sb.wait_callbacks(0.1)  # nothing is due before the deadline
         sb.dispatch_now()

@@ -13,6 +13,7 @@ dataset discovery away from it.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -27,9 +28,12 @@ __all__ = [
     "NullLog",
     "StorageUnavailable",
     "connect_journal",
+    "is_durable",
+    "make_dirs",
     "journal_path",
     "pending_rows",
     "read_journal",
+    "sync_dir",
 ]
 
 logger = logging.getLogger("massiva_frames.receiving")
@@ -61,6 +65,28 @@ class StorageUnavailable(Exception):
     """The event could not be stored durably (the receiver answers 503: retry later)."""
 
 
+def sync_dir(path: Path) -> None:
+    """fsync a directory: the names created or renamed in it survive a power cut."""
+    if os.name == "nt":  # pragma: no cover - a directory cannot be opened for fsync there
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each new entry synced in its parent."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        sync_dir(path.parent)  # a new directory is lost with its parent's entry
+
+
 def journal_path(logdir: str | Path) -> Path:
     """Path of the SQLite journal inside ``logdir``."""
     return Path(logdir) / "_journal" / "events.db"
@@ -69,7 +95,7 @@ def journal_path(logdir: str | Path) -> Path:
 def connect_journal(path: Path, *, create: bool = False) -> sqlite3.Connection:
     """Open the journal read-write (creating it when ``create``), WAL and synchronous=FULL."""
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)  # SQLite syncs the entries of its own files in it
     elif not path.exists():
         raise FileNotFoundError(str(path))
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -85,6 +111,13 @@ def connect_journal(path: Path, *, create: bool = False) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def is_durable(conn: sqlite3.Connection) -> bool:
+    """Whether a commit on ``conn`` is on disk when it returns (WAL, synchronous FULL/EXTRA)."""
+    sync = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    return sync >= 2 and mode == "wal"
 
 
 def _connect_reader(path: Path) -> sqlite3.Connection | None:
@@ -187,12 +220,14 @@ class DurableLog:
     >>> log.close()
     """
 
-    durable = True
-
     def __init__(
         self, logdir: str | Path, *, max_batch: int = 2000, wait_timeout: float = 30.0
     ) -> None:
         self._conn = connect_journal(journal_path(logdir), create=True)
+        #: read back from the live connection: the WAL is synced at every commit
+        self.durable = is_durable(self._conn)
+        if not self.durable:
+            logger.warning("the callback journal is not synced at every commit")
         self._max_batch = max_batch
         self._wait_timeout = wait_timeout
         self._queue: queue.SimpleQueue[_Ticket | None] = queue.SimpleQueue()

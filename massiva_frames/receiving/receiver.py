@@ -32,7 +32,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import quote
 
 from ..errors import InputError, mask
-from .event_journal import DurableLog, NullLog, StorageUnavailable, pending_rows
+from .event_journal import DurableLog, NullLog, StorageUnavailable, make_dirs, pending_rows
 from .fields import CallbackRejected, classify, decode_form, event_key
 from .store import compact
 
@@ -257,7 +257,7 @@ class Receiver:
 
         self.logdir = Path(logdir)
         try:
-            self.logdir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.logdir)
         except OSError as exc:
             raise InputError(f"cannot create the log directory {str(self.logdir)!r}") from exc
         self._token = token or None

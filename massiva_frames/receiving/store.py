@@ -11,9 +11,10 @@ Layout of a log directory::
 ``read_parquet('LOGDIR/status/**/*.parquet', hive_partitioning=true)`` read it).
 
 Crash safety: compaction writes each parquet file under a hidden temporary name, fsyncs
-it, renames it into place (readers never see half a file) and only then deletes the rows
-from the journal. A crash between the two leaves an event in both places: a repeat, with
-the same ``event_key``, which :func:`read_callbacks` and the next merge drop.
+it, renames it into place (readers never see half a file), fsyncs its directory (and the
+parent of every directory it created) and only then deletes the rows from the journal.
+A crash between the two leaves an event in both places: a repeat, with the same
+``event_key``, which :func:`read_callbacks` and the next merge drop.
 
 Parquet columns (status): ``event_key``, ``received_at`` (UTC), ``message_id`` (int64),
 ``status`` ("delivered"/"failed"), ``updated_at`` (the provider's local wall-clock time,
@@ -43,7 +44,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from .event_journal import COLUMNS, Row, connect_journal, journal_path, read_journal
+from .event_journal import (
+    COLUMNS,
+    Row,
+    connect_journal,
+    journal_path,
+    make_dirs,
+    read_journal,
+    sync_dir,
+)
 from .fields import KINDS, STATUS_NAMES, derive_inbound, derive_status
 
 __all__ = [
@@ -115,19 +124,9 @@ def rows_to_table(kind: str, rows: Sequence[Row]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_part(table: pa.Table, directory: Path) -> Path:
     """Write ``table`` as a new part file in ``directory``, atomically and durably."""
-    if not directory.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(directory.parent)
+    make_dirs(directory)
     name = f"part-{uuid.uuid4().hex}.parquet"
     # A hidden name: pyarrow ignores '.'-prefixed files and '*.parquet' globs skip '.tmp'.
     tmp = directory / f".{name}.tmp"
@@ -139,7 +138,7 @@ def _write_part(table: pa.Table, directory: Path) -> Path:
         os.close(fd)
     final = directory / name
     os.replace(tmp, final)
-    _fsync_dir(directory)
+    sync_dir(directory)
     return final
 
 
@@ -248,7 +247,7 @@ def _merge(day_dir: Path, kind: str, max_small_files: int, small_file_bytes: int
     # A crash before these unlinks leaves repeats, which readers and the next merge drop.
     for p in small:
         p.unlink(missing_ok=True)
-    _fsync_dir(day_dir)
+    sync_dir(day_dir)
     return len(small)
 
 

@@ -55,7 +55,8 @@ Where the provider's document is silent, the sandbox decides (docs/protocol.md Â
   failed delivery (refused, timeout, non-200) is retried with exponential backoff, five
   attempts in all, so duplicates can happen, as with the provider.
 - **Faults** (see :meth:`Sandbox.inject`): ``http503``/``http429`` refuse the request
-  before processing it (never recorded). ``latency`` waits, then processes normally.
+  before processing it (never recorded). ``latency`` waits (a set time, or until a
+  ``gate`` event is set), then processes normally.
   ``http500``/``http502``, ``reset``, ``hang``, ``truncated`` and ``html`` process the
   request first: its messages are recorded, so a client that re-sends produces a
   duplicate a test can see. ``before=True`` (``http500``, ``http502``, ``reset``)

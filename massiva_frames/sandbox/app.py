@@ -335,7 +335,7 @@ class SandboxApp:
         name = fault.name if fault else None
         opts: dict[str, Any] = fault.opts if fault else {}
         if name == "latency":
-            if self.stop.wait(float(opts["seconds"])):
+            if self._held(opts.get("gate"), float(opts["seconds"])):
                 raise DropConnection("sandbox stopping")
         elif name in ("http503", "http429"):
             # Refusals: the request is not processed, so a retry cannot duplicate.
@@ -384,6 +384,18 @@ class SandboxApp:
             page = _html("Error", "Fatal error: Maximum execution time exceeded")
             return self._reply(rec, start_response, "200 OK", page)
         return self._reply(rec, start_response, "200 OK", body, None, xml_type)
+
+    def _held(self, gate: threading.Event | None, seconds: float) -> bool:
+        """Wait ``seconds``, or until ``gate`` is set (at most ``seconds``); True if stopping."""
+        if gate is None:
+            return self.stop.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not gate.is_set() and not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            gate.wait(min(left, _POLL))
+        return self.stop.is_set()
 
     def _hang(self, environ: WSGIEnvironment, seconds: float | None) -> None:
         limit = self.hang_seconds if seconds is None else float(seconds)

@@ -24,7 +24,7 @@ __all__ = ["FAULTS", "Fault", "FaultPlan"]
 
 #: fault name -> accepted options and their defaults
 FAULTS: dict[str, dict[str, Any]] = {
-    "latency": {"seconds": 1.0},
+    "latency": {"seconds": 1.0, "gate": None},
     "http500": {"before": False},
     "http502": {"before": False},
     "http503": {"retry_after": None},

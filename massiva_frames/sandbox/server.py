@@ -438,7 +438,8 @@ class Sandbox:
         Parameters
         ----------
         fault : str
-            ``latency`` (``seconds=``), ``http500``/``http502`` (``before=``),
+            ``latency`` (``seconds=``; with ``gate=`` a ``threading.Event``, held until
+            it is set, at most ``seconds``), ``http500``/``http502`` (``before=``),
             ``http503``/``http429`` (``retry_after=``), ``hang`` (``seconds=``),
             ``reset`` (``before=``), ``truncated``, ``html``.
         count : int, optional

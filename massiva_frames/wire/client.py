@@ -68,6 +68,7 @@ _INVALID_REQUEST = (
     requests.exceptions.InvalidSchema,
     requests.exceptions.MissingSchema,
     requests.exceptions.InvalidHeader,
+    u3.LocationValueError,  # a host urllib3 cannot parse (an empty or too long label)
 )
 _CHUNK = 64 * 1024
 _IANA_CHARSETS = {"iso8859-1": "iso-8859-1", "cp1252": "windows-1252"}
@@ -126,7 +127,13 @@ class _MaskingFilter(logging.Filter):
         if self.secrets:
             try:
                 message = record.getMessage()
-            except Exception:  # a malformed record is logging's own business
+            except Exception:
+                # logging would print the raw format and arguments to stderr: mask them.
+                try:
+                    message = f"unformattable log record: {record.msg!r} % {record.args!r}"
+                except Exception:
+                    message = "unformattable log record"
+                record.msg, record.args = mask(message, self.secrets), None
                 return True
             masked = mask(message, self.secrets)
             if masked != message:
