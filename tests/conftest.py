@@ -1,13 +1,18 @@
 """Shared fixtures: a fresh sandbox server, a callback sink, a scripted server, a free port,
-and a way to hold a callback journal's commits.
+a way to hold a callback journal's commits, and the engines (one local Spark session and
+one Dask ``LocalCluster`` for the whole test session).
 
 Every server here listens on 127.0.0.1 only and is stopped when the test ends.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -225,3 +230,73 @@ def hold_commits() -> Iterator[Callable[[Any], HeldConnection]]:
     yield hold
     for connection in held:
         connection.release.set()
+
+
+def require_or_skip(name: str, available: bool, how: str) -> None:
+    """Skip the test when ``name`` is missing, saying how to install it; with
+    ``MASSIVA_REQUIRE_<NAME>=1`` in the environment (CI), fail instead."""
+    if available:
+        return
+    reason = f"{name} is not available: {how}"
+    if os.environ.get(f"MASSIVA_REQUIRE_{name.upper()}") == "1":
+        pytest.fail(f"{reason} (MASSIVA_REQUIRE_{name.upper()}=1)")
+    pytest.skip(reason)
+
+
+SPARK_HOW = "pip install 'massiva-frames[spark]' and apt-get install openjdk-17-jre-headless"
+DASK_HOW = "pip install 'massiva-frames[dask]'"
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[Any]:
+    """One local Spark session (2 cores, UTC, few shuffle partitions) for every test."""
+    available = importlib.util.find_spec("pyspark") is not None and shutil.which("java") is not None
+    require_or_skip("spark", available, SPARK_HOW)
+    import warnings
+
+    from pyspark.sql import SparkSession
+
+    # The Python workers must run this interpreter (the one with massiva_frames).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        session = (
+            SparkSession.builder.master("local[2]")
+            .appName("massiva-frames-tests")
+            .config("spark.sql.shuffle.partitions", "4")
+            .config("spark.default.parallelism", "2")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.driver.memory", "1g")
+            .getOrCreate()
+        )
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """A Dask ``LocalCluster`` of 2 worker processes (1 thread each) and its client."""
+    available = all(importlib.util.find_spec(m) is not None for m in ("dask", "distributed"))
+    require_or_skip("dask", available, DASK_HOW)
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        memory_limit="1GiB",
+        host="127.0.0.1",
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
