@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .duckdb_engine import final_status_log, use_duckdb
 from .shapes import DEFAULT_TZ, as_state, read_log, require, to_utc, utc_numpy
 
 __all__ = ["attach_delivery"]
@@ -104,6 +105,7 @@ def attach_delivery(
     status_log: pd.DataFrame | str | os.PathLike[str],
     *,
     tz: str = DEFAULT_TZ,
+    engine: str = "auto",
 ) -> pd.DataFrame:
     """Add each message's final delivery status from the status-callback log.
 
@@ -124,6 +126,12 @@ def attach_delivery(
         The status log (``read_callbacks(logdir, kind="status")``), or the LOGDIR itself.
     tz : str, default "America/Caracas"
         Zone of naive ``updated_at``/``received_at`` values (docs/protocol.md §5).
+    engine : {"auto", "pandas", "duckdb"}, default "auto"
+        Who reads a LOGDIR: ``"duckdb"`` picks each message's final event out of core
+        (:func:`massiva_frames.analytics.duckdb_engine.final_status_log`), the same
+        answer; ``"auto"`` does so when the status parquet files exceed
+        :data:`~massiva_frames.analytics.duckdb_engine.AUTO_BYTES` and DuckDB is installed.
+        A log frame is read by pandas.
 
     Returns
     -------
@@ -144,8 +152,14 @@ def attach_delivery(
     >>> final["state"].value_counts()                            # doctest: +SKIP
     """
     require(results, ("state", "message_id"), "results")
-    log = read_log(status_log, "status", tz)
+    whole: dict[str, Any] = {}
+    if isinstance(status_log, str | os.PathLike) and use_duckdb(engine, None, log=status_log):
+        log = final_status_log(status_log, tz=tz)  # one event per message, picked by DuckDB
+        whole = {str(k): v for k, v in log.attrs.items()}
+    else:
+        log = read_log(status_log, "status", tz)
     final, stats = _final_events(log, tz)
+    stats.update(whole)  # the whole log's events, not the one per message
 
     out = results.copy()
     n = len(out)

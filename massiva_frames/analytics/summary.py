@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..prepare.phones import OPERATOR_NAMES
+from .duckdb_engine import use_duckdb
 from .shapes import DEFAULT_TZ, STATES, as_state, require, to_utc
 
 __all__ = ["OPERATORS", "delivery_summary", "operator_of"]
@@ -142,6 +143,7 @@ def delivery_summary(
     *,
     tz: str = DEFAULT_TZ,
     total: bool = False,
+    engine: str = "auto",
 ) -> pd.DataFrame:
     """Counts and rates per group of a results frame (after
     :func:`~massiva_frames.analytics.delivery.attach_delivery`).
@@ -162,6 +164,10 @@ def delivery_summary(
         Zone for ``hour`` and ``date``.
     total : bool, default False
         Append a ``total`` row over every group.
+    engine : {"auto", "pandas", "duckdb"}, default "auto"
+        ``"duckdb"`` counts with DuckDB (:mod:`massiva_frames.analytics.duckdb_engine`):
+        then ``frame`` may also be a parquet file, directory or glob of results larger
+        than memory. ``"auto"`` uses DuckDB for such a path, pandas for a frame.
 
     Returns
     -------
@@ -181,6 +187,15 @@ def delivery_summary(
     operator
     Movistar   612        0  ...          0.912  ...               4.0
     """
+    keys: list[Hashable]
+    if by is None:
+        keys = []
+    elif isinstance(by, str) or not isinstance(by, Sequence):
+        keys = [by]
+    else:
+        keys = list(by)
+    if use_duckdb(engine, frame):
+        return _duckdb_summary(frame, keys, tz, total, None)
     require(frame, ("state",), "the frame")
     state = as_state(frame["state"])
     if "latency" in frame.columns:
@@ -190,14 +205,6 @@ def delivery_summary(
         latency_s = np.full(len(frame), np.nan)
     # latency is a delivered-row measure (attach_delivery leaves the others NaT)
     latency_s = np.where(np.asarray(state == "delivered"), latency_s, np.nan)
-
-    keys: list[Hashable]
-    if by is None:
-        keys = []
-    elif isinstance(by, str) or not isinstance(by, Sequence):
-        keys = [by]
-    else:
-        keys = list(by)
 
     if keys:
         series = [_group_key(frame, k, tz) for k in keys]
@@ -229,23 +236,63 @@ def delivery_summary(
 
     if total and keys:
         overall = pd.Series(latency_s).dropna()
-        total_latency = pd.DataFrame(
+        median = float(overall.median()) if len(overall) else np.nan
+        p90 = float(overall.quantile(0.9)) if len(overall) else np.nan
+        table = _with_total(table, counts, len(frame), median, p90, keys)
+    return table[list(_SUMMARY_COLUMNS)]
+
+
+def _with_total(
+    table: pd.DataFrame,
+    counts: np.ndarray[Any, Any],
+    rows: int,
+    median: float,
+    p90: float,
+    keys: list[Hashable],
+) -> pd.DataFrame:
+    """``table`` with a ``total`` row over every group."""
+    total_latency = pd.DataFrame({"median": [median], "p90": [p90]})
+    index = table.index
+    label: Any = ("total", *[""] * (len(keys) - 1)) if len(keys) > 1 else "total"
+    index_total = (
+        pd.MultiIndex.from_tuples([label], names=index.names)
+        if len(keys) > 1
+        else pd.Index([label], name=index.name)
+    )
+    extra = pd.DataFrame(
+        _summary_table(counts.sum(axis=0, keepdims=True), np.array([rows]), total_latency),
+        index=index_total,
+    )
+    return pd.concat([table, extra])
+
+
+def _duckdb_summary(
+    source: Any, keys: list[Hashable], tz: str, total: bool, memory_limit: str | None
+) -> pd.DataFrame:
+    """:func:`delivery_summary` with DuckDB counting: the group labels come from the same
+    key functions, applied to one sample row per group."""
+    from .duckdb_engine import summary_groups
+
+    got = summary_groups(source, keys, tz=tz, memory_limit=memory_limit)
+    counts, rows = got["counts"], got["rows"]
+    latency = pd.DataFrame({"median": got["median"], "p90": got["p90"]})
+    index: pd.Index = pd.Index(["all"])
+    if keys:
+        sample = got["sample"]
+        names = [str(k) for k in keys]
+        grouping = pd.DataFrame(
             {
-                "median": [overall.median() if len(overall) else np.nan],
-                "p90": [overall.quantile(0.9) if len(overall) else np.nan],
+                n: _group_key(sample, k, tz).reset_index(drop=True)
+                for n, k in zip(names, keys, strict=True)
             }
         )
-        label: Any = ("total", *[""] * (len(keys) - 1)) if len(keys) > 1 else "total"
-        index_total = (
-            pd.MultiIndex.from_tuples([label], names=index.names)
-            if len(keys) > 1
-            else pd.Index([label], name=index.name)
-        )
-        extra = pd.DataFrame(
-            _summary_table(
-                counts.sum(axis=0, keepdims=True), np.array([len(frame)]), total_latency
-            ),
-            index=index_total,
-        )
-        table = pd.concat([table, extra])
+        grouped = grouping.groupby(names, dropna=False, observed=True, sort=True)
+        order = np.argsort(grouped.ngroup().to_numpy(), kind="stable")
+        counts, rows = counts[order], rows[order]
+        latency = latency.iloc[order].reset_index(drop=True)
+        index = grouped.size().index
+    table = pd.DataFrame(_summary_table(counts, rows, latency), index=index)
+    if total and keys:
+        total_rows = int(rows.sum())
+        table = _with_total(table, counts, total_rows, got["total_median"], got["total_p90"], keys)
     return table[list(_SUMMARY_COLUMNS)]
