@@ -207,11 +207,17 @@ def _children(pid: int) -> list[int]:
     todo = [pid]
     while todo:
         parent = todo.pop()
-        try:
-            with open(f"/proc/{parent}/task/{parent}/children") as fh:
-                kids = [int(k) for k in fh.read().split()]
+        kids = []
+        try:  # every thread's children: the JVM starts processes from other threads
+            tasks = os.listdir(f"/proc/{parent}/task")
         except OSError:
-            kids = []
+            tasks = []
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as fh:
+                    kids += [int(k) for k in fh.read().split()]
+            except OSError:
+                continue
         found += kids
         todo += kids
     return found

@@ -296,8 +296,6 @@ def _utc(column: str, kind: str) -> str:
     """SQL for a timestamp column as TIMESTAMPTZ (naive values are UTC)."""
     if kind.startswith("TIMESTAMP WITH TIME ZONE"):
         return column
-    if kind.startswith("TIMESTAMP") or kind == "DATE":
-        return f"timezone('UTC', CAST({column} AS TIMESTAMP))"
     return f"timezone('UTC', CAST({column} AS TIMESTAMP))"
 
 
@@ -515,7 +513,8 @@ def write_attached(
     out : path
         The parquet file to write: the results' columns with ``state``, ``reason``,
         ``status_at`` and ``line`` as ``attach_delivery`` sets them, plus
-        ``delivered_at`` and ``latency`` (an interval; null without ``sent_at``).
+        ``delivered_at`` and ``latency`` (a duration, as pandas writes a timedelta; null
+        without ``sent_at``). Batches are streamed: memory stays bounded by DuckDB's.
     tz : str, default "America/Caracas"
         The zone of the provider's ``updated_at`` (docs/protocol.md §5).
     memory_limit : str, optional
