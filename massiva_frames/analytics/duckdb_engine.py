@@ -23,6 +23,7 @@ Needs ``pip install 'massiva-frames[duckdb]'``.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -134,6 +135,9 @@ def use_duckdb(engine: str, source: Any, *, log: Any = None) -> bool:
 def _connect(memory_limit: str | None, threads: int | None) -> Any:
     con = _duckdb().connect()
     _run(con, "SET TimeZone = 'UTC'")
+    # spill to the system's temporary directory, not to the caller's working directory
+    spill = Path(tempfile.gettempdir()) / "massiva-duckdb"
+    _run(con, f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
     if memory_limit is not None:
         _run(con, f"SET memory_limit = '{memory_limit}'")
     if threads is not None:
