@@ -116,3 +116,17 @@ def test_finish_estimate_refuses_a_bad_max_phones() -> None:
             dict.fromkeys(("rows", "ready", "invalid", "suppressed", "messages", "segments"), 1),
             max_phones=0,
         )
+
+
+def test_a_missing_engine_skips_with_how_to_install_or_fails_when_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conftest import SPARK_HOW, require_or_skip
+
+    require_or_skip("spark", True, SPARK_HOW)  # available: nothing happens
+    monkeypatch.delenv("MASSIVA_REQUIRE_SPARK", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="pip install 'massiva-frames\\[spark\\]'"):
+        require_or_skip("spark", False, SPARK_HOW)
+    monkeypatch.setenv("MASSIVA_REQUIRE_SPARK", "1")
+    with pytest.raises(pytest.fail.Exception, match="MASSIVA_REQUIRE_SPARK=1"):
+        require_or_skip("spark", False, SPARK_HOW)
