@@ -319,11 +319,14 @@ def _latency_seconds(source: Any, kind: str) -> str:
 
 def _operator_sql(codes: bool) -> str:
     cases = " ".join(f"WHEN '{c}' THEN '{c if codes else n}'" for c, n in OPERATOR_NAMES.items())
-    code = "CASE WHEN length(phone) = 12 AND starts_with(phone, '58') THEN substr(phone, 3, 3) END"
+    code = (
+        'CASE WHEN length("phone") = 12 AND starts_with("phone", \'58\') '
+        'THEN substr("phone", 3, 3) END'
+    )
     known = f"CASE {code} {cases} END"
     if codes:
         return known
-    return f"CASE WHEN phone IS NULL THEN NULL ELSE coalesce({known}, 'other') END"
+    return f"CASE WHEN \"phone\" IS NULL THEN NULL ELSE coalesce({known}, 'other') END"
 
 
 def summary_groups(
@@ -367,14 +370,14 @@ def summary_groups(
             elif key in ("operator", "prefix"):
                 if "phone" not in columns:
                     raise InputError("the frame has no column 'phone'")
-                groups.append(_operator_sql(key == "prefix").replace("phone", '"phone"'))
-                sample["phone"] = 'any_value("phone")'
+                groups.append(_operator_sql(key == "prefix"))
+                sample["phone"] = '"phone"'
             elif key in ("hour", "date"):
                 if "sent_at" not in columns:
                     raise InputError("the frame has no column 'sent_at'")
                 local = f"timezone($tz, {_utc('sent_at', types['sent_at'])})"
                 groups.append(f"hour({local})" if key == "hour" else f"CAST({local} AS DATE)")
-                sample["sent_at"] = f"any_value({_utc('sent_at', types['sent_at'])})"
+                sample["sent_at"] = _utc("sent_at", types["sent_at"])
             # campaign (no such column) and unknown keys: the pandas key function decides
         seconds = (
             _latency_seconds(source, types["latency"]) if "latency" in columns else "NULL::DOUBLE"
@@ -384,11 +387,9 @@ def summary_groups(
             f"count(*) FILTER (WHERE CAST(state AS VARCHAR) = '{s}') AS n{i}"
             for i, s in enumerate(STATES)
         )
+        # any_value skips nulls: a group's sample is null only when the whole group is
         picked = ", ".join(
-            f"{expr} AS {_quote('s_' + name)}"
-            if expr.startswith("any_value")
-            else f"any_value({expr}) AS {_quote('s_' + name)}"
-            for name, expr in sample.items()
+            f"any_value({expr}) AS {_quote('s_' + name)}" for name, expr in sample.items()
         )
         group_sql = ", ".join(f"{g} AS g{i}" for i, g in enumerate(groups))
         select = ", ".join(
