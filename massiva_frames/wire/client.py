@@ -34,6 +34,7 @@ from ..errors import (
     MassivaError,
     ProtocolError,
     RateLimitedError,
+    ResponseMismatchError,
     URLTooLongError,
     error_for_status,
     mask,
@@ -48,6 +49,7 @@ from .protocol import (
     body_excerpt,
     build_credit_params,
     build_send_params,
+    contradiction,
     encode_query,
     parse_credit_response,
     parse_send_response,
@@ -332,7 +334,11 @@ class MassivaClient:
         """Send one batch: one text to every phone, or one text per phone (docs/protocol.md §1).
 
         Returns the parsed response when ``status >= 0`` (status 0: every phone was
-        rejected; see ``resp.celulares``). Raises the mapped
+        rejected; see ``resp.celulares``). Raises
+        :class:`~massiva_frames.errors.ResponseMismatchError` for an answer that
+        contradicts itself (entries sharing an id, a negative or non-numeric id, a
+        ``status`` that disagrees with the entries: see
+        :func:`~massiva_frames.wire.protocol.contradiction`), the mapped
         :class:`~massiva_frames.errors.APIError` for ``status < 0``, and a
         :class:`~massiva_frames.errors.TransportError`,
         :class:`~massiva_frames.errors.ProtocolError` or
@@ -350,6 +356,15 @@ class MassivaClient:
         n_phones = params["telefonos"].count(";") + 1
         status, body = self._exchange(verb, self.send_url, params, n_phones=n_phones)
         resp = parse_send_response(body, http_status=status, secrets=(self._clave,))
+        problem = contradiction(resp)
+        if problem is not None:
+            # Checked before the status: an error status beside accepted entries must not
+            # read as "nothing sent" (a re-run would send those messages again).
+            raise ResponseMismatchError(
+                f"the answer contradicts itself: {problem}; its messages may or may not "
+                "have gone out",
+                http_status=status,
+            )
         if resp.status < 0:
             raise error_for_status(resp.status, resp.mensaje)
         return resp
