@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import select
 import time
 from typing import Any, cast
 
@@ -125,10 +126,10 @@ class GuardedServer(TcpWSGIServer):
         super().maintenance(now)
         cutoff = time.monotonic() - self.request_timeout
         late = [c for c in self.channels() if (t := c.idle_since()) is not None and t < cutoff]
+        self.expired += len(late)
         for channel in late:
             channel.handle_close()
         if late:
-            self.expired += len(late)
             self._note("expired", f"closed {len(late)} connection(s) that did not deliver "
                        f"a request within {self.request_timeout:g} s")  # fmt: skip
         self.full = False
@@ -137,25 +138,40 @@ class GuardedServer(TcpWSGIServer):
         # Several per wake-up: under a flood of connections the listen backlog drains
         # faster, so a real callback waits behind fewer of them to be accepted.
         table = cast(dict[int, _GuardedChannel], self.active_channels)
-        for _ in range(_ACCEPTS_PER_WAKE):
-            if len(table) >= self.adj.connection_limit and not self._evict():
-                self.full = True  # every connection is being served: newcomers wait
-                return
+        for turn in range(_ACCEPTS_PER_WAKE):
+            if len(table) >= self.adj.connection_limit:
+                if turn and not self._pending():
+                    return  # nobody waits for a slot: close nothing
+                if not self._evict():
+                    self.full = True  # every connection is being served: newcomers wait
+                    return
             before = len(table)
             super().handle_accept()
             if len(table) == before:  # nothing left to accept (or it failed)
                 return
 
+    def _pending(self) -> bool:
+        """Whether a connection waits in the listen backlog (a poll, no waiting)."""
+        if self.socket is None:
+            return False
+        poller = select.poll()
+        poller.register(self.socket, select.POLLIN)
+        return bool(poller.poll(0))
+
     def _evict(self) -> bool:
-        """Close the connections that have waited longest for their request (a few at
-        once: one scan makes room for the next accepts); False if none is waiting."""
+        """Close the connections that have waited longest for their request; False if
+        none is waiting.
+
+        A few at once (one scan makes room for the next accepts), never the newer half:
+        a connection just accepted has had no chance to send its request yet.
+        """
         waiting = [(since, c) for c in self.channels() if (since := c.idle_since()) is not None]
         if not waiting:
             return False
-        batch = max(1, min(_ACCEPTS_PER_WAKE, self.adj.connection_limit // 16))
+        batch = max(1, min(_ACCEPTS_PER_WAKE, self.adj.connection_limit // 16, len(waiting) // 2))
         for _, channel in heapq.nsmallest(batch, waiting, key=lambda pair: pair[0]):
-            channel.handle_close()
             self.evicted += 1
+            channel.handle_close()
         self._note("evicted", f"{self.adj.connection_limit} connections open: closing those "
                    "that waited longest for their request to make room")  # fmt: skip
         return True
