@@ -328,11 +328,14 @@ def receiver_flood(
     request_timeout: float = 10.0,
     client_timeout: float | None = None,
     pace: float = 0.02,
+    give_up_after: int = 3,
 ) -> FloodFigures:
     """Time real callbacks while ``sizes.idle + sizes.slow`` connections are held open.
 
     ``client_timeout`` bounds each callback (default: 60 s, or 5 s with ``stock=True``,
-    whose callbacks would otherwise wait minutes); ``pace`` is the pause between them.
+    whose callbacks would otherwise wait minutes); ``pace`` is the pause between them;
+    after ``give_up_after`` unanswered callbacks in a row the attack stops (the figures
+    then show fewer answered than tried).
     """
     import pandas as pd
 
@@ -366,11 +369,16 @@ def receiver_flood(
                 time.sleep(sizes.warmup_seconds)  # slow ones have sent a few bytes by now
                 flood.measure()
                 n_stock = min(sizes.callbacks, 5)  # each may wait the whole timeout
+                unanswered = 0
                 for i in range(n_quiet, n_quiet + (n_stock if stock else sizes.callbacks)):
                     query = f"id={i}&estatus=1"
                     status, seconds = timed_callback("127.0.0.1", port, query, timeout)
                     ids[i] = status or 0
                     loud.append(seconds)
+                    unanswered = 0 if status == 200 else unanswered + 1
+                    if unanswered >= give_up_after:
+                        fig.notes.append(f"gave up after {unanswered} unanswered callbacks")
+                        break
                     time.sleep(pace)
                 fig.held_min = flood.held_min
             finally:
