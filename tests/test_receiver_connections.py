@@ -6,6 +6,7 @@ real callbacks must be answered promptly however many of those are open.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import socket
 import subprocess
@@ -249,3 +250,82 @@ def test_the_cli_options_and_their_defaults() -> None:
     args.compact_interval, args.threads = 5.0, 8
     args.connection_limit = 0
     assert receive_command.run(args) == 2  # usage
+
+
+class _Endpoint:
+    """A stand-in for a waitress channel: one socket, always readable, records events."""
+
+    accepting = False
+
+    def __init__(self, sock: socket.socket, on_read: Any = None) -> None:
+        self.sock = sock
+        self.events: list[str] = []
+        self.on_read = on_read
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read_event(self) -> None:
+        self.events.append("read")
+        if self.on_read is not None:
+            self.on_read()
+
+    def handle_write_event(self) -> None:
+        self.events.append("write")
+
+    def handle_expt_event(self) -> None:
+        self.events.append("expt")
+
+    def handle_close(self) -> None:
+        self.events.append("close")
+
+    def handle_error(self) -> None:
+        self.events.append("error")
+
+
+def _stale_event_setup() -> tuple[dict[int, Any], _Endpoint, list[socket.socket], int]:
+    """A map where handling the first ready socket closes the second and puts a new
+    connection on its descriptor number, as an eviction before an accept does."""
+    import os
+
+    first, first_peer = socket.socketpair()
+    second, second_peer = socket.socketpair()
+    first_peer.send(b"x")
+    second_peer.send(b"x")  # the old connection has an event pending too
+    fd = second.fileno()
+    newcomer = _Endpoint(socket.socket())
+    table: dict[int, Any] = {}
+
+    def evict_and_accept() -> None:
+        second.close()  # frees the number ...
+        os.dup2(newcomer.sock.fileno(), fd)  # ... the kernel hands to the next socket
+        table[fd] = newcomer
+
+    table[first.fileno()] = _Endpoint(first, on_read=evict_and_accept)
+    table[fd] = _Endpoint(second)
+    return table, newcomer, [first, first_peer, second_peer, newcomer.sock], fd
+
+
+def test_an_event_of_a_closed_connection_never_reaches_its_successor() -> None:
+    import os
+
+    from waitress import wasyncore
+
+    from massiva_frames.receiving.server import poll_once
+
+    # waitress's own turn hands the old event to the newcomer (whose read then fails and
+    # closes it: a real callback reset before it is read); poll_once does not.
+    turns = {"poll_once": lambda m: poll_once(m, 1.0), "poll2": lambda m: wasyncore.poll2(1.0, m)}
+    for name, expected in (("poll_once", []), ("poll2", ["read"])):
+        table, newcomer, socks, fd = _stale_event_setup()
+        try:
+            turns[name](table)
+            assert newcomer.events == expected, name
+        finally:
+            for sock in socks:
+                sock.close()
+            with contextlib.suppress(OSError):
+                os.close(fd)  # the copy put on the old number

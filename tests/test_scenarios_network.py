@@ -35,7 +35,7 @@ def test_callbacks_are_answered_promptly_under_a_flood(tmp_path: Path) -> None:
     assert fig.answered == fig.stored == SMALL.callbacks
     assert (fig.lost, fig.duplicated) == (0, 0)
     # The attack held about the limit the whole time, and churned against it.
-    assert fig.held_min >= SMALL.connection_limit * 0.6
+    assert fig.held_mean >= SMALL.connection_limit * 0.8
     assert fig.closed_by_server > 0
     # waitress's stock settings make each of these wait about two minutes.
     assert fig.p99 < 5.0

@@ -40,7 +40,13 @@ from urllib.parse import quote
 from ..errors import InputError, mask
 from .event_journal import DurableLog, NullLog, StorageUnavailable, pending_rows
 from .fields import CallbackRejected, classify, decode_form, event_key
-from .server import DEFAULT_CONNECTION_LIMIT, DEFAULT_REQUEST_TIMEOUT, GuardedServer, fd_room
+from .server import (
+    DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_REQUEST_TIMEOUT,
+    GuardedServer,
+    fd_room,
+    poll_once,
+)
 from .store import compact
 
 __all__ = ["CallbackApp", "Receiver", "receiver"]
@@ -377,7 +383,7 @@ class Receiver:
         server = self._server
         try:
             while not self._stop.is_set():
-                wasyncore.loop(timeout=0.5, map=server._map, count=1, use_poll=True)
+                poll_once(server._map, 0.5)
             self._drain(wasyncore)
         finally:
             self._finish()
@@ -398,7 +404,7 @@ class Receiver:
             )
             if not busy:
                 break
-            wasyncore.loop(timeout=0.05, map=server._map, count=1, use_poll=True)
+            poll_once(server._map, 0.05)
 
     def _finish(self) -> None:
         from waitress import wasyncore

@@ -17,7 +17,8 @@ handling and changes two rules:
   file descriptors only. Only when every connection is being served (storage stalled)
   do new ones wait in the listen backlog.
 
-The event loop uses ``poll`` (``select`` fails past 1,024 descriptors).
+The event loop is :func:`poll_once`: ``poll`` (``select`` fails past 1,024
+descriptors), and an event is handed only to the connection it was polled for.
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ import select
 import time
 from typing import Any, cast
 
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 
-__all__ = ["DEFAULT_CONNECTION_LIMIT", "DEFAULT_REQUEST_TIMEOUT", "GuardedServer", "fd_room"]
+__all__ = [
+    "DEFAULT_CONNECTION_LIMIT",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "GuardedServer",
+    "fd_room",
+    "poll_once",
+]
 
 logger = logging.getLogger("massiva_frames.receiving")
 
@@ -203,3 +211,40 @@ def fd_room(connection_limit: int) -> int:
     except (OSError, ValueError):
         pass
     return max(1, min(connection_limit, soft - FD_RESERVE))
+
+
+def poll_once(socket_map: dict[int, Any], timeout: float) -> None:
+    """One turn of the event loop: waitress's ``poll2``, minus its stale events.
+
+    ``poll2`` looks each ready descriptor up in the map when dispatching. This server
+    closes connections while a turn runs (the deadline check inside ``readable``, an
+    eviction before an accept), and the kernel hands a closed descriptor's number to
+    the next accepted socket: an event polled for the old connection (its hang-up, its
+    last byte) would then close the new one, a real callback reset before it is read.
+    Here an event goes only to the object it was polled for.
+    """
+    polled: dict[int, Any] = {}
+    pollster = select.poll()
+    for fd, obj in list(socket_map.items()):
+        flags = 0
+        if obj.readable():
+            flags |= select.POLLIN | select.POLLPRI
+        if obj.writable() and not obj.accepting:  # a listening socket is never writable
+            flags |= select.POLLOUT
+        if flags and _same(socket_map.get(fd), obj):  # readable() may have closed it
+            pollster.register(fd, flags)
+            polled[fd] = obj
+    if not polled:
+        time.sleep(timeout)
+        return
+    try:
+        ready = pollster.poll(int(timeout * 1000))
+    except InterruptedError:
+        return
+    for fd, flags in ready:
+        if _same(socket_map.get(fd), polled[fd]):  # still the connection it is about
+            wasyncore.readwrite(polled[fd], flags)
+
+
+def _same(a: object, b: object) -> bool:
+    return a is b
