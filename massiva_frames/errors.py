@@ -269,7 +269,11 @@ class ProtocolError(MassivaError):
 
 
 class ResponseMismatchError(ProtocolError):
-    """The response's ``celular`` entries do not match the phones of the request."""
+    """The response's ``celular`` entries do not match the request or contradict each other.
+
+    Entries sharing an id, a negative or non-numeric id, or an overall ``status`` that
+    disagrees with the entries (docs/protocol.md §1): which messages went out is unknown.
+    """
 
 
 class URLTooLongError(MassivaError, ValueError):

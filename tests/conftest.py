@@ -1,11 +1,13 @@
 """Shared fixtures: a fresh sandbox server, a callback sink, a scripted server, a free port,
-and a way to hold a callback journal's commits.
+a way to hold a callback journal's commits, and :func:`require_or_skip` for tests of optional
+tools (nginx, Chromium, PostgreSQL, ...).
 
 Every server here listens on 127.0.0.1 only and is stopped when the test ends.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import threading
@@ -18,6 +20,24 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from massiva_frames.sandbox import Sandbox, sandbox
+
+
+def require_or_skip(name: str, available: bool, how_to_install: str) -> None:
+    """Skip the calling test when the optional tool ``name`` is missing, saying how to
+    install it; fail instead when ``MASSIVA_REQUIRE_<NAME>=1`` (set where it must run).
+
+    Examples
+    --------
+    >>> require_or_skip("nginx", shutil.which("nginx") is not None,
+    ...                 "apt-get install nginx-light")  # doctest: +SKIP
+    """
+    if available:
+        return
+    variable = "MASSIVA_REQUIRE_" + "".join(c if c.isalnum() else "_" for c in name.upper())
+    message = f"{name} is not installed: {how_to_install}"
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{message} ({variable}=1: it is required here)")
+    pytest.skip(message)
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ for a failed request, the error)::
     unknown     the request may have reached the provider: ``in_doubt_no_response``
                 (timeout, connection lost), ``in_doubt_http_status`` (HTTP 5xx),
                 ``in_doubt_bad_response`` (not the expected XML), ``in_doubt_mismatch``
-                (the entries did not match the phones), ``in_doubt_process_stopped``
+                (the entries did not match the phones), ``in_doubt_inconsistent`` (they
+                contradict each other or the status), ``in_doubt_process_stopped``
                 (the process died mid-request), ``in_doubt_error`` (anything else)
 
 A row split into parts (``long_text="split"``) is ``accepted`` only when every part is;

@@ -11,6 +11,9 @@ HELP = (
     "Serve the callback receiver: status and inbound callbacks (GET or form POST on one "
     "path) are stored durably before the 200, then compacted into parquet under --dir."
 )
+# receiving.server's defaults, repeated: importing it would load waitress for every command.
+DEFAULT_CONNECTION_LIMIT = 500
+DEFAULT_REQUEST_TIMEOUT = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +29,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $MASSIVA_RECEIVER_TOKEN)",
     )
     parser.add_argument("--path", default="/recepcionsms", help="callback path")
-    parser.add_argument("--threads", type=int, default=8, help="worker threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=8,
+        help="worker threads; they serve complete requests only (default: 8)",
+    )
+    parser.add_argument(
+        "--connection-limit",
+        type=int,
+        default=DEFAULT_CONNECTION_LIMIT,
+        metavar="N",
+        help="open connections at most; at the limit the one that has waited longest for "
+        "its request is closed to make room, so this bounds memory (~100 KiB each at "
+        "worst) and file descriptors, not who is served (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds a connection has to deliver each complete request, from its "
+        "accept or its previous answer; idle and trickling connections are closed then "
+        "(default: %(default)s)",
+    )
     parser.add_argument(
         "--compact-interval",
         type=float,
@@ -49,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.compact_interval <= 0 or args.threads < 1:
         print("--compact-interval must be > 0 and --threads >= 1", file=sys.stderr)
         return EXIT_USAGE
+    if args.connection_limit < 1 or not args.request_timeout > 0:
+        print("--connection-limit must be >= 1 and --request-timeout > 0", file=sys.stderr)
+        return EXIT_USAGE
     if not logging.getLogger().handlers:  # a program, not a library: show our warnings
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         # waitress warns "Task queue depth is N" for every request that waits for a thread:
@@ -63,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
             path=args.path,
             threads=args.threads,
             compact_interval=args.compact_interval,
+            connection_limit=args.connection_limit,
+            request_timeout=args.request_timeout,
         )
     except (InputError, OSError) as exc:
         print(f"cannot start the receiver: {exc}", file=sys.stderr)
