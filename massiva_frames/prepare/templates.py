@@ -166,6 +166,9 @@ def _check_spec(field: TemplateField, series: pd.Series) -> None:
 
 def _formatter(field: TemplateField) -> Callable[[Any], str]:
     spec = field.spec
+    if not spec:
+        # format(value, ""): blanks and "nan" are told apart after trimming
+        return format
 
     def simple(value: Any) -> str:
         if isinstance(value, str):
