@@ -125,6 +125,8 @@ def test_send_the_accessor_and_the_form_forward_blank(sb: Sandbox, tmp_path: Pat
         assert sorted(sb.messages()["text"]) == ["Hola Ana.", "Hola Luis. Gracias"]
         checked = df.massiva.validate(blank={"nota": "keep"}, **options)
         assert checked["valid"].all()
+        planned = df.massiva.plan(blank="keep", max_phones=1, **options)
+        assert planned["batch"].tolist() == [0, 1]
 
         from massiva_frames.faces.widgets import SendWidget
 
