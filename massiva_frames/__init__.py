@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "TransportError": "massiva_frames.errors",
     "URLTooLongError": "massiva_frames.errors",
     # preparation
-    "Reason": "massiva_frames.prepare.validation",
+    "Reason": "massiva_frames.prepare.reasons",
     "failure_cases": "massiva_frames.prepare.validation",
     "validate": "massiva_frames.prepare.validation",
     "validation_summary": "massiva_frames.prepare.validation",
@@ -124,8 +124,9 @@ if TYPE_CHECKING:
     from .prepare.batching import Batch, iter_batches, plan_batches
     from .prepare.lower_bound import minimum_requests
     from .prepare.phones import normalize_phones
+    from .prepare.reasons import Reason
     from .prepare.texts import segment_count, split_text, transliterate
-    from .prepare.validation import Reason, failure_cases, validate, validation_summary
+    from .prepare.validation import failure_cases, validate, validation_summary
     from .receiving import CompactionStats, Receiver, compact, read_callbacks, receiver
     from .sandbox import Sandbox, sandbox
     from .sending.campaign import dispatch, results_from_journal, send

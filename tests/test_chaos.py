@@ -257,7 +257,9 @@ def test_a_half_built_client_has_a_repr() -> None:
 
 
 def test_send_at_column_with_a_repeated_index_label() -> None:
-    # The results keep the input's index, repeated labels included (df.join works).
+    # A repeated label would make df.join(results) multiply rows: refused, naming it;
+    # with unique labels the results keep the input's index.
+    from massiva_frames.errors import InputError
     from massiva_frames.sending.campaign import send
 
     df = pd.DataFrame(
@@ -265,6 +267,9 @@ def test_send_at_column_with_a_repeated_index_label() -> None:
          "cuando": ["2999-01-01 10:00", "2999-01-02 10:00"]},
         index=[7, 7],
     )  # fmt: skip
+    with pytest.raises(InputError, match=r"repeats labels \(7\)"):
+        send(df, text="text", send_at="cuando", dry_run=True, progress=False)
+    df.index = pd.Index([7, 3])
     results = send(df, text="text", send_at="cuando", dry_run=True, progress=False)
-    assert list(results.index) == [7, 7]
+    assert list(results.index) == [7, 3]
     assert (results["state"] == "scheduled").all() and results["reason"].notna().all()

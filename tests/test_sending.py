@@ -920,13 +920,32 @@ def test_every_row_invalid_sends_nothing(
 ) -> None:
     df = pd.DataFrame(
         {"phone": ["no", None, "0212-5551234"], "msg": ["a", "b", "c"], "when": ["x", None, ""]},
-        index=[7, 7, 8],
+        index=[7, 9, 8],
     )
     for dry_run in (True, False):
         results = send(
             df, client=client, text="msg", send_at="when", journal=tmp_path / "j.db",
             dry_run=dry_run, progress=False,
         )  # fmt: skip
-        assert list(results.index) == [7, 7, 8]
+        assert list(results.index) == [7, 9, 8]
         assert (results["state"] == "invalid").all() and results["reason"].notna().all()
     assert len(sb.requests()) == 0  # not even the credit query
+
+
+def test_a_repeated_index_label_is_refused_before_anything_is_journalled(
+    sb: Sandbox, client: MassivaClient, tmp_path: Path
+) -> None:
+    # df.join(results) would multiply rows: the send refuses, naming the labels and the fix.
+    df = pd.DataFrame(
+        {"phone": ["04141234567", "04241234567", "04161234567"], "msg": ["a", "b", "c"]},
+        index=["x", "x", "y"],
+    )
+    before = len(sb.requests())
+    with pytest.raises(InputError, match=r"repeats labels \('x'\).*reset_index"):
+        send(df, client=client, text="msg", journal=tmp_path / "j.db", progress=False)
+    assert not (tmp_path / "j.db").exists()
+    assert len(sb.requests()) == before
+    results = send(
+        df.reset_index(), client=client, text="msg", journal=tmp_path / "j.db", progress=False
+    )
+    assert (results["state"] == "accepted").all() and list(results.index) == [0, 1, 2]

@@ -138,12 +138,14 @@ def send(
     Parameters
     ----------
     df : DataFrame
-        The rows to send; its index is kept in the results.
+        The rows to send; its index is kept in the results, so its labels must be unique
+        (:class:`~massiva_frames.errors.InputError` otherwise, before anything is sent).
     client : MassivaClient, optional
         Defaults to one built from ``MASSIVA_USUARIO``/``MASSIVA_CLAVE``/``MASSIVA_BASE_URL``.
     phone, text, template, **validate_options
         Passed to :func:`~massiva_frames.prepare.validation.validate` (``text`` is a column,
-        ``template`` a ``str.format`` template over the columns).
+        ``template`` a template of column names with format specs; options such as
+        ``blank="keep"``, ``allow_international=True``, ``long_text``, ``suppress``).
     journal : str or path, optional
         SQLite journal: makes the send idempotent, resumable and schedulable. Without
         one, an in-memory journal is used and forgotten.
