@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, main
+from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from massiva_frames.sandbox import Sandbox, sandbox
 
 SECRET = "Zx9-s3cr3t;|&="
@@ -67,7 +67,7 @@ def test_all_accepted_exits_0_and_rerun_sends_nothing(
     pd.testing.assert_frame_equal(pd.read_parquet(out), results)
 
 
-def test_partial_exits_3_and_csv_output_keeps_the_row_numbers(
+def test_partial_exits_3_and_csv_output_speaks_in_file_lines(
     sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = write_csv(tmp_path / "in.csv", MIXED)
@@ -77,10 +77,15 @@ def test_partial_exits_3_and_csv_output_keeps_the_row_numbers(
         "--out", str(out), "--no-progress", "--method", "GET",
     )  # fmt: skip
     assert code == EXIT_PARTIAL
-    results = pd.read_csv(out, index_col=0, dtype={"phone": str})
-    assert list(results.index) == [0, 1, 2, 3, 4]
+    assert "needs a look (exit 3): 1 newly invalid" in stdout
+    results = pd.read_csv(out, dtype={"phone": str})
+    assert list(results["line"]) == [2, 3, 4, 5, 6]  # the header is line 1
     assert list(results["state"]) == ["accepted", "accepted", "accepted", "invalid", "suppressed"]
     assert "phone_landline" in stdout and "duplicate" in stdout
+    # the rows to look at are listed by line, with the phone as the file has it
+    listed = stdout[stdout.index("that need a look") :].splitlines()
+    assert listed[1].split() == ["line", "state", "reason", "telefono"]
+    assert listed[2].split() == ["5", "invalid", "phone_landline", "0212-5551234"]
     assert set(sb.requests()["method"]) == {"GET"}
 
 
@@ -98,9 +103,10 @@ def test_parquet_input_text_column_and_dry_run(
     )  # fmt: skip
     assert code == EXIT_OK
     assert "dry run:" in stdout and "credits needed 2" in stdout and "available 1000" in stdout
+    assert "journal:" not in stdout  # a dry run journals nothing
     assert sends(sb) == 0 and not (tmp_path / "j.db").exists()
     plan = pd.read_parquet(out)
-    assert list(plan.index) == ["a", "b"] and set(plan["reason"]) == {"dry_run"}
+    assert list(plan["line"]) == [1, 2] and set(plan["reason"]) == {"dry_run"}
 
 
 def test_failures_exit_1_with_one_line(
@@ -113,8 +119,10 @@ def test_failures_exit_1_with_one_line(
     sb.set_credits(2)
     code, _, err = run_cli(capsys, *base, "--out", out)
     assert code == EXIT_FAILURE
-    assert "InsufficientCreditsError" in err and "needs 3 credits" in err and "has 2" in err
+    assert err.startswith("massiva-frames send: error: InsufficientCreditsError: ")
+    assert "needs 3 credits" in err and "has 2" in err
     assert err.count("\n") == 1 and sends(sb) == 0
+    assert not [p for p in tmp_path.iterdir() if "journal" in p.name]  # nothing to keep
 
     monkeypatch.setenv("MASSIVA_CLAVE", SECRET + "x")
     code, _, err = run_cli(capsys, *base, "--out", out)
@@ -127,9 +135,9 @@ def test_failures_exit_1_with_one_line(
     code, _, err = run_cli(
         capsys, "send", str(tmp_path / "missing.csv"), "--text", "t", "--out", out
     )
-    assert code == EXIT_FAILURE and "missing.csv" in err
+    assert code == EXIT_FAILURE and "missing.csv: no such file" in err
     code, _, err = run_cli(capsys, *base, "--out", str(tmp_path / "r.xlsx"))
-    assert code == EXIT_FAILURE and ".parquet or .csv" in err
+    assert code == EXIT_USAGE and ".parquet or .pq or .csv" in err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,10 +162,10 @@ def test_account_error_mid_run_writes_what_was_sent(
         "--journal", str(tmp_path / "j.db"),
     )  # fmt: skip
     assert code == EXIT_FAILURE and "InsufficientCreditsError" in err
-    results = pd.read_parquet(out)
+    results = pd.read_parquet(out).set_index("line")
     assert list(results["state"]) == ["accepted", "scheduled", "scheduled"]
-    assert results.loc[1, "reason"] == "not_sent_insufficient_credits"
-    assert results.loc[2, "reason"] == "run_stopped"
+    assert results.loc[3, "reason"] == "not_sent_insufficient_credits"
+    assert results.loc[4, "reason"] == "run_stopped"
     assert "accepted" in stdout
 
 
@@ -171,18 +179,23 @@ def test_dispatch_sends_what_is_due(
         "--out", str(tmp_path / "r.parquet"), "--journal", journal,
         "--send-at", "2030-01-07 09:00", "--window", "08:00-20:00",
     )  # fmt: skip
-    assert code == EXIT_PARTIAL and "not_due" in stdout and sends(sb) == 0
+    # scheduled for later is what was asked: not a row to look at
+    assert code == EXIT_OK and "not_due" in stdout and sends(sb) == 0
+    assert "3 message(s) scheduled for later (massiva-frames dispatch)" in stdout
 
-    code, _, _ = run_cli(capsys, "dispatch", "--journal", journal, "--now", "2030-01-07 08:59")
+    code, stdout, _ = run_cli(capsys, "dispatch", "--journal", journal, "--now", "2030-01-07 08:59")
     assert code == EXIT_OK and sends(sb) == 0  # nothing due yet
+    assert "nothing to send" in stdout and "None" not in stdout
     out = tmp_path / "after.parquet"
     code, stdout, _ = run_cli(
         capsys, "dispatch", "--journal", journal, "--now", "2030-01-07 09:00", "--out", str(out)
     )
     assert code == EXIT_OK and sends(sb) == 1
-    assert (pd.read_parquet(out)["state"] == "accepted").all()
+    after = pd.read_parquet(out)
+    assert (after["state"] == "accepted").all() and list(after["line"]) == [2, 3, 4]
     code, _, err = run_cli(capsys, "dispatch", "--journal", str(tmp_path / "nope.db"))
-    assert code == EXIT_FAILURE and "journal not found" in err
+    assert code == EXIT_FAILURE
+    assert err.startswith("massiva-frames dispatch: error: journal not found")
 
 
 def test_console_script_in_a_subprocess(sb: Sandbox, tmp_path: Path) -> None:
