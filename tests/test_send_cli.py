@@ -236,3 +236,227 @@ def test_journal_and_results_hold_no_credentials(
         data = path.read_bytes()
         for secret in (SECRET, USER, "s3cr3t"):
             assert secret.encode() not in data, (path.name, secret)
+
+
+# -- results that join back ------------------------------------------------------------
+
+
+def test_results_keep_the_line_the_key_and_the_kept_columns(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "cliente,telefono,nombre,batch\n"
+        "c-01,04141234567,Ana,x\n"
+        "c-02,0212-5551234,Fijo,y\n"
+        "c-03,04241234568,Luis,z\n"
+    )
+    out = tmp_path / "r.parquet"
+    code, _, _ = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(out), "--key", "cliente", "--keep", "nombre", "--keep", "batch",
+        "--no-progress",
+    )  # fmt: skip
+    assert code == EXIT_PARTIAL
+    results = pd.read_parquet(out)
+    assert list(results.columns[:4]) == ["line", "cliente", "nombre", "input_batch"]
+    assert list(results["line"]) == [2, 3, 4]
+    assert list(results["cliente"]) == ["c-01", "c-02", "c-03"]
+    assert list(results["input_batch"]) == ["x", "y", "z"]  # a results column's name: prefixed
+    assert list(results["phone"])[::2] == ["584141234567", "584241234568"]
+    # joins back to the input on the key, or on the line
+    joined = pd.read_csv(source, dtype=str).merge(results, on="cliente", suffixes=("", "_r"))
+    assert list(joined["state"]) == ["accepted", "invalid", "accepted"]
+
+    code, _, err = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--text", "nombre",
+        "--out", str(out), "--keep", "nope",
+    )  # fmt: skip
+    assert code == EXIT_FAILURE and "--keep nope 'nope': no such column" in err
+
+
+# -- exit codes: what this run did ---------------------------------------------------------
+
+
+def test_a_rerun_that_finds_nothing_to_do_exits_0_like_dispatch(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", MIXED)  # one landline, one duplicate
+    journal = str(tmp_path / "j.db")
+    argv = ["send", str(source), "--phone", "telefono", "--template", "Hola {nombre}"]
+    argv += ["--out", str(tmp_path / "r.csv"), "--journal", journal, "--no-progress"]
+    code, stdout, _ = run_cli(capsys, *argv)
+    assert code == EXIT_PARTIAL and "needs a look (exit 3): 1 newly invalid" in stdout
+    assert "this run: 1 request(s) · 3 message(s) · 3 accepted" in stdout
+
+    code, stdout, _ = run_cli(capsys, *argv)  # the same file again: nothing new
+    assert code == EXIT_OK and sends(sb) == 1
+    assert "this run: nothing to send (every sendable row was already sent" in stdout
+    assert "None" not in stdout and "needs a look" not in stdout
+    code, stdout, _ = run_cli(capsys, "dispatch", "--journal", journal)
+    assert code == EXIT_OK and "nothing to send" in stdout and "None" not in stdout
+
+    # a new invalid row (another reason on line 5) is judged by this run: 3 again
+    source.write_text(source.read_text().replace("0212-5551234", "0416-12"))
+    code, stdout, _ = run_cli(capsys, *argv)
+    assert code == EXIT_PARTIAL and "1 newly invalid" in stdout and sends(sb) == 1
+
+
+def test_rows_this_run_left_in_doubt_exit_3_and_the_rerun_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with sandbox(usuario=USER, clave=SECRET, callback_delay=60) as server:
+        monkeypatch.setenv("MASSIVA_USUARIO", USER)
+        monkeypatch.setenv("MASSIVA_CLAVE", SECRET)
+        monkeypatch.setenv("MASSIVA_BASE_URL", server.base_url)
+        server.inject("latency", count=1, seconds=0)  # the credit query goes through
+        server.inject("http500")  # then every SendSms answers 500: in doubt
+        source = write_csv(tmp_path / "in.csv", GOOD)
+        argv = ["send", str(source), "--phone", "telefono", "--template", "Hola {nombre}"]
+        argv += ["--out", str(tmp_path / "r.parquet"), "--journal", str(tmp_path / "j.db")]
+        code, stdout, _ = run_cli(capsys, *argv, "--no-progress")
+        assert code == EXIT_PARTIAL and "3 unknown (in doubt)" in stdout
+        server.clear_faults()
+        code, stdout, _ = run_cli(capsys, *argv, "--no-progress")
+        assert code == EXIT_OK and "nothing to send" in stdout  # unknown: never resent
+
+
+# -- outputs: checked first, written whole, never lost ------------------------------------
+
+
+@pytest.mark.parametrize("where", ["missing folder", "folder is a file", "out is a folder"])
+def test_an_unwritable_out_sends_nothing(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "r.parquet").mkdir()
+    out = {
+        "missing folder": tmp_path / "missing" / "dir" / "r.parquet",
+        "folder is a file": tmp_path / "file.txt" / "r.parquet",
+        "out is a folder": tmp_path / "r.parquet",
+    }[where]
+    code, stdout, err = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == EXIT_FAILURE and sends(sb) == 0 and sb.requests().empty
+    assert err.startswith(f"massiva-frames send: error: --out {out}: ") and err.count("\n") == 1
+    assert stdout == ""
+    assert not [p for p in tmp_path.rglob("*journal*")]
+    code, _, err = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(tmp_path / "ok.parquet"), "--journal", str(tmp_path / "no" / "j.db"),
+    )  # fmt: skip
+    assert code == EXIT_FAILURE and "--journal" in err and sb.requests().empty
+
+
+def test_the_temporary_journal_is_named_and_deleted_once_written(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    out = tmp_path / "r.parquet"
+    code, stdout, _ = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert code == EXIT_OK
+    first = stdout.splitlines()[0]
+    assert first.startswith(f"journal: {tmp_path}/.r.parquet.") and "temporary" in first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "r.parquet"]
+
+
+def test_a_failed_write_loses_no_results(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills between the check and the write: the journal keeps the results."""
+    import errno
+
+    from massiva_frames.sending.campaign import results_from_journal
+
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    out = tmp_path / "r.parquet"
+    real = pd.DataFrame.to_parquet
+
+    def disk_full(self: pd.DataFrame, path: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    argv = ["send", str(source), "--phone", "telefono", "--template", "Hola {nombre}"]
+    code, stdout, err = run_cli(capsys, *argv, "--out", str(out), "--no-progress")
+    assert code == EXIT_FAILURE and sends(sb) == 1
+    assert "accepted" in stdout  # the summary is still shown
+    assert err.startswith(f"massiva-frames send: error: cannot write --out {out}: ")
+    assert "No space left on device" in err and "nothing is lost" in err
+    kept = [p for p in tmp_path.iterdir() if p.name.endswith(".journal.db")]
+    assert len(kept) == 1 and f"--journal {kept[0]}" in err
+    assert f"mf.results_from_journal('{kept[0]}')" in err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    assert list(results_from_journal(kept[0])["state"]) == ["accepted"] * 3
+
+    # what the message says: the same command with that journal sends nothing twice
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", real)
+    code, stdout, _ = run_cli(
+        capsys, *argv, "--out", str(out), "--journal", str(kept[0]), "--no-progress"
+    )
+    assert code == EXIT_OK and sends(sb) == 1 and "nothing to send" in stdout
+    results = pd.read_parquet(out)
+    assert list(results["state"]) == ["accepted"] * 3 and list(results["line"]) == [2, 3, 4]
+
+
+def test_an_existing_results_file_survives_a_failed_write(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    out = tmp_path / "r.csv"
+    out.write_text("earlier results\n")
+
+    def broken(self: pd.DataFrame, path: object, *args: object, **kwargs: object) -> None:
+        Path(str(path)).write_text("half a fi")
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken)
+    code, _, err = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(out), "--journal", str(tmp_path / "j.db"), "--no-progress",
+    )  # fmt: skip
+    assert code == EXIT_FAILURE and "Input/output error" in err
+    assert out.read_text() == "earlier results\n"  # whole or not at all
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("j.db")) == [
+        "in.csv",
+        "r.csv",
+    ]
+
+
+# -- one error prefix --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["validate", "{tmp}/none.csv", "--phone", "t", "--text", "m"], EXIT_FAILURE),
+        (["send", "{tmp}/none.csv", "--text", "m", "--out", "{tmp}/r.csv"], EXIT_FAILURE),
+        (["send", "{tmp}/in.csv", "--text", "m", "--out", "{tmp}/r.json"], EXIT_USAGE),
+        (["dispatch", "--journal", "{tmp}/none.db"], EXIT_FAILURE),
+        (["dispatch", "--journal", "{tmp}/none.db", "--out", "{tmp}/r.txt"], EXIT_USAGE),
+        (["report", "--results", "{tmp}/none.parquet", "--logs", "{tmp}"], EXIT_FAILURE),
+        (["report", "--results", "{tmp}/in.csv", "--logs", "{tmp}", "--png", "a.jpg"], EXIT_USAGE),
+        (["credits", "--base-url", "http://127.0.0.1:9/webservices"], EXIT_FAILURE),
+        (["demo", "--rows", "0"], EXIT_USAGE),
+        (["receive", "--dir", "{tmp}", "--threads", "0"], EXIT_USAGE),
+    ],
+)
+def test_every_command_speaks_with_one_prefix(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    code: int,
+) -> None:
+    monkeypatch.setenv("MASSIVA_USUARIO", USER)
+    monkeypatch.setenv("MASSIVA_CLAVE", SECRET)
+    write_csv(tmp_path / "in.csv", GOOD)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    got, _, err = run_cli(capsys, *args)
+    assert got == code
+    assert err.startswith(f"massiva-frames {argv[0]}: error: ") and err.count("\n") == 1, err

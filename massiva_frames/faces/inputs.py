@@ -256,7 +256,7 @@ def _read_excel(path: Path, sheet: str | None) -> pd.DataFrame:
                         + ", ".join(repr(n) for n in names)
                         + " (--sheet NAME or 0-based position)"
                     )
-            frame = book.parse(chosen, dtype=str)
+            frame = pd.read_excel(book, sheet_name=chosen, dtype=str)
     except InputError:
         raise
     except ImportError:
