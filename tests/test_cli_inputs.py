@@ -312,7 +312,7 @@ def test_help_lists_the_input_options_and_the_exit_codes() -> None:
     )
     for option in ("--encoding", "--sep", "--sheet", "--keep", "--blank", "--allow-international"):
         assert option in done.stdout
-    assert "exit codes: 0 done, 3" in done.stdout
+    assert "exit codes: 0 done, 3" in done.stdout and "massiva-frames --help" in done.stdout
 
 
 def test_parsing_the_command_line_imports_no_reader() -> None:

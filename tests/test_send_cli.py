@@ -460,3 +460,30 @@ def test_every_command_speaks_with_one_prefix(
     got, _, err = run_cli(capsys, *args)
     assert got == code
     assert err.startswith(f"massiva-frames {argv[0]}: error: ") and err.count("\n") == 1, err
+
+
+def test_a_run_stopped_mid_way_keeps_its_temporary_journal_for_the_rest(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    out = tmp_path / "r.parquet"
+    sb.set_credits(1_000, company=1)  # the company runs out after the first message
+    argv = ["send", str(source), "--phone", "telefono", "--template", "Hola {nombre}"]
+    argv += ["--out", str(out), "--max-phones", "1", "--concurrency", "1", "--no-progress"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == EXIT_FAILURE and sends(sb) == 2  # one accepted, one refused
+    kept = [p for p in tmp_path.iterdir() if p.name.endswith(".journal.db")]
+    assert len(kept) == 1
+    lines = err.splitlines()
+    assert lines[0].startswith("massiva-frames send: error: InsufficientCreditsError")
+    assert lines[1] == (
+        f"massiva-frames send: the results are kept in the journal {kept[0]}: re-run this "
+        f"command with --journal {kept[0]} to send the rest, or load them with "
+        f"mf.results_from_journal('{kept[0]}')"
+    )
+    assert list(pd.read_parquet(out)["state"]) == ["accepted", "scheduled", "scheduled"]
+    sb.set_credits(1_000, company=1_000)
+    code, _, _ = run_cli(capsys, *argv, "--journal", str(kept[0]))
+    assert code == EXIT_OK
+    assert list(pd.read_parquet(out)["state"]) == ["accepted"] * 3
+    assert len(sb.messages()) == 3  # the first message was not sent again

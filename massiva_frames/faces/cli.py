@@ -15,7 +15,9 @@ import argparse
 import importlib
 import importlib.util
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "EXIT_PARTIAL",
     "EXIT_USAGE",
     "error",
+    "failure_errors",
     "main",
     "one_line",
 ]
@@ -82,14 +85,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules: dict[str, str] = {}
+    width = max(40, min(100, shutil.get_terminal_size().columns - 2))
     for name, (module_name, help_text) in _available().items():
         module = importlib.import_module(module_name)
         sp = sub.add_parser(
             name,
             help=help_text,
-            description=getattr(module, "HELP", help_text),
-            epilog="exit codes: 0 done, 3 done but rows need a look, 1 error, 2 usage "
-            "(massiva-frames --help tells them in full)",
+            description=textwrap.fill(getattr(module, "HELP", help_text), width),
+            epilog="exit codes: 0 done, 3 done but rows need a look, 1 error, 2 usage\n"
+            "(massiva-frames --help shows the table)",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sp)
         modules[name] = module_name
@@ -111,6 +116,16 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, MassivaError) and type(exc) is not InputError:
         return f"{type(exc).__name__}: {text}"
     return text
+
+
+def failure_errors() -> tuple[type[BaseException], ...]:
+    """The errors a command reports as one line: the package's, the OS's, SQLite's,
+    and ``ValueError`` (a bad value pandas or pyarrow met in a file)."""
+    import sqlite3
+
+    from ..errors import MassivaError
+
+    return (MassivaError, sqlite3.Error, OSError, ValueError)
 
 
 def error(command: str, problem: BaseException | str, code: int = EXIT_FAILURE) -> int:

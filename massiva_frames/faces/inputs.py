@@ -51,6 +51,7 @@ __all__ = [
     "LoadedFile",
     "add_input_options",
     "input_problem",
+    "note_input",
     "parse_sep",
     "read_input",
     "read_phone_list",
@@ -117,6 +118,19 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME|INDEX",
         help="sheet of an .xlsx input: its name or its 0-based position (default: the first)",
     )
+
+
+def note_input(command: str, loaded: LoadedFile) -> None:
+    """Say on stderr how a file that is not UTF-8 was decoded."""
+    import sys
+
+    if loaded.detected:
+        print(
+            f"massiva-frames {command}: {loaded.path} is not UTF-8: read it as "
+            f"{loaded.encoding} (--encoding to choose another)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def parse_sep(text: str) -> str:

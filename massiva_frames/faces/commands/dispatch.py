@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         return error("dispatch", problem, EXIT_USAGE)
 
     from ...sending.campaign import dispatch
+    from ..cli import failure_errors
     from ..outputs import check_output, write_table
-    from .send import exit_code, failure_errors, make_client, print_summary
+    from .send import exit_code, make_client, print_summary
 
     out = None if args.out is None else Path(args.out)
     errors = failure_errors()

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ...wire.client import MassivaClient
-    from ..inputs import LoadedFile
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -40,8 +39,6 @@ HELP = (
     "MASSIVA_CLAVE environment variables."
 )
 
-#: what the CLI turns into one error line (journal errors are MassivaErrors or sqlite3's)
-_FAILURE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError)
 #: results states that need a look when this run made them
 _LOOK_STATES = ("invalid", "rejected", "unknown")
 
@@ -139,26 +136,6 @@ def make_client(args: argparse.Namespace, *, required: bool) -> MassivaClient | 
         if required:
             raise
         return None
-
-
-def failure_errors() -> tuple[type[BaseException], ...]:
-    """The errors a command reports as one line: the package's, the OS's, SQLite's."""
-    import sqlite3
-
-    from ...errors import MassivaError
-
-    return (MassivaError, sqlite3.Error, *_FAILURE_ERRORS)
-
-
-def note_input(command: str, loaded: LoadedFile) -> None:
-    """Say on stderr how a file that is not UTF-8 was decoded."""
-    if loaded.detected:
-        print(
-            f"massiva-frames {command}: {loaded.path} is not UTF-8: read it as "
-            f"{loaded.encoding} (--encoding to choose another)",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def print_summary(results: pd.DataFrame, *, out: Path | None) -> None:
@@ -361,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
         return error("send", exc, EXIT_USAGE)
 
     from ...sending.campaign import send
-    from ..inputs import read_input, read_phone_list, require_columns
+    from ..cli import failure_errors
+    from ..inputs import note_input, read_input, read_phone_list, require_columns
     from ..outputs import check_output, remove_journal, temporary_journal, write_table
     from .validate import validation_options
 

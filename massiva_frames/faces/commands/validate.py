@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
         return error("validate", "--failures must be 0 or more", EXIT_USAGE)
 
     from ...prepare.validation import failure_cases, validate, validation_summary
-    from ..inputs import read_input, read_phone_list, require_columns
+    from ..cli import failure_errors
+    from ..inputs import note_input, read_input, read_phone_list, require_columns
     from ..outputs import check_output, write_table
-    from .send import failure_errors, note_input
 
     try:
         if args.out:
