@@ -74,7 +74,7 @@ def test_spanish_csv_send_rerun_dispatch(sb: Sandbox, tmp_path: Path) -> None:
     assert all(line.startswith(PREFIX_LINES) for line in first.stderr.splitlines())
     assert "this run: 1 request(s) · 3 message(s) · 3 accepted" in first.stdout
     assert "needs a look (exit 3): 1 newly invalid" in first.stdout
-    listed = first.stdout[first.stdout.index("that need a look") :].splitlines()
+    listed = first.stdout[first.stdout.index("row(s) not sent") :].splitlines()
     assert listed[2].split() == ["4", "invalid", "phone_landline", "0212-5551234"]
     assert sends(sb) == 1
     texts = sb.messages().set_index("phone")["text"]

@@ -83,7 +83,7 @@ def test_partial_exits_3_and_csv_output_speaks_in_file_lines(
     assert list(results["state"]) == ["accepted", "accepted", "accepted", "invalid", "suppressed"]
     assert "phone_landline" in stdout and "duplicate" in stdout
     # the rows to look at are listed by line, with the phone as the file has it
-    listed = stdout[stdout.index("that need a look") :].splitlines()
+    listed = stdout[stdout.index("row(s) not sent") :].splitlines()
     assert listed[1].split() == ["line", "state", "reason", "telefono"]
     assert listed[2].split() == ["5", "invalid", "phone_landline", "0212-5551234"]
     assert set(sb.requests()["method"]) == {"GET"}

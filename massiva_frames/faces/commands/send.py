@@ -39,7 +39,7 @@ HELP = (
     "MASSIVA_CLAVE environment variables."
 )
 
-#: results states that need a look when this run made them
+#: results states of rows that were not sent and will not be by a re-run
 _LOOK_STATES = ("invalid", "rejected", "unknown")
 
 
@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=10,
         metavar="N",
-        help="print the first N rows that need a look, by file line (10; 0 for none)",
+        help="print the first N rows invalid, rejected or unknown, by file line (10; 0: none)",
     )
     add_validation_flags(parser)
 
@@ -247,7 +247,10 @@ def rows_to_look_at(results: pd.DataFrame, *, source: pd.DataFrame, phone: str, 
     )
     if phone in source.columns:
         table[phone] = source[phone].reindex(look.index).astype("string").fillna("").to_numpy()
-    print(f"\nfirst {len(table)} row(s) that need a look (line = line of the input file):")
+    print(
+        f"\nfirst {len(table)} row(s) not sent: invalid, rejected or unknown "
+        "(line = line of the input file):"
+    )
     print(table.reset_index().to_string(index=False))
 
 
@@ -401,23 +404,23 @@ def run(args: argparse.Namespace) -> int:
         results = send(df, client=client, **options)
     except errors as exc:
         partial = getattr(exc, "results", None)
-        kept = temporary and _sent_anything(Path(journal))
+        unwritten = False
         if partial is not None:  # stopped mid-run: what was sent is still worth keeping
             try:
                 write_table(with_input_columns(partial, df, keep), out)
                 print_summary(partial, out=out)
             except errors as write_exc:
                 error("send", f"cannot write --out {out}: {_reason(write_exc)}")
-                kept = temporary
+                unwritten = True
+        # a temporary journal stays when it holds what went out, or results not written
+        kept = temporary and (unwritten or _sent_anything(Path(journal)))
         if temporary and not kept:
             remove_journal(journal)
-        error("send", exc)
-        if kept:
-            hint = "re-run this command with --journal " + journal + " to send the rest"
+        code = error("send", exc)
+        if kept or (unwritten and journal is not None):
+            hint = f"re-run this command with --journal {journal} to send the rest"
             print(f"massiva-frames send: {_recovery(Path(journal), hint)}", file=sys.stderr)
-        from ..cli import EXIT_FAILURE
-
-        return EXIT_FAILURE
+        return code
     finally:
         if client is not None:
             client.close()
