@@ -81,8 +81,8 @@ def test_spanish_csv_send_rerun_dispatch(sb: Sandbox, tmp_path: Path) -> None:
     assert texts["584141234567"] == "Hola José Peña"
     assert texts["584241234568"] == "Hola Ángela Núñez"  # the NBSP phone normalised
     results = pd.read_csv(out, dtype=str, encoding="utf-8")
-    assert list(results.columns[:3]) == ["line", "cliente", "nombre"]
-    assert results[["line", "cliente", "state"]].values.tolist() == [
+    assert list(results.columns[:3]) == ["input_line", "cliente", "nombre"]
+    assert results[["input_line", "cliente", "state"]].values.tolist() == [
         ["2", "c-01", "accepted"],
         ["3", "c-02", "accepted"],
         ["4", "c-03", "invalid"],
@@ -99,7 +99,7 @@ def test_spanish_csv_send_rerun_dispatch(sb: Sandbox, tmp_path: Path) -> None:
     dispatched = cli(sb, "dispatch", "--journal", str(journal), "--out", str(tmp_path / "d.csv"))
     assert dispatched.returncode == EXIT_OK and sends(sb) == 1
     assert "this run: nothing to send" in dispatched.stdout and "None" not in dispatched.stdout
-    assert pd.read_csv(tmp_path / "d.csv")["line"].tolist() == [2, 3, 4, 5]
+    assert pd.read_csv(tmp_path / "d.csv")["input_line"].tolist() == [2, 3, 4, 5]
 
 
 def test_xlsx_scheduled_then_dispatched(sb: Sandbox, tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_xlsx_scheduled_then_dispatched(sb: Sandbox, tmp_path: Path) -> None:
     assert "2 message(s) scheduled for later (massiva-frames dispatch)" in scheduled.stdout
     assert sends(sb) == 0
     plan = pd.read_parquet(tmp_path / "r.parquet")
-    assert plan["line"].tolist() == [2, 3, 4]
+    assert plan["input_line"].tolist() == [2, 3, 4]
     assert plan["state"].astype(str).tolist() == ["scheduled", "invalid", "scheduled"]
 
     early = cli(sb, "dispatch", "--journal", str(journal), "--now", "2030-01-07 08:59")
@@ -140,7 +140,7 @@ def test_xlsx_scheduled_then_dispatched(sb: Sandbox, tmp_path: Path) -> None:
     assert sends(sb) == 1
     assert sorted(sb.messages()["text"]) == ["Hola José, saldo 1,234.50", "Hola Ñandú, saldo 3.00"]
     done = pd.read_parquet(out)
-    assert done["line"].tolist() == [2, 3, 4]
+    assert done["input_line"].tolist() == [2, 3, 4]
     assert done["state"].astype(str).tolist() == ["accepted", "invalid", "accepted"]
     rerun = cli(sb, "dispatch", "--journal", str(journal), "--now", "2030-01-07 10:00")
     assert rerun.returncode == EXIT_OK and sends(sb) == 1

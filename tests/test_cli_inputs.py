@@ -71,7 +71,7 @@ def test_cp1252_semicolon_csv_is_detected_and_read_as_text(tmp_path: Path) -> No
     assert frame["nombre"].tolist() == ["José Peña", "Ángela Núñez", "Fijo", "Eva María"]
     assert frame.loc[3, "telefono"] == f"0424{NBSP}1234568"
     assert frame["telefono"].iloc[0] == "0414-1234567"  # text, not a number
-    assert frame.index.name == "line" and list(frame.index) == [2, 3, 4, 5]
+    assert frame.index.name == "input_line" and list(frame.index) == [2, 3, 4, 5]
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])
@@ -275,7 +275,7 @@ def test_parquet_lines_are_positions_and_its_own_index_becomes_a_column(tmp_path
     frame = pd.DataFrame({"tel": ["04141234567", "04241234567"]}, index=["c-1", "c-2"])
     frame.rename_axis("cliente").to_parquet(path)
     loaded = read_input(path).frame
-    assert list(loaded.index) == [1, 2] and loaded.index.name == "line"
+    assert list(loaded.index) == [1, 2] and loaded.index.name == "input_line"
     assert loaded["cliente"].tolist() == ["c-1", "c-2"]
     pd.DataFrame({"tel": ["x"]}).to_parquet(path)
     assert list(read_input(path).frame.columns) == ["tel"]  # a plain RangeIndex is dropped

@@ -79,7 +79,7 @@ def test_partial_exits_3_and_csv_output_speaks_in_file_lines(
     assert code == EXIT_PARTIAL
     assert "needs a look (exit 3): 1 newly invalid" in stdout
     results = pd.read_csv(out, dtype={"phone": str})
-    assert list(results["line"]) == [2, 3, 4, 5, 6]  # the header is line 1
+    assert list(results["input_line"]) == [2, 3, 4, 5, 6]  # the header is line 1
     assert list(results["state"]) == ["accepted", "accepted", "accepted", "invalid", "suppressed"]
     assert "phone_landline" in stdout and "duplicate" in stdout
     # the rows to look at are listed by line, with the phone as the file has it
@@ -106,7 +106,7 @@ def test_parquet_input_text_column_and_dry_run(
     assert "journal:" not in stdout  # a dry run journals nothing
     assert sends(sb) == 0 and not (tmp_path / "j.db").exists()
     plan = pd.read_parquet(out)
-    assert list(plan["line"]) == [1, 2] and set(plan["reason"]) == {"dry_run"}
+    assert list(plan["input_line"]) == [1, 2] and set(plan["reason"]) == {"dry_run"}
 
 
 def test_failures_exit_1_with_one_line(
@@ -162,7 +162,7 @@ def test_account_error_mid_run_writes_what_was_sent(
         "--journal", str(tmp_path / "j.db"),
     )  # fmt: skip
     assert code == EXIT_FAILURE and "InsufficientCreditsError" in err
-    results = pd.read_parquet(out).set_index("line")
+    results = pd.read_parquet(out).set_index("input_line")
     assert list(results["state"]) == ["accepted", "scheduled", "scheduled"]
     assert results.loc[3, "reason"] == "not_sent_insufficient_credits"
     assert results.loc[4, "reason"] == "run_stopped"
@@ -192,7 +192,7 @@ def test_dispatch_sends_what_is_due(
     )
     assert code == EXIT_OK and sends(sb) == 1
     after = pd.read_parquet(out)
-    assert (after["state"] == "accepted").all() and list(after["line"]) == [2, 3, 4]
+    assert (after["state"] == "accepted").all() and list(after["input_line"]) == [2, 3, 4]
     code, _, err = run_cli(capsys, "dispatch", "--journal", str(tmp_path / "nope.db"))
     assert code == EXIT_FAILURE
     assert err.startswith("massiva-frames dispatch: error: journal not found")
@@ -246,23 +246,28 @@ def test_results_keep_the_line_the_key_and_the_kept_columns(
 ) -> None:
     source = tmp_path / "in.csv"
     source.write_text(
-        "cliente,telefono,nombre,batch\n"
-        "c-01,04141234567,Ana,x\n"
-        "c-02,0212-5551234,Fijo,y\n"
-        "c-03,04241234568,Luis,z\n"
+        "cliente,telefono,nombre,batch,line\n"
+        "c-01,04141234567,Ana,x,1\n"
+        "c-02,0212-5551234,Fijo,y,2\n"
+        "c-03,04241234568,Luis,z,3\n"
     )
     out = tmp_path / "r.parquet"
     code, _, _ = run_cli(
         capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
         "--out", str(out), "--key", "cliente", "--keep", "nombre", "--keep", "batch",
-        "--no-progress",
+        "--keep", "line", "--no-progress",
     )  # fmt: skip
     assert code == EXIT_PARTIAL
     results = pd.read_parquet(out)
-    assert list(results.columns[:4]) == ["line", "cliente", "nombre", "input_batch"]
-    assert list(results["line"]) == [2, 3, 4]
+    assert list(results.columns[:4]) == ["input_line", "cliente", "nombre", "input_batch"]
+    assert list(results["input_line"]) == [2, 3, 4]
     assert list(results["cliente"]) == ["c-01", "c-02", "c-03"]
-    assert list(results["input_batch"]) == ["x", "y", "z"]  # a results column's name: prefixed
+    assert list(results["input_batch"]) == ["x", "y", "z"]
+    assert list(results["input_input_line"]) == [
+        "1",
+        "2",
+        "3",
+    ]  # never the file's line  # a results column's name: prefixed
     assert list(results["phone"])[::2] == ["584141234567", "584241234568"]
     # joins back to the input on the key, or on the line
     joined = pd.read_csv(source, dtype=str).merge(results, on="cliente", suffixes=("", "_r"))
@@ -401,7 +406,7 @@ def test_a_failed_write_loses_no_results(
     )
     assert code == EXIT_OK and sends(sb) == 1 and "nothing to send" in stdout
     results = pd.read_parquet(out)
-    assert list(results["state"]) == ["accepted"] * 3 and list(results["line"]) == [2, 3, 4]
+    assert list(results["state"]) == ["accepted"] * 3 and list(results["input_line"]) == [2, 3, 4]
 
 
 def test_an_existing_results_file_survives_a_failed_write(

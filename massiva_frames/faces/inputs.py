@@ -20,8 +20,9 @@ row is line 2; quoted fields that span lines and skipped blank lines are account
 the sheet row for Excel (header row 1, first row 2), and the row's position counting
 from 1 for parquet, which has no header line (an index of the file's own, such as
 customer ids, becomes columns named after its levels, ``index`` when unnamed). That label
-is the frame's index, named ``line``, so results and failure reports speak in lines of
-the file.
+is the frame's index, named ``input_line`` (not ``line``: that is the provider's
+dispatching line once delivery is attached), so results and failure reports speak in
+lines of the file.
 
 A file that cannot be read raises :class:`~massiva_frames.errors.InputError` with one line
 that names the file, the line when known, and what to try.
@@ -47,6 +48,7 @@ __all__ = [
     "CSV_SUFFIXES",
     "EXCEL_SUFFIXES",
     "INPUT_SUFFIXES",
+    "LINE",
     "PARQUET_SUFFIXES",
     "LoadedFile",
     "add_input_options",
@@ -62,6 +64,8 @@ CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 EXCEL_SUFFIXES = (".xlsx", ".xlsm")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 INPUT_SUFFIXES = CSV_SUFFIXES + EXCEL_SUFFIXES + PARQUET_SUFFIXES
+#: the name of the rows' file line (the index of what is read, a column of what is written)
+LINE = "input_line"
 
 #: separators the sniffer chooses from, in order of preference on a tie
 SEPARATORS = (",", ";", "\t", "|")
@@ -73,12 +77,12 @@ _PREFERRED_8BIT = "cp1252"
 
 @dataclass(frozen=True)
 class LoadedFile:
-    """A campaign file as read: the rows (index ``line``) and how they were read.
+    """A campaign file as read: the rows (index ``input_line``) and how they were read.
 
     Attributes
     ----------
     frame : DataFrame
-        The rows, every CSV/Excel cell as text, indexed by ``line``.
+        The rows, every CSV/Excel cell as text, indexed by ``input_line``.
     path : Path
         The file.
     encoding : str or None
@@ -248,7 +252,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     default = isinstance(frame.index, pd.RangeIndex) and frame.index.names == [None]
     if not default:  # an index of its own (ids, labels): kept as columns, for --key/--keep
         frame = frame.reset_index()
-    frame.index = pd.RangeIndex(1, len(frame) + 1, name="line")
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name=LINE)
     return frame
 
 
@@ -282,7 +286,7 @@ def _read_excel(path: Path, sheet: str | None) -> pd.DataFrame:
         ) from None
     # pandas reads from the sheet's first row (blank rows kept, trailing ones dropped):
     # the header is row 1, so position p is sheet row p + 2.
-    frame.index = pd.RangeIndex(2, len(frame) + 2, name="line")
+    frame.index = pd.RangeIndex(2, len(frame) + 2, name=LINE)
     return frame
 
 
@@ -389,13 +393,13 @@ def _record_lines(text: str, sep: str, n: int) -> pd.Index:
     import pandas as pd
 
     if '"' not in text and not _has_blank_line(text):
-        return pd.RangeIndex(2, n + 2, name="line")
+        return pd.RangeIndex(2, n + 2, name=LINE)
     # Quoted fields may span lines, and pandas skips blank lines: walk the records.
     starts = [start for start, record in _records(text, sep) if not _blank(record)]
     rows = starts[1:]  # the first record is the header
     if len(rows) != n:  # a file pandas and csv read differently: positions, not lines
-        return pd.RangeIndex(2, n + 2, name="line")
-    return pd.Index(rows, name="line", dtype="int64")
+        return pd.RangeIndex(2, n + 2, name=LINE)
+    return pd.Index(rows, name=LINE, dtype="int64")
 
 
 def _records(text: str, sep: str) -> Iterator[tuple[int, list[str]]]:

@@ -104,7 +104,7 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a results frame, atomically, as parquet or CSV by the file's suffix.
 
-    A named index (``line``) is written as the first column(s); an unnamed one as the
+    A named index (``input_line``) is written as the first column(s); an unnamed one as the
     CSV's first column or the parquet file's index, as pandas writes them.
     """
     named = all(name is not None for name in frame.index.names)

@@ -6,7 +6,7 @@ settings of the send that journalled them. Rows in doubt (``unknown``) are never
 Exit codes: the table of :data:`massiva_frames.faces.cli.EXIT_CODES`, as for ``send``:
 0 everything due was accepted (or nothing was due), 3 some of what this run sent was
 rejected, is in doubt or could not be sent, 1 error (one line on stderr). The results
-file has the send's ``line`` column when the send came from the command line.
+file has the send's ``input_line`` column when the send came from the command line.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def _read_results(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     if path.suffix.lower() == ".csv":
-        # a results CSV carries its index (or the send's ``line``) first
+        # a results CSV carries its index (or the send's ``input_line``) first
         return pd.read_csv(path, index_col=0)
     return pd.read_parquet(path)
 

@@ -5,7 +5,7 @@ line, where other users could read them); the base URL from ``--base-url``, else
 ``MASSIVA_BASE_URL``, else the provider's.
 
 The input is read by :mod:`massiva_frames.faces.inputs` (encoding, separator, sheet; every
-row labelled with its file line). The results file has one row per input row: ``line``,
+row labelled with its file line). The results file has one row per input row: ``input_line``,
 the ``--key`` and ``--keep`` columns, then the results columns, so it joins back to the
 input. Output paths are checked before the first request and written atomically.
 
@@ -39,6 +39,8 @@ HELP = (
     "MASSIVA_CLAVE environment variables."
 )
 
+#: the columns attach_delivery adds to a results frame
+_DELIVERY_COLUMNS = ("line", "status_at", "delivered_at", "latency")
 #: results states of rows that were not sent and will not be by a re-run
 _LOOK_STATES = ("invalid", "rejected", "unknown")
 
@@ -251,17 +253,23 @@ def rows_to_look_at(results: pd.DataFrame, *, source: pd.DataFrame, phone: str, 
         f"\nfirst {len(table)} row(s) not sent: invalid, rejected or unknown "
         "(line = line of the input file):"
     )
-    print(table.reset_index().to_string(index=False))
+    print(table.rename_axis("line").reset_index().to_string(index=False))
 
 
 def with_input_columns(
     results: pd.DataFrame, source: pd.DataFrame, columns: list[str]
 ) -> pd.DataFrame:
-    """The results with ``columns`` of the input in front (``input_NAME`` on a clash)."""
+    """The results with ``columns`` of the input in front (``input_NAME`` on a clash).
+
+    A clash is a name the results use, or one ``attach_delivery`` adds later (``line``,
+    ``status_at``, ``delivered_at``, ``latency``), which would overwrite the input's.
+    """
     joined = results.copy()
-    taken = {*map(str, results.columns), *map(str, results.index.names)}
+    taken = {*map(str, results.columns), *map(str, results.index.names), *_DELIVERY_COLUMNS}
     for position, column in enumerate(dict.fromkeys(columns)):
-        name = f"input_{column}" if column in taken else column
+        name = column
+        while name in taken or name in joined.columns:
+            name = f"input_{name}"
         joined.insert(position, name, source[column].reindex(results.index).to_numpy())
     return joined
 

@@ -1,7 +1,7 @@
 """``massiva-frames validate``: check a CSV, Excel or parquet file of phones and texts.
 
 Prints the counts by reason and the first failure cases by file line, optionally writes
-the validated rows (with their ``line``), and says through its exit code whether every
+the validated rows (with their ``input_line``), and says through its exit code whether every
 row can be sent (0) or some are invalid (3). Suppressed rows (duplicates, opt-outs) are
 by design and do not make it 3.
 """
