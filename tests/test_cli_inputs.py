@@ -345,3 +345,24 @@ def test_every_sheet_cell_type_becomes_text(tmp_path: Path) -> None:
     assert row["tel"] == "4141234567"
     assert row["fecha"].startswith("2024-05-01") and row["ok"] == "True"
     assert EXIT_OK == 0
+
+
+def test_a_large_file_is_detected_from_a_sample(tmp_path: Path) -> None:
+    """The detector reads the head and the first bytes that are not UTF-8."""
+    rows = [f"0414{i:07d};Cliente {i}" for i in range(20_000)]  # ~470 KB of ASCII
+    rows.insert(15_000, "04161234567;José Peña")
+    path = tmp_path / "big.csv"
+    path.write_bytes(("telefono;nombre\n" + "\n".join(rows) + "\n").encode("cp1252"))
+    loaded = read_input(path)
+    assert (loaded.encoding, loaded.detected, loaded.sep) == ("cp1252", True, ";")
+    assert loaded.frame.loc[15_002, "nombre"] == "José Peña"
+    assert loaded.frame.index[-1] == 20_002
+
+
+def test_quoted_rows_on_lines_of_their_own_skip_the_walk(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text('tel,nota\r\n"0414","a, b"\r\n\r\n"0424","c"\r\n', encoding="utf-8")
+    frame = read_input(path).frame
+    assert list(frame.index) == [2, 4] and frame["nota"].tolist() == ["a, b", "c"]
+    path.write_text('\n\ntel,nota\n0414,"x\ny"\n', encoding="utf-8")  # blank lines first
+    assert list(read_input(path).frame.index) == [4]

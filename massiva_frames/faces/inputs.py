@@ -71,7 +71,9 @@ LINE = "input_line"
 SEPARATORS = (",", ";", "\t", "|")
 _SEP_NAMES = {",": "','", ";": "';'", "\t": "'\\t'", "|": "'|'"}
 #: how much of the file the separator is sniffed from
-_SNIFF_CHARS = 64 * 1024
+_SNIFF_CHARS = 8 * 1024
+#: how much of a file that is not UTF-8 the encoding is detected from
+_DETECT_BYTES = 256 * 1024
 _PREFERRED_8BIT = "cp1252"
 
 
@@ -343,17 +345,23 @@ def _decode(path: Path, data: bytes, encoding: str | None) -> tuple[str, str, bo
         return data.decode("utf-8-sig"), "utf-8", False
     except UnicodeDecodeError as exc:
         first_bad = exc.start
-    found = _detect(data)
-    if found is None:
-        line = data[:first_bad].count(b"\n") + 1
-        raise InputError(
-            f"{path}: line {line} is not UTF-8 and its encoding cannot be told; "
-            "try --encoding cp1252 (or latin-1)"
-        )
-    try:
-        return data.decode(found), found, True
-    except (UnicodeDecodeError, LookupError):  # pragma: no cover - the detector decoded it
-        raise InputError(f"{path}: not UTF-8; try --encoding cp1252 (or latin-1)") from None
+    # The detector reads a sample (the head and the first bytes that are not UTF-8): on
+    # the whole of a large file it takes longer than reading it.
+    window = data[max(0, first_bad - _DETECT_BYTES // 8) : first_bad + _DETECT_BYTES // 8]
+    sample = data if len(data) <= _DETECT_BYTES else data[:_DETECT_BYTES] + b"\n" + window
+    for candidate in (sample, data) if sample is not data else (data,):
+        found = _detect(candidate)
+        if found is None:
+            continue
+        try:
+            return data.decode(found), found, True
+        except (UnicodeDecodeError, LookupError):
+            continue  # the sample misled it: try the whole file
+    line = data[:first_bad].count(b"\n") + 1
+    raise InputError(
+        f"{path}: line {line} is not UTF-8 and its encoding cannot be told; "
+        "try --encoding cp1252 (or latin-1)"
+    )
 
 
 def _detect(data: bytes) -> str | None:
@@ -392,9 +400,18 @@ def _record_lines(text: str, sep: str, n: int) -> pd.Index:
     """The line where each of ``n`` rows starts (header = line 1), as pandas read them."""
     import pandas as pd
 
-    if '"' not in text and not _has_blank_line(text):
+    if not _has_blank_line(text) and (
+        '"' not in text or text.count("\n") - text.endswith("\n") == n
+    ):
         return pd.RangeIndex(2, n + 2, name=LINE)
-    # Quoted fields may span lines, and pandas skips blank lines: walk the records.
+    # pandas skips blank lines. A record spanning lines ends on a line with its closing
+    # quote, so it adds a line that is not blank: when the lines that are not blank are
+    # the header and n rows, every row is on a line of its own.
+    lines = text.split("\n") if "\n" in text else text.split("\r")
+    filled = [number for number, line in enumerate(lines, start=1) if line.strip()]
+    if len(filled) == n + 1:
+        return pd.Index(filled[1:], name=LINE, dtype="int64")
+    # Quoted fields span lines: walk the records.
     starts = [start for start, record in _records(text, sep) if not _blank(record)]
     rows = starts[1:]  # the first record is the header
     if len(rows) != n:  # a file pandas and csv read differently: positions, not lines
