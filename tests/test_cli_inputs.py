@@ -344,7 +344,6 @@ def test_every_sheet_cell_type_becomes_text(tmp_path: Path) -> None:
     row = read_input(path).frame.iloc[0]
     assert row["tel"] == "4141234567"
     assert row["fecha"].startswith("2024-05-01") and row["ok"] == "True"
-    assert EXIT_OK == 0
 
 
 def test_a_large_file_is_detected_from_a_sample(tmp_path: Path) -> None:
@@ -366,3 +365,29 @@ def test_quoted_rows_on_lines_of_their_own_skip_the_walk(tmp_path: Path) -> None
     assert list(frame.index) == [2, 4] and frame["nota"].tolist() == ["a, b", "c"]
     path.write_text('\n\ntel,nota\n0414,"x\ny"\n', encoding="utf-8")  # blank lines first
     assert list(read_input(path).frame.index) == [4]
+
+
+def test_validation_flags_are_passed_on_only_when_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from massiva_frames.faces.commands.validate import add_validation_flags, validation_options
+
+    parser = argparse.ArgumentParser()
+    add_validation_flags(parser)
+    assert validation_options(parser.parse_args([])) == {}
+    assert validation_options(parser.parse_args(["--blank", "keep"])) == {"blank": "keep"}
+    assert validation_options(parser.parse_args(["--allow-international"])) == {
+        "allow_international": True
+    }
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--allow-international", "--no-international"])
+    capsys.readouterr()
+
+    path = tmp_path / "in.csv"
+    path.write_text("tel,msg\n+1 305 555 0123,Hola\n")
+    argv = ["validate", str(path), "--phone", "tel", "--text", "msg"]
+    assert main([*argv, "--allow-international"]) == EXIT_OK
+    assert main([*argv, "--no-international"]) == EXIT_PARTIAL
+    assert "phone_" in capsys.readouterr().out
