@@ -259,24 +259,15 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 
 def _read_excel(path: Path, sheet: str | None) -> pd.DataFrame:
+    import warnings
+
     import pandas as pd
 
     try:
-        with pd.ExcelFile(path, engine="openpyxl") as book:
-            names = [str(n) for n in book.sheet_names]
-            chosen: str | int = 0
-            if sheet is not None:
-                if sheet in names:
-                    chosen = sheet
-                elif sheet.isdigit() and int(sheet) < len(names):
-                    chosen = int(sheet)
-                else:
-                    raise InputError(
-                        f"{path}: no sheet {sheet!r}; its sheets are "
-                        + ", ".join(repr(n) for n in names)
-                        + " (--sheet NAME or 0-based position)"
-                    )
-            frame = pd.read_excel(book, sheet_name=chosen, dtype=str)
+        with warnings.catch_warnings():
+            # openpyxl's notes on styles and extensions it drops say nothing about cells
+            warnings.filterwarnings("ignore", category=UserWarning, module="openpyxl")
+            frame = _parse_excel(path, sheet)
     except InputError:
         raise
     except ImportError:
@@ -290,6 +281,26 @@ def _read_excel(path: Path, sheet: str | None) -> pd.DataFrame:
     # the header is row 1, so position p is sheet row p + 2.
     frame.index = pd.RangeIndex(2, len(frame) + 2, name=LINE)
     return frame
+
+
+def _parse_excel(path: Path, sheet: str | None) -> pd.DataFrame:
+    import pandas as pd
+
+    with pd.ExcelFile(path, engine="openpyxl") as book:
+        names = [str(n) for n in book.sheet_names]
+        chosen: str | int = 0
+        if sheet is not None:
+            if sheet in names:
+                chosen = sheet
+            elif sheet.isdigit() and int(sheet) < len(names):
+                chosen = int(sheet)
+            else:
+                raise InputError(
+                    f"{path}: no sheet {sheet!r}; its sheets are "
+                    + ", ".join(repr(n) for n in names)
+                    + " (--sheet NAME or 0-based position)"
+                )
+        return pd.read_excel(book, sheet_name=chosen, dtype=str)
 
 
 def _read_csv(path: Path, *, encoding: str | None, sep: str | None) -> LoadedFile:
