@@ -66,18 +66,17 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; a clean stop commits and compacts everything."""
     import logging
     import signal
-    import sys
 
     from ...errors import InputError
     from ...receiving.receiver import Receiver
-    from ..cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from ..cli import EXIT_OK, EXIT_USAGE, error
 
     if args.compact_interval <= 0 or args.threads < 1:
-        print("--compact-interval must be > 0 and --threads >= 1", file=sys.stderr)
-        return EXIT_USAGE
+        return error("receive", "--compact-interval must be > 0 and --threads >= 1", EXIT_USAGE)
     if args.connection_limit < 1 or not args.request_timeout > 0:
-        print("--connection-limit must be >= 1 and --request-timeout > 0", file=sys.stderr)
-        return EXIT_USAGE
+        return error(
+            "receive", "--connection-limit must be >= 1 and --request-timeout > 0", EXIT_USAGE
+        )
     if not logging.getLogger().handlers:  # a program, not a library: show our warnings
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         # waitress warns "Task queue depth is N" for every request that waits for a thread:
@@ -96,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
             request_timeout=args.request_timeout,
         )
     except (InputError, OSError) as exc:
-        print(f"cannot start the receiver: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return error("receive", f"cannot start the receiver: {' '.join(str(exc).split())}")
 
     def _stop(signum: int, frame: object) -> None:
         rc.stop()
