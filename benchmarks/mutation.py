@@ -64,17 +64,27 @@ TARGETS: dict[str, Target] = {
             "tests/test_masking.py",
         ),
     ),
+    "outcomes": Target(
+        "an answer or error -> pending only if never sent, unknown if maybe sent",
+        ("massiva_frames/sending/loop.py",),
+        (
+            "massiva_frames.sending.loop.x_outcomes*",
+            "massiva_frames.sending.loop.x__same_phone*",
+            "massiva_frames.sending.loop.x_short_error*",
+        ),
+        ("tests/test_send_outcomes.py", "tests/test_sending.py"),
+    ),
     "loop": Target(
         "never sent twice: requests under way, interrupts, what is committed",
         ("massiva_frames/sending/loop.py",),
         ("massiva_frames.sending.loop.*",),
-        ("tests/test_sending.py", "tests/test_send_guarantees.py"),
+        ("tests/test_send_outcomes.py", "tests/test_sending.py"),
     ),
     "rows": Target(
-        "the outcome of each row from the answer or the error (accepted/rejected/unknown)",
+        "the outbox: stable row keys, pending messages, results read back",
         ("massiva_frames/sending/rows.py",),
         ("massiva_frames.sending.rows.*",),
-        ("tests/test_sending.py", "tests/test_send_guarantees.py"),
+        ("tests/test_sending.py", "tests/test_journal.py"),
     ),
     "journal": Target(
         "the send journal: what was sent, what is pending, re-runs",

@@ -105,3 +105,10 @@ def test_nothing_to_mask() -> None:
 def test_text_that_merely_resembles_is_left_alone() -> None:
     # a prefix of the password, or another user's password, is not masked
     assert mask("señ@ 1/ and señ", [PASSWORDS[0]]) == "señ@ 1/ and señ"
+
+
+def test_the_longest_form_wins_case_blind_across_secrets() -> None:
+    # "x%3b" (one secret as typed) is a case-blind prefix of "x%3B%3B" (another secret,
+    # "x;;", percent-encoded): the longer must be masked whole, not leave "%3B" behind
+    assert mask("[x%3B%3B]", ["x%3b", "x;;"]) == f"[{MASK}]"
+    assert mask("[x%3b%3b]", ["x;;", "x%3B"]) == f"[{MASK}]"
