@@ -248,3 +248,15 @@ def test_same_phone(echoed: str, sent: str, same: bool) -> None:
 def test_short_error_names_the_type_and_is_bounded() -> None:
     assert short_error(ConnectError("refused")) == "ConnectError: refused"
     assert len(short_error(RuntimeError("x" * 1000))) == 300
+
+
+def test_a_mismatch_is_logged_with_the_batch_and_the_problem(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    swapped = (PHONES[1], PHONES[0], PHONES[2])
+    with caplog.at_level("WARNING", logger="massiva_frames.sending.campaign"):
+        _map(_answer((0, 0, 0), numbers=swapped))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"batch 7: response did not match the request: entry 0 is for {PHONES[1]!r}, "
+        f"the request's phone is {PHONES[0]!r}; its 3 rows are unknown"
+    ]
