@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as metadata
+import json
 import os
 import re
 import shutil
@@ -36,12 +37,16 @@ import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 __all__ = ["closure", "main", "read_pins", "write_constraints"]
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / ".ci" / "constraints.txt"
+#: the Python of a bare Debian 12, which CI uses: every pin must install on it
+CI_PYTHON = "3.11.2"
 
 # One test file per dependency, chosen to run in a few minutes on 2 cores: lxml
 # (protocol), phonenumbers (phones), pandas (validate, texts, batching), requests and
@@ -67,7 +72,9 @@ HEADER = """\
 # The project's dependencies and its test extra, with everything they pull in, and pip.
 # Moved on purpose only: `python benchmarks/latest_deps.py` says whether the newest
 # releases still install and pass; `python benchmarks/latest_deps.py --write-constraints`,
-# run in an environment where the suite passes, rewrites this file from that environment.
+# run in an environment where the suite passes, rewrites this file from that environment,
+# keeping the lines marked "# held:" (an older release on purpose: every pin must install
+# on the Python of a bare Debian 12, 3.11.2, which CI uses).
 """
 
 
@@ -124,20 +131,49 @@ def closure(requirements: list[Requirement]) -> dict[str, str]:
     return {name: metadata.version(name) for name in sorted(seen)}
 
 
-def write_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
+def _held(path: Path) -> dict[str, str]:
+    """The lines of ``path`` marked ``# held:`` (an older release kept on purpose), by name."""
+    held: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            match = re.fullmatch(r"\s*([A-Za-z0-9._-]+)\s*==.*#\s*held:.*", line)
+            if match:
+                held[canonicalize_name(match[1])] = line.strip()
+    return held
+
+
+def too_new_for_ci(requires_python: dict[str, str | None]) -> dict[str, str]:
+    """Of name -> Requires-Python, those that exclude CI's Python (:data:`CI_PYTHON`)."""
+    return {
+        name: spec
+        for name, spec in requires_python.items()
+        if spec and Version(CI_PYTHON) not in SpecifierSet(spec)
+    }
+
+
+def write_constraints(path: Path = CONSTRAINTS) -> tuple[dict[str, str], dict[str, str]]:
     """Write the pins of this environment (see :func:`closure`) and pip's version to ``path``.
+
+    Lines marked ``# held:`` are kept as they are.
 
     Returns
     -------
-    dict
-        What was written, canonical name -> version.
+    tuple of dict
+        What was written (canonical name -> version), and the pins that do not install
+        on CI's Python (name -> Requires-Python): hold an older release of those by hand.
     """
     pins = closure(_project_requirements())
     pins.pop("massiva-frames", None)
     pins["pip"] = metadata.version("pip")
-    body = "".join(f"{name}=={pins[name]}\n" for name in sorted(pins))
-    path.write_text(HEADER + body, encoding="utf-8")
-    return pins
+    held = _held(path)
+    lines = [held.get(name, f"{name}=={pins[name]}") for name in sorted(pins)]
+    path.write_text(HEADER + "".join(line + "\n" for line in lines), encoding="utf-8")
+    requires = {
+        name: metadata.distribution(name).metadata.get("Requires-Python")
+        for name in pins
+        if name not in held
+    }
+    return pins, too_new_for_ci(requires)
 
 
 def read_pins(path: Path = CONSTRAINTS) -> dict[str, str]:
@@ -163,6 +199,18 @@ def _freeze(python: Path) -> dict[str, str]:
             name, version = line.split("==", 1)
             found[canonicalize_name(name)] = version.strip()
     return found
+
+
+def _requires_python(python: Path) -> dict[str, str | None]:
+    """Requires-Python of every distribution installed for ``python``."""
+    code = (
+        "import importlib.metadata as m, json\n"
+        "print(json.dumps({d.metadata['Name']: d.metadata.get('Requires-Python')"
+        " for d in m.distributions()}))"
+    )
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    found: dict[str, str | None] = json.loads(out.stdout)
+    return {canonicalize_name(name): spec for name, spec in found.items()}
 
 
 def _step(name: str, argv: list[str], env: dict[str, str], log: Path) -> tuple[bool, float]:
@@ -198,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.write_constraints:
-        pins = write_constraints()
+        pins, too_new = write_constraints()
         print(f"{CONSTRAINTS.relative_to(ROOT)}: {len(pins)} pins from {sys.prefix}")
-        return 0
+        for name, spec in sorted(too_new.items()):
+            print(
+                f"  {name}=={pins[name]} needs Python {spec}; CI's is {CI_PYTHON}: "
+                "pin an older release and mark the line '# held: why'"
+            )
+        return 1 if too_new else 0
 
     pins = read_pins()
     workdir = Path(tempfile.mkdtemp(prefix="massiva-latest-"))
@@ -247,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
             print("pulled in now, not pinned: " + ", ".join(f"{n} {installed[n]}" for n in new))
         if gone:
             print("pinned, no longer pulled in: " + ", ".join(gone))
+        too_new = too_new_for_ci(_requires_python(python))
+        for name in sorted(too_new):
+            print(f"needs Python {too_new[name]}, not CI's {CI_PYTHON}: {name} {installed[name]}")
         print()
 
         tests = ["tests"] if args.full else QUICK_TESTS
