@@ -3,6 +3,7 @@ a way to hold a callback journal's commits, and :func:`require_or_skip` for test
 tools (nginx, Chromium, PostgreSQL, ...).
 
 Every server here listens on 127.0.0.1 only and is stopped when the test ends.
+``require_or_skip`` is for tests that need a program the machine may lack (Chromium, nginx).
 """
 
 from __future__ import annotations
@@ -22,22 +23,33 @@ import pytest
 from massiva_frames.sandbox import Sandbox, sandbox
 
 
-def require_or_skip(name: str, available: bool, how_to_install: str) -> None:
-    """Skip the calling test when the optional tool ``name`` is missing, saying how to
-    install it; fail instead when ``MASSIVA_REQUIRE_<NAME>=1`` (set where it must run).
+def require_or_skip(name: str, available: bool, how: str) -> None:
+    """Skip the calling test when ``name`` is missing, or fail it when ``name`` is required.
+
+    A plain ``python -m pytest`` on a machine without the program reports a skip that says
+    how to get it; ``MASSIVA_REQUIRE_<NAME>=1`` (``.ci/run`` sets it after installing the
+    program) turns that skip into a failure, so a missing install step cannot pass as a skip.
+
+    Parameters
+    ----------
+    name : str
+        Short name of what is needed, e.g. ``"browser"``; upper-cased for the variable.
+    available : bool
+        Whether it is there.
+    how : str
+        How to get it, e.g. ``"apt-get install chromium"``.
 
     Examples
     --------
-    >>> require_or_skip("nginx", shutil.which("nginx") is not None,
-    ...                 "apt-get install nginx-light")  # doctest: +SKIP
+    >>> require_or_skip("browser", Path("/usr/bin/chromium").exists(), "apt-get install chromium")
     """
     if available:
         return
-    variable = "MASSIVA_REQUIRE_" + "".join(c if c.isalnum() else "_" for c in name.upper())
-    message = f"{name} is not installed: {how_to_install}"
-    if os.environ.get(variable) == "1":
-        pytest.fail(f"{message} ({variable}=1: it is required here)")
-    pytest.skip(message)
+    variable = f"MASSIVA_REQUIRE_{name.upper()}"
+    message = f"{name} is not available; to run this test: {how}"
+    if os.environ.get(variable, "").strip() not in ("", "0"):
+        pytest.fail(f"{message} ({variable} is set, so this is a failure)", pytrace=False)
+    pytest.skip(f"{message} (set {variable}=1 to make its absence a failure)")
 
 
 @pytest.fixture
