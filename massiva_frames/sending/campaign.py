@@ -261,15 +261,11 @@ def send(
             if not dry_run:
                 jr.lock()
             jr.verify()  # a damaged journal refuses before anything is written
-            recovered = jr.recover()
-            if recovered:
-                logger.warning(
-                    "%d messages were in flight when an earlier run stopped: they are unknown "
-                    "and will not be resent (resend_unknown=True opts in)",
-                    recovered,
-                )
-            run = jr.start_run("dry_run" if dry_run else "send")
-            with jr.transaction():  # the rows and their messages commit together
+            # One commit for the recovery, the run and the rows with their messages: a
+            # journal whose key index misses an added message rolls it all back.
+            with jr.transaction():
+                recovered = jr.recover()
+                run = jr.start_run("dry_run" if dry_run else "send")
                 stored = stored_rows(rows, df.index)
                 sending, others = stored.records()
                 meta = {"index": index_meta(df.index), "settings": settings}
@@ -277,6 +273,12 @@ def send(
                 first, added = jr.insert_messages(
                     *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
                     campaign=campaign_key,
+                )
+            if recovered:
+                logger.warning(
+                    "%d messages were in flight when an earlier run stopped: they are unknown "
+                    "and will not be resent (resend_unknown=True opts in)",
+                    recovered,
                 )
             fresh = added == len(messages) and not resend_unknown
             if resend_unknown:

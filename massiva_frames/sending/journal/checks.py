@@ -28,7 +28,17 @@ import sqlite3
 from .failures import JOURNAL_SIGNATURE, corrupt, not_a_journal
 
 # Internal to the SQLite journal (its connection and outbox).
-__all__ = ["BATCH_STATES", "REQUIRED", "check_added", "classify", "key_index", "verify"]
+__all__ = [
+    "BATCH_STATES",
+    "REQUIRED",
+    "check_added",
+    "classify",
+    "key_index",
+    "verify",
+    "verify_batches",
+    "verify_index",
+    "verify_pages",
+]
 
 #: The tables and the columns that every journal version has and sending relies on.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -94,13 +104,29 @@ def classify(conn: sqlite3.Connection, path: str | None) -> str:
 def verify(conn: sqlite3.Connection, path: str | None) -> None:
     """Raise :class:`JournalCorruptError` unless the journal can say what was sent.
 
-    Reads every page of the messages and their key index once, in order (no lookups).
+    Reads every page of the messages and their key index once, in order (no lookups):
+    :func:`verify_pages`, :func:`verify_index`, :func:`verify_batches`.
     """
-    index = key_index(conn, path)
+    verify_pages(conn, path)
+    verify_index(conn, path)
+    verify_batches(conn, path)
+
+
+def verify_pages(conn: sqlite3.Connection, path: str | None) -> None:
+    """SQLite's own check of the pages of the messages and their indexes.
+
+    ``PRAGMA quick_check(messages)``: the structure of every page, not whether the
+    index agrees with the rows (:func:`check_added` checks what matters of that).
+    """
     problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(messages)")]
     if problems != ["ok"]:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise corrupt(path, f"SQLite's check of its messages: {problems[0]}{more}")
+
+
+def verify_index(conn: sqlite3.Connection, path: str | None) -> None:
+    """The key index holds one entry per message (both counted, neither looked up)."""
+    index = key_index(conn, path)
     in_table = _one(conn, "SELECT count(*) FROM messages NOT INDEXED")
     in_index = _one(conn, f"SELECT count(*) FROM messages INDEXED BY {_quote(index)}")
     if in_table != in_index:
@@ -108,20 +134,28 @@ def verify(conn: sqlite3.Connection, path: str | None) -> None:
             path,
             f"the index of its message keys has {in_index:,} entries for {in_table:,} messages",
         )
+
+
+def verify_batches(conn: sqlite3.Connection, path: str | None) -> None:
+    """Every batch has a known state, and those in flight list their message ids.
+
+    A batch in flight is what keeps its messages from being sent again after a crash
+    (they read ``unknown``): one that cannot be read would let them go out again.
+    """
     states = ", ".join(f"'{s}'" for s in BATCH_STATES)
-    bad_batches = _one(
+    bad = _one(
         conn,
         f"SELECT count(*) FROM batches WHERE state IS NULL OR state NOT IN ({states}) OR CASE "
         "WHEN ids IS NULL THEN 0 WHEN json_valid(ids) THEN json_type(ids) <> 'array' ELSE 1 END",
     )
-    if not bad_batches:
-        bad_batches = _one(
+    if not bad:
+        bad = _one(
             conn,
             "SELECT count(*) FROM batches AS b, json_each(b.ids) AS x "
             "WHERE b.state = 'inflight' AND x.type <> 'integer'",
         )
-    if bad_batches:
-        raise corrupt(path, f"{bad_batches:,} record(s) of its requests cannot be read")
+    if bad:
+        raise corrupt(path, f"{bad:,} record(s) of its requests cannot be read")
 
 
 def check_added(conn: sqlite3.Connection, path: str | None, first: int) -> None:

@@ -66,7 +66,9 @@ class SQLiteConnection:
             raise journal_error(exc, self.path) from exc
         try:
             self._open(readonly, page_size)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            # UnicodeDecodeError: SQLite's message names a damaged schema entry, and
+            # the sqlite3 module cannot decode it.
             self.conn.close()
             raise journal_error(exc, self.path) from exc
         except BaseException:
@@ -139,9 +141,12 @@ class SQLiteConnection:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        # Read the cause before closing: closing checkpoints, and the -wal file that
+        # hit the file size limit is gone after it.
+        error = journal_error(exc, self.label) if isinstance(exc, sqlite3.Error) else None
         self.close()
-        if isinstance(exc, sqlite3.Error):
-            raise journal_error(exc, self.label) from exc
+        if error is not None:
+            raise error from exc
 
     def close(self) -> None:
         """Close the connection and release the lock."""

@@ -53,13 +53,12 @@ def _name(path: str | None) -> str:
     return "(in memory)" if path is None else path
 
 
-def full(path: str | None, detail: str = "") -> JournalFullError:
-    """The disk (or the file size limit) holding the journal is full."""
-    where = f" ({detail})" if detail else ""
+def full(path: str | None, cause: str = "") -> JournalFullError:
+    """The disk (or the file size limit) holding the journal is full: ``cause`` says which."""
     return JournalFullError(
-        f"the disk holding journal {_name(path)} is full{where}: free space there, or move "
-        "the journal (with its -wal file) to a disk with room, and run the same call again. "
-        + _ROOM,
+        f"journal {_name(path)} is full: {cause or 'the disk holding it is full'}. Free space "
+        "there, or move the journal (with its -wal file) to a disk with room, and run the "
+        "same call again. " + _ROOM,
         path=path,
     )
 
@@ -156,20 +155,20 @@ def _full_reason(path: str | None) -> str | None:
     if limit is not None:
         sizes = [os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p)]
         if max(sizes, default=0) + _NEARLY_FULL >= limit:
-            return f"the file size limit of this process, {limit:,} bytes, is reached"
+            return f"it reached this process's file size limit (ulimit -f), {limit:,} bytes"
     try:
         stat = os.statvfs(_folder(path))
     except OSError:
         return None
     free = stat.f_bavail * stat.f_frsize
     if free < _NEARLY_FULL:
-        return f"{free:,} bytes free"
+        return f"the disk holding it has {free:,} bytes free"
     return None
 
 
 def _from_os_error(exc: OSError, path: str | None) -> JournalError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return full(path, os.strerror(exc.errno))
+        return full(path, f"the disk holding it is full ({os.strerror(exc.errno)})")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return read_only(path, _read_only_reason(path) or os.strerror(exc.errno))
     return JournalError(
@@ -181,13 +180,16 @@ def _from_os_error(exc: OSError, path: str | None) -> JournalError:
 def journal_error(exc: BaseException, path: str | None) -> JournalError:
     """The :class:`JournalError` that says why ``exc`` happened (raise it ``from exc``).
 
-    ``exc`` is a ``sqlite3.Error`` (read by its ``sqlite_errorcode``) or an ``OSError``
-    of the journal's files; a :class:`JournalError` is returned as it is.
+    ``exc`` is a ``sqlite3.Error`` (read by its ``sqlite_errorcode``), an ``OSError``
+    of the journal's files, or the ``UnicodeDecodeError`` of a damaged name or text; a
+    :class:`JournalError` is returned as it is.
     """
     if isinstance(exc, JournalError):
         return exc
     if isinstance(exc, OSError):
         return _from_os_error(exc, path)
+    if isinstance(exc, UnicodeDecodeError):  # a name or text SQLite read is not UTF-8
+        return corrupt(path, "its schema or a stored text is not valid UTF-8")
     code = getattr(exc, "sqlite_errorcode", None)
     primary = -1 if code is None else code & 0xFF
     if primary == sqlite3.SQLITE_FULL:
@@ -206,6 +208,10 @@ def journal_error(exc: BaseException, path: str | None) -> JournalError:
         if looks_like_journal(path):
             return corrupt(path, "its header is unreadable, its tables are still there")
         return not_a_journal(path, "not an SQLite database")
+    if code is None and isinstance(exc, (sqlite3.OperationalError, sqlite3.DataError)):
+        # Raised by the sqlite3 module itself, not SQLite: a stored value it cannot
+        # convert (text that is not UTF-8), which the journal never writes.
+        return corrupt(path, f"a stored value cannot be read: {exc}")
     if primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR):
         # Which one it is, the file system says: SQLite's codes do not tell a read-only
         # folder or a full disk from other failures to open or write.
