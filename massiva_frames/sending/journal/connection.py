@@ -103,6 +103,19 @@ class SQLiteConnection:
         kind = self._classify(readonly)
         if readonly and kind == "new":
             raise not_a_journal(self.path, "an empty database")
+        version = self.get_meta("schema_version") if kind == "journal" else None
+        if kind == "journal" and not isinstance(version, int):
+            if version is not None or self.conn.execute("SELECT 1 FROM messages").fetchone():
+                raise corrupt(self.label, "its version record is missing or unreadable")
+            if readonly:
+                raise not_a_journal(self.path, "a journal that was never written")
+        if isinstance(version, int) and version > SCHEMA_VERSION:  # refused before any write
+            raise JournalVersionError(
+                f"journal {self.path} was written by a newer massiva-frames (journal "
+                f"version {version}; this version reads up to {SCHEMA_VERSION}): upgrade "
+                "massiva-frames to use it",
+                path=self.path,
+            )
         if not readonly:
             # 32 KiB pages for a new database (an existing file keeps its own): a send
             # writes and checkpoints 8x fewer WAL frames (measured ~70 ms less CPU per
@@ -119,21 +132,8 @@ class SQLiteConnection:
         if not readonly:
             self.conn.executescript(SCHEMA)
             writes.prepare(self.conn)
-        version = self.get_meta("schema_version")
-        if kind == "journal" and not isinstance(version, int):
-            if version is not None or self.conn.execute("SELECT 1 FROM messages").fetchone():
-                raise corrupt(self.path, "its version record is missing or unreadable")
-            if readonly:
-                raise not_a_journal(self.path, "a journal that was never written")
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            raise JournalVersionError(
-                f"journal {self.path} was written by a newer massiva-frames (journal "
-                f"version {version}; this version reads up to {SCHEMA_VERSION}): upgrade "
-                "massiva-frames to use it",
-                path=self.path,
-            )
-        if not readonly and version != SCHEMA_VERSION:
-            self.set_meta({"schema_version": SCHEMA_VERSION})
+            if version != SCHEMA_VERSION:
+                self.set_meta({"schema_version": SCHEMA_VERSION})
 
     # -- lifecycle --
 
