@@ -147,6 +147,15 @@ def key_index_spans(path: Path) -> tuple[list[tuple[int, int]], list[int]]:
     return spans, keys
 
 
+def _cause(exc: BaseException) -> str:
+    """What a journal error says went wrong, numbers and paths left out (for tallies)."""
+    text = str(exc)
+    found = re.search(r"is damaged \((.*?)\)\. It can", text, re.S)
+    what = found.group(1) if found else f"{type(exc).__name__}: {text.split(':')[0]}"
+    what = re.sub(r"[\d,]+", "N", what.split(": ")[0])
+    return what if len(what) <= 70 else what[:67] + "..."
+
+
 def damage(data: bytes, rng: random.Random, *, offsets: list[int]) -> bytes:
     """``data`` with the byte at each offset changed to another value."""
     out = bytearray(data)
@@ -187,6 +196,7 @@ def journal_fuzz(
         text="mensaje", phone="telefono", campaign="fuzz", progress=False, max_phones=20
     )
     outcomes: Counter[str] = Counter()
+    causes: Counter[str] = Counter()
     changed = 0
     with sandbox(usuario=USUARIO, clave=PASSWORD, credits=10**7, seed=seed) as sb:
         sb.inject("reset", ratio=0.125, seed=seed)
@@ -219,6 +229,7 @@ def journal_fuzz(
                     results = send(df, client=client, journal=path, **options)
                 except JournalError as exc:
                     outcomes[f"refused: {type(exc).__name__}"] += 1
+                    causes[_cause(exc)] += 1
                 except Exception as exc:  # noqa: BLE001 - a crash is what is counted
                     fig.crashes += 1
                     fig.problem(f"{what}: {type(exc).__name__}: {exc}")
@@ -241,6 +252,7 @@ def journal_fuzz(
     fig.notes.append(f"journal of {rows} rows ({counts}), {len(data):,} bytes, {page_size} B pages")
     fig.notes.append(f"key index: {len(spans)} pages; outcomes: {dict(sorted(outcomes.items()))}")
     fig.notes.append(f"{changed} bytes changed over {trials} trials (odd trials inside the index)")
+    fig.notes.append(f"refusals by cause: {dict(causes.most_common())}")
     fig.seconds = time.perf_counter() - start
     return fig
 

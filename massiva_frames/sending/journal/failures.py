@@ -193,7 +193,12 @@ def journal_error(exc: BaseException, path: str | None) -> JournalError:
     code = getattr(exc, "sqlite_errorcode", None)
     primary = -1 if code is None else code & 0xFF
     if primary == sqlite3.SQLITE_FULL:
-        return full(path, _full_reason(path) or "")
+        # Most often the disk; with room on it, a quota or the journal's own limits.
+        cause = _full_reason(path) or (
+            "SQLite found no room to write (the disk, a quota, or the journal's own size "
+            "or id limits)"
+        )
+        return full(path, cause)
     if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
         return read_only(path, _read_only_reason(path) or "")
     if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
