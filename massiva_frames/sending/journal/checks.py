@@ -24,6 +24,7 @@ that is not a journal, :class:`~massiva_frames.errors.NotAJournalError`).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from .failures import JOURNAL_SIGNATURE, corrupt, not_a_journal
 
@@ -158,23 +159,34 @@ def verify_batches(conn: sqlite3.Connection, path: str | None) -> None:
         raise corrupt(path, f"{bad:,} record(s) of its requests cannot be read")
 
 
-def check_added(conn: sqlite3.Connection, path: str | None, first: int) -> None:
+def check_added(
+    conn: sqlite3.Connection,
+    path: str | None,
+    first: int,
+    keys: Iterable[tuple[str, int]] | None = None,
+) -> None:
     """After messages with ids ``first`` and up were added: none repeats an older key.
 
-    The older messages are scanned (the table, not the key index) against the new keys;
-    a match is a message already in the journal that the index did not find, and it
-    would be sent again. Costs nothing when nothing was added or nothing was there.
+    The older messages are read from the table, not the key index, and matched against
+    the new keys (``keys``, the ``(row_key, part)`` of the messages added, or read
+    back): a match is a message already in the journal that the index did not find,
+    and it would be sent again. Costs nothing when nothing was there before; otherwise
+    one pass over the older messages (measured in ``benchmarks/bench_journal_check.py``:
+    a set lookup per message in Python is ~3x cheaper than SQLite's ``IN`` over an
+    ephemeral index of the new keys).
     """
     older = conn.execute("SELECT 1 FROM messages NOT INDEXED WHERE id < ? LIMIT 1", (first,))
     if older.fetchone() is None:
         return
-    repeated = _one(
-        conn,
-        "SELECT count(*) FROM messages AS old NOT INDEXED WHERE old.id < ?1 "
-        "AND (old.row_key, old.part) IN "
-        "(SELECT row_key, part FROM messages NOT INDEXED WHERE id >= ?1)",
-        (first,),
-    )
+    if keys is None:
+        keys = conn.execute(
+            "SELECT row_key, part FROM messages NOT INDEXED WHERE id >= ?", (first,)
+        ).fetchall()
+    new = set(keys)
+    cursor = conn.execute("SELECT row_key, part FROM messages NOT INDEXED WHERE id < ?", (first,))
+    repeated = 0
+    while chunk := cursor.fetchmany(65536):
+        repeated += len(new.intersection(chunk))
     if repeated:
         raise corrupt(
             path,

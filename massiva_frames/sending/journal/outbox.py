@@ -113,7 +113,7 @@ class Outbox(SQLiteConnection):
         added)``: when ``added`` is the number of messages given, every one is new,
         pending, and its id is known without reading it back.
         """
-        parts = list(part)
+        keys, parts = list(row_key), list(part)
         created = int(now_us())
         # Constants as literals, not bound per message: the creation time (an int of
         # ours) and, in the common case, the part number.
@@ -127,7 +127,7 @@ class Outbox(SQLiteConnection):
                 f"VALUES (?, ?, ?, ?, ?, 'pending', {created}, {'1' if one_part else '?'})",
                 zip(
                     itertools.count(first),
-                    row_key,
+                    keys,
                     phone,
                     text,
                     itertools.repeat(campaign),
@@ -137,7 +137,13 @@ class Outbox(SQLiteConnection):
             added = conn.total_changes - before
             if added:
                 # Before the commit: a key the index missed rolls the whole call back.
-                checks.check_added(conn, self.label, first)
+                new: Iterable[tuple[str, int]]
+                if added == len(keys):
+                    new = zip(keys, parts, strict=True)
+                else:  # the ids of those added say which they are
+                    ids = conn.execute("SELECT id FROM messages WHERE id >= ?", (first,))
+                    new = ((keys[i - first], parts[i - first]) for (i,) in ids)
+                checks.check_added(conn, self.label, first, new)
             return first, added
 
     def _insert_many(
