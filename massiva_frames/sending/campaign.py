@@ -92,6 +92,7 @@ def _open(journal: str | os.PathLike[str] | None, dry_run: bool) -> JournalBacke
         if not os.path.exists(journal):
             return Journal(None)
         with Journal(journal, readonly=True) as real:
+            real.verify()
             return real.snapshot()
     return Journal(journal)
 
@@ -259,42 +260,45 @@ def send(
     )
     jr = _open(journal, dry_run)
     try:
-        if not dry_run:
-            jr.lock()
-        recovered = jr.recover()
-        if recovered:
-            logger.warning(
-                "%d messages were in flight when an earlier run stopped: they are unknown "
-                "and will not be resent (resend_unknown=True opts in)",
-                recovered,
-            )
-        run = jr.start_run("dry_run" if dry_run else "send")
-        with jr.transaction():  # the rows and their messages commit together
-            stored = stored_rows(rows, df.index)
-            sending, others = stored.records()
-            meta = {"index": index_meta(df.index), "settings": settings}
-            jr.replace_rows(others, meta, sending=sending)
-            first, added = jr.insert_messages(
-                *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
-                campaign=campaign_key,
-            )
-        fresh = added == len(messages) and not resend_unknown
-        if resend_unknown:
-            jr.requeue(set(rows["row_key"].dropna()), states=("unknown",))
-        pending = pending_of(jr, messages, rows, first if fresh else None)
-        summary, stop, answered = send_due(jr, pending, rows, opts)
-        summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
-        if fresh and not (stored.parts > 1).any():
-            results = own_results(jr, stored, messages, first, df.index, answered)
-        else:
-            results = jr.results(index=df.index)
-        results = _finish(jr, run, summary, results)
-        if stop is not None:
-            stop.results = results  # type: ignore[attr-defined]
-            raise stop
-        return results
+        with jr:  # closed on exit; its storage errors leave as JournalError
+            if not dry_run:
+                jr.lock()
+            jr.verify()  # a damaged journal refuses before anything is written
+            # One commit for the recovery, the run and the rows with their messages: a
+            # journal whose key index misses an added message rolls it all back.
+            with jr.transaction():
+                recovered = jr.recover()
+                run = jr.start_run("dry_run" if dry_run else "send")
+                stored = stored_rows(rows, df.index)
+                sending, others = stored.records()
+                meta = {"index": index_meta(df.index), "settings": settings}
+                jr.replace_rows(others, meta, sending=sending)
+                first, added = jr.insert_messages(
+                    *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
+                    campaign=campaign_key,
+                )
+            if recovered:
+                logger.warning(
+                    "%d messages were in flight when an earlier run stopped: they are unknown "
+                    "and will not be resent (resend_unknown=True opts in)",
+                    recovered,
+                )
+            fresh = added == len(messages) and not resend_unknown
+            if resend_unknown:
+                jr.requeue(set(rows["row_key"].dropna()), states=("unknown",))
+            pending = pending_of(jr, messages, rows, first if fresh else None)
+            summary, stop, answered = send_due(jr, pending, rows, opts)
+            summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
+            if fresh and not (stored.parts > 1).any():
+                results = own_results(jr, stored, messages, first, df.index, answered)
+            else:
+                results = jr.results(index=df.index)
+            results = _finish(jr, run, summary, results)
+            if stop is not None:
+                stop.results = results  # type: ignore[attr-defined]
+                raise stop
+            return results
     finally:
-        jr.close()
         if own_client and client is not None:
             client.close()
 
@@ -327,37 +331,40 @@ def dispatch(
     own_client = client is None
     jr = _open(journal, dry_run=False)
     try:
-        jr.lock()
-        settings: dict[str, Any] = jr.get_meta("settings") or {}
-        conc = int(concurrency or settings.get("concurrency") or 4)
-        _check_options(conc, int(settings.get("max_phones") or 500))
-        if client is None:
-            client = _default_client(settings.get("method"), required=True)
-        assert client is not None
-        opts = SendOptions(
-            client=client,
-            method=str(settings.get("method") or client.method).upper(),
-            max_phones=int(settings.get("max_phones") or 500),
-            group=settings.get("group"),
-            window=parse_window(settings.get("window")),
-            clock=make_clock(now),
-            concurrency=conc,
-            rate=rate if rate is not None else settings.get("rate"),
-            message_rate=message_rate if message_rate is not None else settings.get("message_rate"),
-            progress=progress,
-            allow_partial=allow_partial,
-            dry_run=False,
-        )
-        recovered = jr.recover()
-        run = jr.start_run("dispatch")
-        summary, stop, _ = send_due(jr, jr.pending(), None, opts)
-        summary.update(recovered_unknown=recovered)
-        results = _finish(jr, run, summary, jr.results())
-        if stop is not None:
-            stop.results = results  # type: ignore[attr-defined]
-            raise stop
-        return results
+        with jr:  # closed on exit; its storage errors leave as JournalError
+            jr.lock()
+            jr.verify()  # a damaged journal refuses before anything is written
+            settings: dict[str, Any] = jr.get_meta("settings") or {}
+            conc = int(concurrency or settings.get("concurrency") or 4)
+            _check_options(conc, int(settings.get("max_phones") or 500))
+            if client is None:
+                client = _default_client(settings.get("method"), required=True)
+            assert client is not None
+            opts = SendOptions(
+                client=client,
+                method=str(settings.get("method") or client.method).upper(),
+                max_phones=int(settings.get("max_phones") or 500),
+                group=settings.get("group"),
+                window=parse_window(settings.get("window")),
+                clock=make_clock(now),
+                concurrency=conc,
+                rate=rate if rate is not None else settings.get("rate"),
+                message_rate=message_rate
+                if message_rate is not None
+                else settings.get("message_rate"),
+                progress=progress,
+                allow_partial=allow_partial,
+                dry_run=False,
+            )
+            recovered = jr.recover()
+            run = jr.start_run("dispatch")
+            summary, stop, _ = send_due(jr, jr.pending(), None, opts)
+            summary.update(recovered_unknown=recovered)
+            results = _finish(jr, run, summary, jr.results())
+            if stop is not None:
+                stop.results = results  # type: ignore[attr-defined]
+                raise stop
+            return results
     finally:
-        jr.close()
         if own_client and client is not None:
             client.close()

@@ -12,7 +12,12 @@ same operations with the same guarantees:
   batch found in flight by :meth:`recover` makes its messages ``unknown``, never resent;
 - a message is keyed by ``(row_key, part)`` and survives every re-run: adding it again
   leaves it untouched, which is what stops a phone from being texted twice;
-- only one process sends from a journal at a time (:meth:`lock`).
+- only one process sends from a journal at a time (:meth:`lock`);
+- a journal that can no longer tell what was sent refuses before the first write
+  (:meth:`verify`), and adding messages never adds one already there, even when the
+  storage is damaged (the SQLite journal checks it before committing);
+- the storage's own errors leave the ``with`` block of a journal as the
+  ``JournalError`` subclass that says their cause.
 
 Times are integer microseconds since the epoch, UTC (:func:`now_us`); ids are the
 journal's own message ids.
@@ -23,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,11 +53,22 @@ class JournalBackend(Protocol):
 
     # -- lifecycle --
 
+    def __enter__(self) -> Self:
+        """The journal itself: leaving the block closes it."""
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Close the journal; an error of the storage raised in the block leaves as the
+        ``JournalError`` subclass that says its cause (full, read-only, busy, damaged)."""
+
     def close(self) -> None:
         """Release the storage and the lock."""
 
     def lock(self) -> None:
         """Take the journal's exclusive sending lock, or raise ``JournalBusyError``."""
+
+    def verify(self) -> None:
+        """Before the first write of a send or dispatch: raise ``JournalCorruptError``
+        unless the journal can still tell which messages were sent."""
 
     def transaction(self) -> AbstractContextManager[object]:
         """One commit for every write inside it (re-entrant)."""
