@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,15 @@ def test_send_at_column_with_a_repeated_index_label() -> None:
     results = send(df, text="text", send_at="cuando", dry_run=True, progress=False)
     assert list(results.index) == [7, 3]
     assert (results["state"] == "scheduled").all() and results["reason"].notna().all()
+
+
+@pytest.mark.slow
+def test_hardening_scenarios_in_the_table(tmp_path: Path) -> None:
+    """The trickling provider and the journal fuzz run as rows of the suite's table."""
+    rows = suite.run_scenarios(["trickle", "journal"], replace(QUICK, journal_trials=20))
+    assert [f.scenario for f in rows] == ["provider trickling headers", "journal fuzz"]
+    for fig in rows:
+        assert fig.failing() == [], figures.format_table([fig])
+        assert fig.tried > 0
+    trickle = rows[0]
+    assert trickle.unknown == trickle.tried and trickle.duplicated == 0

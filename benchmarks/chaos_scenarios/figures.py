@@ -34,6 +34,10 @@ class Sizes:
     xml_examples: int = 6_000
     query_examples: int = 4_000
     example_timeout: float = 10.0
+    network_quick: bool = False
+    journal_trials: int = 1_000
+    journal_rows: int = 600
+    full_disk_rows: int = 2_000
 
 
 FULL = Sizes()
@@ -46,6 +50,10 @@ QUICK = Sizes(
     frame_examples=300,
     xml_examples=800,
     query_examples=500,
+    network_quick=True,
+    journal_trials=100,
+    journal_rows=300,
+    full_disk_rows=1_000,
 )
 
 

@@ -16,6 +16,12 @@ from .bad_frames import fuzz_frames
 from .bad_queries import fuzz_queries
 from .bad_xml import fuzz_xml
 from .figures import FULL, QUICK, Figures, Sizes, format_table
+from .hardening import (
+    scenario_full_disk,
+    scenario_journal_fuzz,
+    scenario_receiver_flood,
+    scenario_trickling_provider,
+)
 from .harness import describe
 from .leaks import scenario_secrets
 from .provider import scenario_faulty_provider
@@ -46,6 +52,10 @@ SCENARIOS: dict[str, Callable[..., Figures | list[Figures]]] = {
     "receiver": scenario_killed_receiver,
     "input": _input_figures,
     "secrets": scenario_secrets,
+    "flood": scenario_receiver_flood,
+    "trickle": scenario_trickling_provider,
+    "journal": scenario_journal_fuzz,
+    "disk": scenario_full_disk,
 }
 
 
