@@ -131,7 +131,7 @@ def attach_delivery(
         ``latency`` (send to delivery, at the precision of the provider's clock: see
         Notes). ``attrs["delivery"]`` counts the events read, the messages they cover,
         the matched rows and the ids that matched no accepted row, and gives the
-        ``latency_resolution`` (a Timedelta: 1 s for whole-second stamps).
+        ``latency_resolution_s`` (1.0 for whole-second stamps, 0.001 for milliseconds).
 
     Notes
     -----
@@ -219,6 +219,6 @@ def attach_delivery(
     matched[src] = True
     stats["matched_rows"] = int(hit.sum())
     stats["unmatched_ids"] = int((~matched).sum())
-    stats["latency_resolution"] = tick
+    stats["latency_resolution_s"] = tick.total_seconds()  # a float: attrs go to parquet as JSON
     out.attrs["delivery"] = stats
     return out
