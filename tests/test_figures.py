@@ -314,6 +314,17 @@ def test_time_ticks_are_dated_readable_and_distinct() -> None:
     assert ax.get_ylabel() == "messages per 3 hours"
 
 
+def test_time_axis_across_a_change_of_offset() -> None:
+    # New York falls back at 06:00 UTC on 3 Nov 2024: 01:00-02:00 local happens twice
+    frame = campaign(300, spread_s=4 * 3600)
+    frame["sent_at"] = frame["sent_at"] + (pd.Timestamp("2024-11-03 04:00", tz="UTC") - T0)
+    frame["status_at"] = frame["status_at"] + (pd.Timestamp("2024-11-03 04:00", tz="UTC") - T0)
+    ax = drawn(plots.plot_deliveries_over_time(frame, tz="America/New_York")).axes[0]
+    assert ax.get_xlabel() == "time (America/New_York, UTC-04:00 to UTC-05:00)"
+    sent = next(line for line in ax.lines if line.get_label() == "sent")
+    assert sent.get_ydata()[:-1].sum() == 300
+
+
 @pytest.mark.parametrize(
     "plot",
     [plots.plot_delivery_by_operator, plots.plot_latency, plots.plot_deliveries_over_time],

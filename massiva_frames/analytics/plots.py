@@ -219,12 +219,11 @@ def plot_delivery_by_operator(
     return fig
 
 
-def _time_unit(p90_s: float) -> tuple[int, str]:
+def _time_unit(typical_s: float) -> tuple[int, str]:
     """A readable unit for durations (seconds, minutes or hours) and its size in seconds."""
-    typical = p90_s
-    if typical >= 3 * 3600:
+    if typical_s >= 3 * 3600:
         return 3600, "hours"
-    if typical >= 180:
+    if typical_s >= 180:
         return 60, "minutes"
     return 1, "seconds"
 
@@ -244,9 +243,8 @@ def _latency_bins(
     where the "and later" bar starts (None: no such bar).
 
     The axis starts at 0 (at the earliest value when some are negative), bins are the
-    smallest candidate width giving at most ``bins`` bars, and when the slowest 1 % are
-    far beyond the rest, they are gathered in one last bar instead of stretching the
-    axis.
+    smallest candidate width giving at most ``bins`` bars, and when the slowest 1 %
+    would take more than half the axis, they are gathered in one last bar instead.
     """
     lowest, highest = int(ticks.min()), int(ticks.max())
     lo = min(lowest, 0)
@@ -414,20 +412,19 @@ def _per(width: pd.Timedelta) -> str:
     return str(width)
 
 
-def _date_axis(axis: Any, tz: Any, span: pd.Timedelta) -> None:
-    """Ticks a reader can place: ``08:45:10`` (never a bare ``:10``, never two ticks in
-    one second), the date once in the corner, times in ``tz``."""
+def _date_axis(axis: Any, span: pd.Timedelta) -> None:
+    """Ticks a reader can place on an axis of wall-clock times: ``08:45:10`` (never a
+    bare ``:10``, never two ticks in one second), the date once in the corner."""
     import matplotlib.dates as mdates
 
     locator: Any
     if span <= pd.Timedelta(minutes=2):
         every = next(n for n in (1, 2, 5, 10, 15, 30) if span.total_seconds() / n <= 8)
-        locator = mdates.SecondLocator(bysecond=range(0, 60, every), tz=tz)  # type: ignore[no-untyped-call]
+        locator = mdates.SecondLocator(bysecond=range(0, 60, every))  # type: ignore[no-untyped-call]
     else:
-        locator = mdates.AutoDateLocator(tz=tz)  # type: ignore[no-untyped-call]
+        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
     formatter = mdates.ConciseDateFormatter(  # type: ignore[no-untyped-call]
         locator,
-        tz=tz,
         formats=["%Y", "%b", "%d %b", "%H:%M", "%H:%M", "%H:%M:%S"],
         zero_formats=["", "%Y", "%b", "%d %b", "%H:%M", "%H:%M:%S"],
         offset_formats=["", "%Y", "%b %Y", "%d %b %Y", "%d %b %Y", "%d %b %Y"],
@@ -482,10 +479,13 @@ def plot_deliveries_over_time(
         "delivered": to_utc(frame["status_at"], naive_tz="UTC")[state == "delivered"],
         "failed": to_utc(frame["status_at"], naive_tz="UTC")[state == "failed"],
     }
-    local = {k: v.dropna().dt.tz_convert(tz) for k, v in times.items()}
-    if all(v.empty for v in local.values()):
+    zoned = {k: v.dropna().dt.tz_convert(tz) for k, v in times.items()}
+    if all(v.empty for v in zoned.values()):
         _empty(ax, "no messages sent")
         return fig
+    # bins of wall-clock time: whole local minutes, hours and days, also across a
+    # change of the zone's offset
+    local = {k: v.dt.tz_localize(None) for k, v in zoned.items()}
     bin_width = freq or _auto_freq(list(local.values()))
     try:
         width = pd.Timedelta(bin_width)
@@ -494,7 +494,6 @@ def plot_deliveries_over_time(
     floor = {k: v.dt.floor(width) for k, v in local.items()}
     starts = pd.concat([v for v in floor.values() if not v.empty])
     edges = pd.date_range(starts.min(), starts.max(), freq=width)
-    zone = edges.tz
     for name, stamps in floor.items():
         if stamps.empty:
             continue
@@ -502,7 +501,7 @@ def plot_deliveries_over_time(
         if cumulative:
             counts = counts.cumsum()
         # repeat the last value at the end of the last bin, so that bin has a width
-        x = [*edges.to_pydatetime(), (edges[-1] + width).to_pydatetime()]
+        x = np.append(edges.to_numpy(), (edges[-1] + width).to_datetime64())
         y = np.append(counts.to_numpy(dtype=float), float(counts.iloc[-1]))
         ax.plot(
             x,
@@ -512,9 +511,11 @@ def plot_deliveries_over_time(
             label=name,
             marker="." if len(edges) < 3 else None,
         )
-    _date_axis(ax.xaxis, zone, edges[-1] + width - edges[0])
-    offset = edges[0].strftime("%z")
-    ax.set_xlabel(f"time ({tz}, UTC{offset[:3]}:{offset[3:]})")
+    _date_axis(ax.xaxis, edges[-1] + width - edges[0])
+    stamps = pd.concat([v for v in zoned.values() if not v.empty])
+    offsets = [t.strftime("%z") for t in (stamps.min(), stamps.max())]
+    utc = " to ".join(dict.fromkeys(f"UTC{o[:3]}:{o[3:]}" for o in offsets))
+    ax.set_xlabel(f"time ({tz}, {utc})")
     ax.set_ylabel("messages so far" if cumulative else f"messages per {_per(width)}")
     _count_axis(ax.yaxis)
     ax.set_ylim(bottom=0)
