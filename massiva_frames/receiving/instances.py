@@ -159,8 +159,10 @@ class OwnerLock:
     def sign(self) -> None:
         """Write this host's name in the lock file: readers elsewhere keep off (above)."""
         assert self._fd is not None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{_HOST}\n".encode(), 0)
+        # Written over the old name, then cut: a reader meanwhile sees a whole first line.
+        line = f"{_HOST}\n".encode()
+        os.pwrite(self._fd, line, 0)
+        os.ftruncate(self._fd, len(line))
 
     def release(self) -> None:
         """Let the journal go (after any use of it in this process ends)."""
@@ -252,7 +254,8 @@ def _owner_host(journal: Path) -> str | None:
         text = owner_path(journal).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    return text.strip() or None
+    lines = text.splitlines()
+    return lines[0].strip() or None if lines else None
 
 
 @contextlib.contextmanager
@@ -261,10 +264,10 @@ def readable(journal: Path) -> Iterator[bool]:
 
     Yes when its last owner signed on this host (SQLite's WAL serves every process of a
     machine), or when nobody holds it (then its lock is held meanwhile). No while a
-    process of another machine holds it: its rows are read once compacted.
+    process of another machine (or one not signed yet) holds it: its rows are read
+    once compacted.
     """
-    host = _owner_host(journal)
-    if host is None or host == _HOST:
+    if _owner_host(journal) == _HOST:
         yield True
         return
     lock = OwnerLock.take(journal)
