@@ -36,6 +36,7 @@ from chaos_scenarios import (  # noqa: E402
     leaks,
     provider,
     receiver,
+    receivers,
     scanning,
     sender,
     suite,
@@ -130,6 +131,18 @@ def test_killed_receiver(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_receivers_on_one_directory(tmp_path: Path) -> None:
+    fig = receivers.scenario_shared_receivers(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.evidence["kills"] == QUICK.receivers_kills
+    assert fig.evidence["acknowledged"] > 200 and fig.evidence["sandbox_acknowledged"] > 0
+    assert fig.evidence["least_forwarded"] > 0  # every instance served
+    assert fig.evidence["adoptions"] > 0  # a dead instance's rows compacted by another
+    assert fig.sent_once == fig.evidence["acknowledged"]
+    assert fig.evidence["stored_rows"] == fig.evidence["stored_keys"] >= fig.sent_once
+
+
+@pytest.mark.slow
 def test_bad_dataframes() -> None:
     fig = bad_frames.fuzz_frames(QUICK.frame_examples)
     _assert_clean(fig)
@@ -179,7 +192,7 @@ def test_the_command_runs_as_a_script() -> None:
     command = [sys.executable, str(BENCHMARKS / "chaos.py"), "--help"]
     done = subprocess.run(command, capture_output=True, text=True, cwd="/", timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "{input,provider,receiver,secrets,sender}" in done.stdout
+    assert "{input,provider,receiver,receivers,secrets,sender}" in done.stdout
     assert suite.DESCRIPTION.split(":")[0] in done.stdout
     refused = subprocess.run([*command[:2], "--scenario", "nope"], capture_output=True,
                              text=True, cwd="/", timeout=60)  # fmt: skip

@@ -30,6 +30,7 @@ class Sizes:
     sender_rows: int = 8_000
     sender_kills: int = 20
     receiver_kills: int = 10
+    receivers_kills: int = 12
     frame_examples: int = 3_000
     xml_examples: int = 6_000
     query_examples: int = 4_000
@@ -47,6 +48,7 @@ QUICK = Sizes(
     sender_rows=1_500,
     sender_kills=4,
     receiver_kills=3,
+    receivers_kills=4,
     frame_examples=300,
     xml_examples=800,
     query_examples=500,

@@ -26,6 +26,7 @@ from .harness import describe
 from .leaks import scenario_secrets
 from .provider import scenario_faulty_provider
 from .receiver import scenario_killed_receiver
+from .receivers import scenario_shared_receivers
 from .sender import scenario_killed_sender, worker_send
 
 __all__ = ["DESCRIPTION", "SCENARIOS", "main", "run_scenarios"]
@@ -50,6 +51,7 @@ SCENARIOS: dict[str, Callable[..., Figures | list[Figures]]] = {
     "provider": scenario_faulty_provider,
     "sender": scenario_killed_sender,
     "receiver": scenario_killed_receiver,
+    "receivers": scenario_shared_receivers,
     "input": _input_figures,
     "secrets": scenario_secrets,
     "flood": scenario_receiver_flood,

@@ -40,6 +40,7 @@ from urllib.parse import quote
 from ..errors import InputError, mask
 from .event_journal import DurableLog, NullLog, StorageUnavailable, make_dirs, pending_rows
 from .fields import CallbackRejected, classify, decode_form, event_key
+from .instances import check_instance
 from .server import (
     DEFAULT_CONNECTION_LIMIT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -64,6 +65,7 @@ StartResponse = Callable[..., Any]
 
 class _Log(Protocol):
     durable: bool
+    instance: str
     stored: int
     commits: int
     failures: int
@@ -203,6 +205,7 @@ class CallbackApp:
         healthy = self.log.last_error is None  # reset by the next successful commit
         info = {
             "status": "ok" if healthy else "failing",
+            "instance": self.log.instance,
             "durable": self.log.durable,
             "stored": self.log.stored,
             "commits": self.log.commits,
@@ -262,9 +265,17 @@ class Receiver:
         from its accept or its previous answer (default 10): a connection that sends
         nothing, or a byte a second, is closed then. A callback takes milliseconds;
         keep it well above the provider's worst network round trip.
+    instance : str or None
+        This receiver's name among several serving ``logdir`` (letters, digits, ``_.-``):
+        its journal is ``logdir/_journal/<instance>.db``, continued by a restart under
+        the same name. None takes a journal no live receiver holds (``events``, a
+        single receiver's) or a new one. A journal whose receiver died is compacted by
+        any other; two live receivers with one name are refused (``InputError``).
 
     Attributes
     ----------
+    instance : str
+        The instance id (with ``store=False``, empty).
     url : str
         The callback URL to register with the provider (with ``?token=`` when set).
     """
@@ -282,7 +293,10 @@ class Receiver:
         compact_interval: float = 5.0,
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        instance: str | None = None,
     ) -> None:
+        if instance is not None:
+            check_instance(instance)
         if isinstance(connection_limit, bool) or not isinstance(connection_limit, int):
             raise InputError(f"connection_limit must be an integer, got {connection_limit!r}")
         if connection_limit < 1:
@@ -308,7 +322,8 @@ class Receiver:
         self._token = token or None
         self._store = store
         self._compact_interval = compact_interval
-        self._log: _Log = DurableLog(self.logdir) if store else NullLog()
+        self._log: _Log = DurableLog(self.logdir, instance=instance) if store else NullLog()
+        self.instance = self._log.instance
         self.app = CallbackApp(self._log, path=path, token=self._token, logdir=self.logdir)
         socket_map: dict[int, Any] = {}
         try:
@@ -475,6 +490,7 @@ def receiver(
     compact_interval: float = 5.0,
     connection_limit: int = DEFAULT_CONNECTION_LIMIT,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    instance: str | None = None,
 ) -> Receiver:
     """Start a callback receiver in this process; use it as a context manager.
 
@@ -498,4 +514,5 @@ def receiver(
         compact_interval=compact_interval,
         connection_limit=connection_limit,
         request_timeout=request_timeout,
+        instance=instance,
     ).start()

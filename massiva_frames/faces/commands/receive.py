@@ -54,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="this receiver's name when several serve one --dir behind a load balancer: "
+        "its own journal (--dir/_journal/NAME.db), continued after a restart; a dead "
+        "instance's journal is compacted by the others (default: a journal no running "
+        "receiver holds, or a new one)",
+    )
+    parser.add_argument(
         "--compact-interval",
         type=float,
         default=5.0,
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             compact_interval=args.compact_interval,
             connection_limit=args.connection_limit,
             request_timeout=args.request_timeout,
+            instance=args.instance,
         )
     except (InputError, OSError) as exc:
         return error("receive", f"cannot start the receiver: {' '.join(str(exc).split())}")
@@ -104,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     token_note = " (token required)" if args.token else ""
     print(f"receiving callbacks at {rc.base_url}{rc.app.path}{token_note}", flush=True)
-    print(f"health: {rc.base_url}/health  logs: {rc.logdir}", flush=True)
+    print(f"health: {rc.base_url}/health  logs: {rc.logdir}  instance: {rc.instance}", flush=True)
     rc.serve_forever()
     print("receiver stopped; every acknowledged callback is stored", flush=True)
     return EXIT_OK
