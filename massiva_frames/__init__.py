@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "plan_batches": "massiva_frames.prepare.batching",
     # sending
     "JournalBusyError": "massiva_frames.errors",
+    "JournalUnavailableError": "massiva_frames.errors",
     "STATES": "massiva_frames.sending.results",
     "dispatch": "massiva_frames.sending.campaign",
     "results_from_journal": "massiva_frames.sending.campaign",
@@ -109,6 +110,7 @@ if TYPE_CHECKING:
         InputError,
         InsufficientCreditsError,
         JournalBusyError,
+        JournalUnavailableError,
         MassivaError,
         MissingFieldsError,
         NoActivePlanError,

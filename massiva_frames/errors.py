@@ -18,8 +18,9 @@
     ├── ProtocolError               the body is not the expected XML (also "may have reached")
     │   └── ResponseMismatchError   the <celular> entries do not match the request
     ├── URLTooLongError             a GET request would exceed 2048 characters
-    └── InputError                  a wrong argument (missing column, empty frame, ...)
-        └── JournalBusyError        another process is sending from the same journal
+    ├── InputError                  a wrong argument (missing column, empty frame, ...)
+    │   └── JournalBusyError        another process is sending from the same journal
+    └── JournalUnavailableError     the journal's database cannot be reached or went away
 
 Every exception's message is built from masked values: a password handed to the client
 never appears in ``str()``, ``repr()`` or ``args`` of any of these.
@@ -39,6 +40,7 @@ __all__ = [
     "InputError",
     "InsufficientCreditsError",
     "JournalBusyError",
+    "JournalUnavailableError",
     "MassivaError",
     "MissingFieldsError",
     "NoActivePlanError",
@@ -283,3 +285,12 @@ class InputError(MassivaError, ValueError):
 
 class JournalBusyError(InputError):
     """Another process is sending from the same journal right now."""
+
+
+class JournalUnavailableError(MassivaError):
+    """The journal's database cannot be reached, or went away during a run.
+
+    A send or dispatch that meets it stops: what was answered before is kept in the
+    journal, requests under way are in doubt (``unknown``). The message names the
+    database (host, port, database, schema), never the password.
+    """

@@ -1,10 +1,13 @@
 """Shared fixtures: a fresh sandbox server, a callback sink, a scripted server, a free port.
 
-Every server here listens on 127.0.0.1 only and is stopped when the test ends.
+Every server here listens on 127.0.0.1 only and is stopped when the test ends. A
+throwaway PostgreSQL cluster (``pg_server``, ``pg_url``) comes from ``pg_server.py``;
+:func:`require_or_skip` is how a test needs a server the machine may lack.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -13,8 +16,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from pg_server import pg_server, pg_url  # noqa: F401 - fixtures
 
 from massiva_frames.sandbox import Sandbox, sandbox
+
+
+def require_or_skip(name: str, available: bool, how: str) -> None:
+    """Skip the test when ``name`` is not ``available`` (the reason says ``how`` to get
+    it), or fail it instead when ``MASSIVA_REQUIRE_<NAME>=1`` (as CI sets)."""
+    if available:
+        return
+    variable = f"MASSIVA_REQUIRE_{name.upper()}"
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{name} is required ({variable}=1) but not available: {how}")
+    pytest.skip(f"{name} not available: {how}")
 
 
 @pytest.fixture
