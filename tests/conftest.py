@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from pg_server import pg_server, pg_url  # noqa: F401 - fixtures
+from pg_server import journal_at, pg_server, pg_url  # noqa: F401 - fixtures
 
 from massiva_frames.sandbox import Sandbox, sandbox
 

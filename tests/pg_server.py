@@ -8,12 +8,13 @@ binaries run as the ``postgres`` user (the server refuses to run as root).
 The ``pg_server`` fixture starts one cluster per test session (skipped with a reason
 that says how to install the server where the binaries are missing, a failure instead
 with ``MASSIVA_REQUIRE_POSTGRES=1``); ``pg_url`` gives each test a journal URL of its
-own (a fresh schema in the one database).
+own (a fresh schema in the one database); ``journal_at`` runs a test once per backend.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import socket
@@ -23,11 +24,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-__all__ = ["INSTALL", "PASSWORD", "Cluster", "find_bindir", "pg_server", "pg_url"]
+__all__ = [
+    "INSTALL",
+    "PASSWORD",
+    "Cluster",
+    "JournalAt",
+    "find_bindir",
+    "journal_at",
+    "pg_server",
+    "pg_url",
+]
 
 #: what a machine without the server binaries needs
 INSTALL = "apt-get install postgresql (and pip install 'massiva-frames[postgres]')"
@@ -196,3 +207,50 @@ def pg_url(pg_server: Cluster) -> str:
     if not pg_server.running():  # a test that stopped the server leaves it for the next
         pg_server.start()
     return pg_server.url(f"t_{uuid.uuid4().hex[:12]}")
+
+
+class JournalAt:
+    """Where a test's journals live, on one backend: ``journal_at()`` (or
+    ``journal_at("other")``) is a SQLite file in the test's folder, or a ``postgresql://``
+    URL of a schema of the test's own; :meth:`written` tells whether it changed."""
+
+    def __init__(self, backend: str, folder: Path, server: Cluster | None) -> None:
+        self.backend = backend
+        self._folder = folder
+        self._server = server
+        self._schemas: dict[str, str] = {}
+
+    def __call__(self, name: str = "j") -> Any:
+        if self._server is None:
+            return self._folder / f"{name}.db"
+        schema = self._schemas.setdefault(name, f"t_{uuid.uuid4().hex[:12]}")
+        return self._server.url(schema)
+
+    def written(self, name: str = "j") -> object:
+        """Something that changes whenever the journal is written (None: no journal)."""
+        if self._server is None:
+            path = self._folder / f"{name}.db"
+            return path.stat().st_size if path.exists() else None
+        import psycopg
+
+        schema = self._schemas.setdefault(name, f"t_{uuid.uuid4().hex[:12]}")
+        with psycopg.connect(self._server.url()) as conn:
+            found = conn.execute("SELECT to_regnamespace(%s)", (schema,)).fetchone()
+            if found is None or found[0] is None:
+                return None
+            digest = hashlib.sha256()
+            for table in ("meta", "rows", "messages", "batches", "runs"):
+                rows = conn.execute(f'SELECT * FROM "{schema}".{table} ORDER BY 1').fetchall()
+                digest.update(repr(rows).encode())
+            return digest.hexdigest()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal_at(request: pytest.FixtureRequest, tmp_path: Path) -> JournalAt:
+    """The test runs once on a SQLite journal file, once on a PostgreSQL journal."""
+    if request.param == "sqlite":
+        return JournalAt("sqlite", tmp_path, None)
+    server: Cluster = request.getfixturevalue("pg_server")
+    if not server.running():
+        server.start()
+    return JournalAt("postgres", tmp_path, server)
