@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import EXIT_OK
     from .send import _FAILURE_ERRORS, fail
 
+    errors: tuple[type[BaseException], ...] = (MassivaError, *_FAILURE_ERRORS)
     try:
         print(copy_journal(args.source, args.destination))
-    except (MassivaError, *_FAILURE_ERRORS) as exc:
+    except errors as exc:
         return fail("journal copy", exc)
     return EXIT_OK
