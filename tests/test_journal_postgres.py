@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psycopg
 import pytest
 from pg_server import PASSWORD, Cluster, JournalAt
 
@@ -84,10 +83,19 @@ def test_urls_name_the_database_never_the_password() -> None:
 # --- tables and versions --------------------------------------------------------------------
 
 
-def _versions(pg_server: Cluster, schema: str) -> list[int]:
+def _sql(pg_server: Cluster, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the cluster's database (psycopg imported here: without it,
+    every test of this module skips at its fixture)."""
+    import psycopg
+
     with psycopg.connect(pg_server.url()) as conn:
-        rows = conn.execute(f'SELECT version FROM "{schema}".journal_version ORDER BY 1')
-        return [int(r[0]) for r in rows]
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def _versions(pg_server: Cluster, schema: str) -> list[int]:
+    rows = _sql(pg_server, f'SELECT version FROM "{schema}".journal_version ORDER BY 1')
+    return [int(r[0]) for r in rows]
 
 
 def test_tables_are_created_once_and_a_newer_journal_is_refused(
@@ -97,8 +105,7 @@ def test_tables_are_created_once_and_a_newer_journal_is_refused(
     for _ in range(2):
         PostgresJournal(pg_url).close()
     assert _versions(pg_server, schema) == [1]
-    with psycopg.connect(pg_server.url()) as conn:
-        conn.execute(f'INSERT INTO "{schema}".journal_version VALUES (99, 0)')
+    _sql(pg_server, f'INSERT INTO "{schema}".journal_version VALUES (99, 0)')
     with pytest.raises(InputError, match="newer massiva-frames") as info:
         PostgresJournal(pg_url)
     assert "journal version 99" in str(info.value) and clean(str(info.value))
@@ -116,8 +123,7 @@ def test_forward_migrations_run_in_order_once(
             journal.start_run("send")
     schema = Location.parse(pg_url).schema
     assert _versions(pg_server, schema) == [1, 2]
-    with psycopg.connect(pg_server.url()) as conn:
-        notes = conn.execute(f'SELECT note FROM "{schema}".runs').fetchall()
+    notes = _sql(pg_server, f'SELECT note FROM "{schema}".runs')
     assert notes == [(None,), (None,)]
 
 
@@ -125,9 +131,8 @@ def test_a_missing_journal_is_not_created_by_reading_it(pg_server: Cluster, pg_u
     with pytest.raises(InputError, match="journal not found") as info:
         results_from_journal(pg_url)
     assert clean(str(info.value))
-    with psycopg.connect(pg_server.url()) as conn:
-        schema = Location.parse(pg_url).schema
-        assert conn.execute("SELECT to_regnamespace(%s)", (schema,)).fetchone() == (None,)
+    schema = Location.parse(pg_url).schema
+    assert _sql(pg_server, "SELECT to_regnamespace(%s)", (schema,)) == [(None,)]
 
 
 def test_schemas_keep_journals_apart(
