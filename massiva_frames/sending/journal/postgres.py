@@ -30,7 +30,7 @@ from . import writes as writes
 from .backend import JournalBackend, now_us
 from .postgres_claims import Claims
 from .postgres_connection import LOCK_OUTBOX
-from .postgres_schema import MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL
+from .postgres_schema import FLYING_IDS, MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, effective_state
 from .postgres_url import is_postgres_url
 from .sqlite import Journal
 from .transfer import TABLES, copy_tables
@@ -48,34 +48,42 @@ _ROW_COLUMNS = (
     "position, label, row_key, input_state, reason, phone, text, encoding, segments, parts"
 )
 
-# The messages of a send go through a temporary table: COPY there, then one INSERT that
+# The messages of a re-run go through a temporary table: COPY there, then one INSERT that
 # leaves the (row_key, part) already in the outbox untouched.
 _NEW_MESSAGES = """
 CREATE TEMP TABLE IF NOT EXISTS new_messages (
-    id bigint, row_key text, part bigint, phone text, text text, campaign text, send_at bigint
+    id bigint, row_key text, part bigint, phone text, text text, campaign text, send_at bigint,
+    state text, created_at bigint, claimed_by text
 ) ON COMMIT DELETE ROWS
 """
 
-# A turn's outcomes in one statement: one array per field, one element per message. A
-# message is written only while its batch's request is its latest (in flight, or made
-# unknown by a recovery the answer came after); a fate that never left frees its claim.
+# A turn's outcomes in one statement: the batches' records, and one array per message
+# field, one element per message. A message is written while its batch is in flight (it
+# still reads pending), or after a recovery made it unknown (the answer came later); a
+# second run of the statement rewrites the same values. Its claim ends either way. The
+# messages are found by their ids (an index scan: joined on the array alone, the planner
+# reads the whole table).
 _ANSWER = """
+WITH done AS (
+    UPDATE batches AS b
+    SET state = u.state, answered_at = u.at, request_status = u.status, detail = u.detail
+    FROM unnest(%(numbers)s::bigint[], %(states)s::text[], %(ats)s::bigint[],
+                %(statuses)s::bigint[], %(details)s::text[]) AS u(number, state, at, status, detail)
+    WHERE b.number = u.number
+    RETURNING b.number
+)
 UPDATE messages AS m
 SET state = t.state, reason = t.reason, api_message = t.api, sent_at = t.sent_at,
     request_status = t.status, message_id = t.mid, sid = t.sid, claimed_by = NULL,
     batch = CASE WHEN t.state = 'pending' THEN NULL ELSE t.number END
-FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-            %s::bigint[], %s::bigint[], %s::text[])
-     AS t(id, state, reason, api, sent_at, status, number, mid, sid)
-WHERE m.id = t.id AND m.batch = t.number AND m.state IN ('inflight', 'unknown')
-"""
-
-_BATCHES = """
-UPDATE batches AS b
-SET state = t.state, answered_at = t.at, request_status = t.status, detail = t.detail
-FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::bigint[], %s::text[])
-     AS t(number, state, at, status, detail)
-WHERE b.number = t.number
+FROM unnest(%(ids)s::bigint[], %(m_states)s::text[], %(reasons)s::text[], %(apis)s::text[],
+            %(sent)s::bigint[], %(m_statuses)s::bigint[], %(m_numbers)s::bigint[],
+            %(mids)s::bigint[], %(sids)s::text[])
+     AS t(id, state, reason, api, sent_at, status, number, mid, sid),
+     batches AS b
+WHERE m.id = ANY(%(ids)s::bigint[]) AND m.id = t.id AND b.number = t.number
+  AND ((m.state = 'pending' AND b.state = 'inflight')
+       OR (m.state IN ('unknown', 'inflight') AND m.batch = t.number))
 """
 
 
@@ -212,21 +220,55 @@ class PostgresJournal(Claims):
     def _copy_messages(
         self, conn: psycopg.Connection[Any], records: Iterable[Sequence[Any]], created: int
     ) -> int:
+        """COPY new messages into the outbox, leaving every ``(row_key, part)`` already
+        there untouched; returns how many were added (the caller holds the outbox lock).
+
+        When none of them is there yet (the common case: a first send, or new rows), one
+        COPY straight into the outbox; otherwise (a re-run) through a temporary table and
+        ``INSERT ... ON CONFLICT DO NOTHING`` (measured: ~40% less time for new messages).
+        """
+        given = [(*r, "pending", created, self.worker) for r in records]
+        columns = "id, row_key, part, phone, text, campaign, send_at, state, created_at, claimed_by"
+        probe = [(r[1], r[2]) for r in given[:: max(1, len(given) // 64)]]
+        seen = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages AS m JOIN unnest(%s::text[], %s::bigint[]) "
+            "AS p(k, n) ON m.row_key = p.k AND m.part = p.n)",
+            ([k for k, _ in probe], [n for _, n in probe]),
+        ).fetchone()
+        if given and not (seen and seen[0]):
+            try:
+                with conn.transaction():  # a savepoint: a key already there undoes the COPY
+                    with (
+                        conn.cursor() as cur,
+                        cur.copy(f"COPY messages ({columns}) FROM STDIN") as cp,
+                    ):
+                        for record in given:
+                            cp.write_row(record)
+                added = len(given)
+            except self._pg.errors.UniqueViolation:
+                added = -1
+            if added >= 0:
+                self._analyze(conn, added)
+                return added
         conn.execute(_NEW_MESSAGES)
         with conn.cursor() as cur:
-            with cur.copy(
-                "COPY new_messages (id, row_key, part, phone, text, campaign, send_at) FROM STDIN"
-            ) as cp:
-                for record in records:
+            with cur.copy(f"COPY new_messages ({columns}) FROM STDIN") as cp:
+                for record in given:
                     cp.write_row(record)
             cur.execute(
-                "INSERT INTO messages (id, row_key, part, phone, text, campaign, send_at, "
-                "state, created_at, claimed_by) "
-                "SELECT id, row_key, part, phone, text, campaign, send_at, 'pending', %s, %s "
-                "FROM new_messages ORDER BY id ON CONFLICT (row_key, part) DO NOTHING",
-                (created, self.worker),
+                f"INSERT INTO messages ({columns}) SELECT {columns} FROM new_messages "
+                "ORDER BY id ON CONFLICT (row_key, part) DO NOTHING"
             )
-            return max(cur.rowcount, 0)
+            added = max(cur.rowcount, 0)
+        self._analyze(conn, added)
+        return added
+
+    def _analyze(self, conn: psycopg.Connection[Any], added: int) -> None:
+        """Refresh the planner's statistics after a big insert: with those of an empty
+        table it reads the whole outbox for every batch's outcome (measured: 50 ms a
+        batch at 50,000 messages, instead of 1 ms by index)."""
+        if added >= 1000:
+            conn.execute("ANALYZE messages")
 
     def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
         """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""
@@ -253,7 +295,7 @@ class PostgresJournal(Claims):
             "SELECT m.id, m.row_key, m.part, m.phone, m.text, m.send_at, m.reason, "
             "COALESCE(r.position, -1) AS position, r.segments, COALESCE(r.parts, 1) AS parts "
             "FROM messages m LEFT JOIN rows r ON r.row_key = m.row_key "
-            f"WHERE m.state = 'pending' AND {self._mine()} "
+            f"WHERE m.state = 'pending' AND {self._mine()} AND m.id NOT IN ({FLYING_IDS}) "
             "ORDER BY position, m.part, m.id",
             {"me": self.worker},
         )
@@ -267,7 +309,7 @@ class PostgresJournal(Claims):
         self._claim_pending()
         cols = self._columns(
             "SELECT m.id, m.row_key, m.part, m.send_at, m.reason FROM messages AS m "
-            f"WHERE m.state = 'pending' AND {self._mine()}",
+            f"WHERE m.state = 'pending' AND {self._mine()} AND m.id NOT IN ({FLYING_IDS})",
             {"me": self.worker},
         )
         return pd.DataFrame(cols)
@@ -386,17 +428,16 @@ class PostgresJournal(Claims):
                 columns[6] += [a.number] * n
                 columns[7] += [None if m is None else int(m) for m in f.message_ids or [None] * n]
                 columns[8] += [_text(s) for s in f.sids or [None] * n]
-        written = conn.execute(_ANSWER, columns).rowcount
-        conn.execute(
-            _BATCHES,
-            [
-                [a.number for a in answered],
-                [a.batch_state for a in answered],
-                [a.answered_at for a in answered],
-                [a.request_status for a in answered],
-                [_text(a.detail) for a in answered],
-            ],
+        names = ("ids", "m_states", "reasons", "apis", "sent", "m_statuses", "m_numbers")
+        params: dict[str, Any] = dict(zip((*names, "mids", "sids"), columns, strict=True))
+        params.update(
+            numbers=[a.number for a in answered],
+            states=[a.batch_state for a in answered],
+            ats=[a.answered_at for a in answered],
+            statuses=[a.request_status for a in answered],
+            details=[_text(a.detail) for a in answered],
         )
+        written = conn.execute(_ANSWER, params).rowcount
         if written != len(columns[0]):
             logger.warning(
                 "journal %s: %d outcomes not written (their messages were recovered and "
@@ -409,7 +450,9 @@ class PostgresJournal(Claims):
 
     def counts(self) -> dict[str, int]:
         """Messages per journal state."""
-        names, rows = self._fetch("SELECT state, COUNT(*) FROM messages GROUP BY state")
+        names, rows = self._fetch(
+            f"SELECT {effective_state('m')} AS s, COUNT(*) FROM messages AS m GROUP BY s"
+        )
         return {str(state): int(n) for state, n in rows}
 
     def results(self, *, index: pd.Index | None = None) -> pd.DataFrame:

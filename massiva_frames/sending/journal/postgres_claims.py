@@ -15,8 +15,8 @@ waiting for its lease to expire.
   batches in flight, so a second send of the same frame sends nothing twice and reads
   complete results once the first is done.
 - **in flight**: a batch is committed ``inflight`` with its worker and lease before its
-  request, in the same transaction that checks the worker still holds its lease and
-  its claims (a worker whose lease was taken over sends nothing more).
+  request, by one statement that first renews the worker's lease and checks its claims
+  (a worker whose lease was taken over sends nothing more).
 - **recovery** (:meth:`Claims.recover`): the batches in flight of a worker that is gone
   (lease expired, or session ended and no heartbeat for a few seconds) become
   ``unknown``, never resent automatically; its other claims are released.
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import JournalBusyError
 from ..results import REASON_PROCESS_STOPPED
 from .postgres_connection import LOCK_BATCHES, PostgresConnection
-from .postgres_schema import NOW_US
+from .postgres_schema import FLYING_IDS, NOW_US
 
 if TYPE_CHECKING:
     import psycopg
@@ -69,7 +69,8 @@ _GONE = f"""(w.lease_until < {NOW_US} OR (w.beat_at < {NOW_US} - {GRACE_US} AND 
       AND l.classid = {LOCK_WORKER}::oid AND l.objid = w.lock_key::oid)))"""
 
 # The in-flight batches of workers that are gone (or of none: a copied journal) become
-# unknown, and so do their messages (the time of the request as their sent_at).
+# unknown, and so do their messages, still pending in their rows (the time of the
+# request as their sent_at; 'inflight' rows come from journals of massiva-frames 0.1.0).
 _RECOVER = """
 WITH gone AS (
     UPDATE batches AS b SET state = 'unknown', detail = %(reason)s
@@ -78,9 +79,9 @@ WITH gone AS (
     RETURNING b.number, b.requested_at, b.ids
 )
 UPDATE messages AS m SET state = 'unknown', reason = %(reason)s, api_message = %(api)s,
-       sent_at = g.requested_at, claimed_by = NULL
+       sent_at = g.requested_at, batch = g.number, claimed_by = NULL
 FROM gone AS g
-WHERE m.id = ANY(g.ids) AND m.state = 'inflight' AND m.batch = g.number
+WHERE m.id = ANY(g.ids) AND m.state IN ('pending', 'inflight')
 """
 
 # Messages a live worker other than this one has claimed or has in flight.
@@ -91,13 +92,37 @@ SELECT (SELECT COUNT(*) FROM messages AS m JOIN workers AS w ON w.id = m.claimed
         WHERE state = 'inflight' AND worker IS DISTINCT FROM %(me)s)
 """
 
-# Claim every pending message no live worker holds; skip those being claimed right now.
-_CLAIM = """
+# Claim every pending message no live worker holds and no request carries; skip those
+# being claimed right now.
+_CLAIM = f"""
 UPDATE messages SET claimed_by = %(me)s WHERE id IN (
     SELECT m.id FROM messages AS m
     WHERE m.state = 'pending' AND (m.claimed_by IS NULL
           OR NOT EXISTS (SELECT 1 FROM workers AS w WHERE w.id = m.claimed_by))
+      AND m.id NOT IN ({FLYING_IDS})
     FOR UPDATE SKIP LOCKED)
+"""
+
+# Batches in flight, in one statement: the worker's lease renewed (none: it was taken
+# over), its claims on every message checked, one row per batch. An empty result is a
+# refusal; nothing was written.
+_LAUNCH = f"""
+WITH w AS (
+    UPDATE workers SET lease_until = {NOW_US} + %(lease)s
+    WHERE id = %(me)s AND lease_until > {NOW_US}
+    RETURNING lease_until
+), mine AS (
+    SELECT COUNT(*) AS n FROM messages
+    WHERE id = ANY(%(all)s::bigint[]) AND claimed_by = %(me)s AND state = 'pending'
+)
+INSERT INTO batches (number, state, n_messages, method, requested_at, ids, worker, lease_until)
+SELECT u.number, 'inflight', cardinality(u.ids::bigint[]), u.method, u.at, u.ids::bigint[],
+       %(me)s, w.lease_until
+FROM w, mine, unnest(%(numbers)s::bigint[], %(methods)s::text[], %(ats)s::bigint[],
+                     %(ids)s::text[]) AS u(number, method, at, ids)
+WHERE mine.n = cardinality(%(all)s::bigint[])
+ON CONFLICT (number) DO NOTHING
+RETURNING number
 """
 
 
@@ -361,39 +386,44 @@ class Claims(PostgresConnection):
         conn: psycopg.Connection[Any],
         launched: Sequence[tuple[int, Sequence[int], str, int]],
     ) -> None:
-        """Commit batches in flight (inside a write): the lease and the claims checked,
-        the messages marked, one ``batches`` row each. Running it twice changes nothing."""
+        """Commit batches in flight (inside a write): one statement (:data:`_LAUNCH`).
+        Run again after a lost connection, it finds its batches written and passes."""
         if not launched:
             return
-        self._check_lease(conn)
-        me = self.worker
-        for number, ids, method, at in launched:
-            id_list = [int(i) for i in ids]
-            cur = conn.execute(
-                "UPDATE messages SET state = 'inflight', batch = %(number)s "
-                "WHERE id = ANY(%(ids)s::bigint[]) AND (claimed_by = %(me)s OR %(any)s) "
-                "AND (state = 'pending' OR (state = 'inflight' AND batch = %(number)s))",
-                {"number": number, "ids": id_list, "me": me, "any": me is None},
-            )
-            if cur.rowcount != len(id_list):
-                raise JournalBusyError(
-                    f"journal {self.path}: {len(id_list) - max(cur.rowcount, 0)} messages of "
-                    f"batch {number} are no longer this worker's to send (another worker "
-                    "took them over); the batch was not sent"
+        batches = [(int(n), [int(i) for i in ids], str(m), int(at)) for n, ids, m, at in launched]
+        if self.worker is None:  # a journal opened without lock(): no claims to check
+            for number, ids, method, at in batches:
+                conn.execute(
+                    "INSERT INTO batches (number, state, n_messages, method, requested_at, ids) "
+                    "VALUES (%s, 'inflight', %s, %s, %s, %s::bigint[])",
+                    (number, len(ids), method, at, ids),
                 )
-            cur = conn.execute(
-                "INSERT INTO batches (number, state, n_messages, method, requested_at, ids, "
-                "worker, lease_until) VALUES (%s, 'inflight', %s, %s, %s, %s::bigint[], %s, "
-                "(SELECT lease_until FROM workers WHERE id = %s)) "
-                "ON CONFLICT (number) DO NOTHING",
-                (number, len(id_list), method, int(at), id_list, me, me),
-            )
-            if cur.rowcount != 1:  # written before (a write run again), or another's
-                row = conn.execute(
-                    "SELECT worker, ids FROM batches WHERE number = %s", (number,)
-                ).fetchone()
-                if row is None or row[0] != me or list(row[1] or []) != id_list:
-                    raise JournalBusyError(
-                        f"journal {self.path}: batch number {number} is another worker's; "
-                        "the batch was not sent"
-                    )
+            return
+        numbers = [b[0] for b in batches]
+        rows = conn.execute(
+            _LAUNCH,
+            {
+                "me": self.worker,
+                "lease": int(self.location.lease * 1_000_000),
+                "all": [i for b in batches for i in b[1]],
+                "numbers": numbers,
+                "methods": [b[2] for b in batches],
+                "ats": [b[3] for b in batches],
+                "ids": ["{" + ",".join(map(str, b[1])) + "}" for b in batches],
+            },
+        ).fetchall()
+        if len(rows) == len(batches):
+            return
+        # Nothing written: a lease taken over, claims lost, or (run again) written before.
+        found = conn.execute(
+            "SELECT number, worker, ids FROM batches WHERE number = ANY(%s::bigint[])",
+            (numbers,),
+        ).fetchall()
+        ours = {int(n): list(ids or []) for n, w, ids in found if w == self.worker}
+        if all(ours.get(n) == ids for n, ids, _, _ in batches):
+            return
+        self._check_lease(conn)
+        raise JournalBusyError(
+            f"journal {self.path}: the messages of batch {numbers[0]} are no longer this "
+            "worker's to send (another worker took them over); the batch was not sent"
+        )

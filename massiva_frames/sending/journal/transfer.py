@@ -4,11 +4,11 @@ A copy reads the source's tables into one neutral form, then writes them into an
 destination in one transaction: the latest call's settings and rows, every message with
 its state, reason, batch and the provider's answer, every batch (ids in request order)
 and every run. The one thing the two backends store differently is a request under
-way: SQLite keeps it in its batch alone, PostgreSQL in its messages too; a batch in
-flight in the source is in flight in the copy, read as ``unknown`` and recovered as
-such (no worker holds it there). Claims and workers, which belong to running processes,
-are not copied. :func:`.postgres.copy_journal` opens both ends; ``massiva-frames journal
-copy SRC DST`` is the command.
+way, kept the same on both: its batch ``inflight`` with its ids, its messages still
+``pending``; a batch in flight in the source is in flight in the copy, read as
+``unknown`` and recovered as such (no worker holds it there). Claims and workers, which
+belong to running processes, are not copied. :func:`.postgres.copy_journal` opens both
+ends; ``massiva-frames journal copy SRC DST`` is the command.
 """
 
 from __future__ import annotations
@@ -48,34 +48,22 @@ def _read_sqlite(journal: Journal) -> Tables:
         (*b[:-1], None if b[-1] is None else [int(i) for i in json.loads(b[-1])])
         for b in rows(f"SELECT {BATCH_COLUMNS} FROM batches ORDER BY number")
     ]
-    # A request under way: its messages still read 'pending' in their rows.
-    flying = {i: b[0] for b in batches if b[1] == "inflight" for i in b[-1] or []}
-    messages = []
-    for m in rows(f"SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id"):
-        if m[6] == "pending" and m[0] in flying:
-            m = (*m[:6], "inflight", m[7], m[8], flying[m[0]], *m[10:])
-        messages.append(m)
     return {
         "meta": rows("SELECT key, value FROM meta WHERE key <> 'schema_version' ORDER BY key"),
         "rows": rows(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY position"),
-        "messages": messages,
+        "messages": rows(f"SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id"),
         "batches": batches,
         "runs": rows(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY number"),
     }
 
 
 def _write_sqlite(journal: Journal, tables: Tables) -> None:
-    # SQLite's own form of a request under way: the message pending, the batch holds it.
-    messages = [
-        (*m[:6], "pending", m[7], m[8], None, *m[10:]) if m[6] == "inflight" else m
-        for m in tables["messages"]
-    ]
     batches = [(*b[:-1], None if b[-1] is None else json.dumps(b[-1])) for b in tables["batches"]]
     with journal.transaction() as conn:
         conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", tables["meta"])
         for name, columns, values in (
             ("rows", ROW_COLUMNS, tables["rows"]),
-            ("messages", MESSAGE_COLUMNS, messages),
+            ("messages", MESSAGE_COLUMNS, tables["messages"]),
             ("batches", BATCH_COLUMNS, batches),
             ("runs", RUN_COLUMNS, tables["runs"]),
         ):
