@@ -34,6 +34,8 @@ class Sizes:
     xml_examples: int = 6_000
     query_examples: int = 4_000
     example_timeout: float = 10.0
+    postgres_rows: int = 20_000
+    postgres_kills: int = 20
 
 
 FULL = Sizes()
@@ -46,6 +48,8 @@ QUICK = Sizes(
     frame_examples=300,
     xml_examples=800,
     query_examples=500,
+    postgres_rows=2_000,
+    postgres_kills=4,
 )
 
 
