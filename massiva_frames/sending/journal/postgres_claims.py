@@ -103,6 +103,16 @@ UPDATE messages SET claimed_by = %(me)s WHERE id IN (
     FOR UPDATE SKIP LOCKED)
 """
 
+# The same without claims, for a journal opened without lock() (no worker).
+_LAUNCH_UNCLAIMED = """
+INSERT INTO batches (number, state, n_messages, method, requested_at, ids)
+SELECT u.number, 'inflight', cardinality(u.ids::bigint[]), u.method, u.at, u.ids::bigint[]
+FROM unnest(%(numbers)s::bigint[], %(methods)s::text[], %(ats)s::bigint[],
+            %(ids)s::text[]) AS u(number, method, at, ids)
+ON CONFLICT (number) DO NOTHING
+RETURNING number
+"""
+
 # Batches in flight, in one statement: the worker's lease renewed (none: it was taken
 # over), its claims on every message checked, one row per batch. An empty result is a
 # refusal; nothing was written.
@@ -391,17 +401,9 @@ class Claims(PostgresConnection):
         if not launched:
             return
         batches = [(int(n), [int(i) for i in ids], str(m), int(at)) for n, ids, m, at in launched]
-        if self.worker is None:  # a journal opened without lock(): no claims to check
-            for number, ids, method, at in batches:
-                conn.execute(
-                    "INSERT INTO batches (number, state, n_messages, method, requested_at, ids) "
-                    "VALUES (%s, 'inflight', %s, %s, %s, %s::bigint[])",
-                    (number, len(ids), method, at, ids),
-                )
-            return
         numbers = [b[0] for b in batches]
         rows = conn.execute(
-            _LAUNCH,
+            _LAUNCH if self.worker is not None else _LAUNCH_UNCLAIMED,
             {
                 "me": self.worker,
                 "lease": int(self.location.lease * 1_000_000),

@@ -227,13 +227,21 @@ class PostgresConnection:
             raise self.location.unavailable(exc) from None
 
     def _run(
-        self, work: Callable[[psycopg.Connection[Any]], T], *, retry: bool = True, doing: str = ""
+        self,
+        work: Callable[[psycopg.Connection[Any]], T],
+        *,
+        retry: bool = True,
+        doing: str = "",
+        one_statement: bool = False,
     ) -> T:
         """Run ``work`` in a transaction of its own (or the caller's, when one is open).
 
-        When the connection is lost, ``work`` runs again on a new one (every write of
-        the journal is idempotent), for at most the URL's ``reconnect`` seconds; inside
-        the caller's transaction, or with ``retry=False``, it raises at once.
+        ``one_statement``: ``work`` writes with one statement, which is its own
+        transaction (no BEGIN and COMMIT around it: one round trip to the server instead
+        of three). When the connection is lost, ``work`` runs again on a new one (every
+        write of the journal is idempotent), for at most the URL's ``reconnect``
+        seconds; inside the caller's transaction, or with ``retry=False``, it raises at
+        once.
         """
         pg = self._pg
         if self._depth:
@@ -246,6 +254,8 @@ class PostgresConnection:
         deadline: float | None = None
         while True:
             try:
+                if one_statement:
+                    return work(self.conn)
                 with self._transaction() as conn:
                     return work(conn)
             except pg.OperationalError as exc:
