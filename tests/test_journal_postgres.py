@@ -202,16 +202,24 @@ def test_outcomes_recovery_and_requeue_read_alike_on_both(journal_at: JournalAt)
     assert after.loc[3, "state"] == "scheduled" and pd.isna(after.loc[3, "sent_at"])
 
 
-def test_control_characters_of_invalid_rows_survive(
+def test_texts_survive_the_journal_as_given(
     sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
-    # An invalid row keeps its text as given, NUL included (PostgreSQL text cannot hold
-    # one: the rows table stores bytes), and a lone surrogate becomes "?" on both.
-    df = pd.DataFrame({"phone": ["04141234567", "0414\x001234567", "04161234567"],
-                       "msg": ["Hola", "a\x00b", "c\ud800d"]}, dtype=object)  # fmt: skip
+    # An invalid row keeps its text as given, NUL and tab included (PostgreSQL text
+    # cannot hold a NUL: the rows table stores bytes); a lone surrogate becomes "?" on
+    # both; what COPY's text format escapes (backslash, line ends, a literal \N) comes
+    # back as it went.
+    texts = ["Hola", "a\x00b", "c\ud800d", "x\ty", "Hola\nque tal \\ ok\r\n\\N", "\\N"]
+    phones = ["04141234567", "0414\x001234567", "04161234567", "04261234567", "04121234567",
+              "04241234567"]  # fmt: skip
+    df = pd.DataFrame({"phone": phones, "msg": texts}, dtype=object)
     results = send(df, client=client, text="msg", journal=journal_at(), progress=False)
-    assert list(results["state"]) == ["accepted", "invalid", "invalid"]
-    assert results.loc[1, "text"] == "a\x00b"
+    assert (
+        list(results["state"]) == ["accepted", "invalid", "invalid", "invalid"] + ["accepted"] * 2
+    )
+    assert results.loc[1, "text"] == "a\x00b" and results.loc[3, "text"] == "x\ty"
+    assert list(results["text"].iloc[4:]) == texts[4:]
+    assert sorted(sb.messages()["text"]) == sorted(["Hola", *texts[4:]])
     pd.testing.assert_frame_equal(results_from_journal(journal_at()), results)
 
 

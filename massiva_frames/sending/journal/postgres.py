@@ -15,6 +15,7 @@ the URL and its parameters (``schema``, ``lease``, ``reconnect``) are
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from ...errors import InputError
 from ..results import ENCODINGS, decode_codes, range_index, rebuild_index, results_frame
 from . import writes as writes
 from .backend import JournalBackend, now_us
-from .postgres_claims import Claims
+from .postgres_claims import Claims, bigints
 from .postgres_connection import LOCK_OUTBOX
 from .postgres_schema import FLYING_IDS, MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, effective_state
 from .postgres_url import is_postgres_url
@@ -57,34 +58,75 @@ CREATE TEMP TABLE IF NOT EXISTS new_messages (
 ) ON COMMIT DELETE ROWS
 """
 
-# A turn's outcomes in one statement: the batches' records, and one array per message
-# field, one element per message. A message is written while its batch is in flight (it
-# still reads pending), or after a recovery made it unknown (the answer came later); a
-# second run of the statement rewrites the same values. Its claim ends either way. The
-# messages are found by their ids (an index scan: joined on the array alone, the planner
-# reads the whole table).
+# A turn's outcomes in one statement: the batches' records (``done``), the fates (what
+# a group of a batch's messages share) and, for each fate, its messages' [id,
+# message_id, sid]; JSON, parsed by the server (psycopg adapts Python lists element by
+# element: measured 60 ms a batch of 500, against 1 ms for json.dumps). A message is
+# written while its batch is in flight (it still reads pending), or after a recovery
+# made it unknown (the answer came later); a second run rewrites the same values. Its
+# claim ends either way. The messages are found by their ids (an index scan: joined on
+# the JSON alone, the planner would read the whole table).
 _ANSWER = """
 WITH done AS (
     UPDATE batches AS b
     SET state = u.state, answered_at = u.at, request_status = u.status, detail = u.detail
-    FROM unnest(%(numbers)s::bigint[], %(states)s::text[], %(ats)s::bigint[],
-                %(statuses)s::bigint[], %(details)s::text[]) AS u(number, state, at, status, detail)
+    FROM jsonb_to_recordset(%(done)s::jsonb)
+         AS u(number bigint, state text, at bigint, status bigint, detail text)
     WHERE b.number = u.number
     RETURNING b.number
+), t AS (
+    SELECT f.state, f.reason, f.api, f.sent_at, f.status, f.number,
+           (x.value->>0)::bigint AS id, (x.value->>1)::bigint AS mid, x.value->>2 AS sid
+    FROM jsonb_to_recordset(%(fates)s::jsonb)
+         AS f(k int, state text, reason text, api text, sent_at bigint, status bigint,
+              number bigint),
+         jsonb_array_elements(%(msgs)s::jsonb -> f.k) AS x
 )
 UPDATE messages AS m
 SET state = t.state, reason = t.reason, api_message = t.api, sent_at = t.sent_at,
     request_status = t.status, message_id = t.mid, sid = t.sid, claimed_by = NULL,
     batch = CASE WHEN t.state = 'pending' THEN NULL ELSE t.number END
-FROM unnest(%(ids)s::bigint[], %(m_states)s::text[], %(reasons)s::text[], %(apis)s::text[],
-            %(sent)s::bigint[], %(m_statuses)s::bigint[], %(m_numbers)s::bigint[],
-            %(mids)s::bigint[], %(sids)s::text[])
-     AS t(id, state, reason, api, sent_at, status, number, mid, sid),
-     batches AS b
+FROM t, batches AS b
 WHERE m.id = ANY(%(ids)s::bigint[]) AND m.id = t.id AND b.number = t.number
   AND ((m.state = 'pending' AND b.state = 'inflight')
        OR (m.state IN ('unknown', 'inflight') AND m.batch = t.number))
 """
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows in COPY's text format: ``\\N`` for NULL, backslash, tab and line ends
+    escaped, bytes as ``bytea`` hex (measured: ~6x faster than psycopg's ``write_row``,
+    which adapts every value on its own)."""
+    lines = []
+    for row in rows:
+        fields = []
+        for v in row:
+            if v is None:
+                fields.append("\\N")
+            elif isinstance(v, str):
+                fields.append(v.translate(_ESCAPES))
+            elif isinstance(v, bytes):
+                fields.append("\\\\x" + v.hex())
+            else:
+                fields.append(str(int(v)))
+        lines.append("\t".join(fields))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _copy(conn: psycopg.Connection[Any], head: str, rows: Iterable[Sequence[Any]]) -> None:
+    """``COPY head FROM STDIN`` of ``rows``, written in chunks of text."""
+    chunk: list[Sequence[Any]] = []
+    with conn.cursor() as cur, cur.copy(f"COPY {head} FROM STDIN") as cp:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == 10_000:
+                cp.write(copy_text(chunk))
+                chunk = []
+        if chunk:
+            cp.write(copy_text(chunk))
 
 
 def _text(value: str | None) -> str | None:
@@ -160,16 +202,15 @@ class PostgresJournal(Claims):
         def work(conn: psycopg.Connection[Any]) -> None:
             self._advisory(LOCK_OUTBOX)
             conn.execute("DELETE FROM rows")
-            with conn.cursor() as cur, cur.copy(f"COPY rows ({_ROW_COLUMNS}) FROM STDIN") as cp:
-                for position, label, key, encoding, segments in sending:
-                    cp.write_row(
-                        (position, label, key, "ready", None, None, None, encoding, segments, 1)
-                    )
-                for p, lab, key, state, reason, phone, text, enc, seg, parts in rows:
-                    cp.write_row(
-                        (p, lab, key, state, _text(reason), _utf8(phone), _utf8(text), enc,
-                         seg, parts)
-                    )  # fmt: skip
+            ready = (
+                (position, label, key, "ready", None, None, None, encoding, segments, 1)
+                for position, label, key, encoding, segments in sending
+            )
+            others = (
+                (p, lab, key, state, _text(reason), _utf8(phone), _utf8(text), enc, seg, parts)
+                for p, lab, key, state, reason, phone, text, enc, seg, parts in rows
+            )
+            _copy(conn, f"rows ({_ROW_COLUMNS})", itertools.chain(ready, others))
             self._put_meta(conn, payload)
 
         self._run(work, retry=False, doing="writing the rows")
@@ -238,12 +279,7 @@ class PostgresJournal(Claims):
         if given and not (seen and seen[0]):
             try:
                 with conn.transaction():  # a savepoint: a key already there undoes the COPY
-                    with (
-                        conn.cursor() as cur,
-                        cur.copy(f"COPY messages ({columns}) FROM STDIN") as cp,
-                    ):
-                        for record in given:
-                            cp.write_row(record)
+                    _copy(conn, f"messages ({columns})", given)
                 added = len(given)
             except self._pg.errors.UniqueViolation:
                 added = -1
@@ -251,10 +287,8 @@ class PostgresJournal(Claims):
                 self._analyze(conn, added)
                 return added
         conn.execute(_NEW_MESSAGES)
+        _copy(conn, f"new_messages ({columns})", given)
         with conn.cursor() as cur:
-            with cur.copy(f"COPY new_messages ({columns}) FROM STDIN") as cp:
-                for record in given:
-                    cp.write_row(record)
             cur.execute(
                 f"INSERT INTO messages ({columns}) SELECT {columns} FROM new_messages "
                 "ORDER BY id ON CONFLICT (row_key, part) DO NOTHING"
@@ -420,34 +454,35 @@ class PostgresJournal(Claims):
     def _answer(self, conn: psycopg.Connection[Any], answered: Sequence[Answered]) -> None:
         if not answered:
             return
-        columns: list[list[Any]] = [[] for _ in range(9)]
+        done = [
+            {"number": a.number, "state": a.batch_state, "at": a.answered_at,
+             "status": a.request_status, "detail": _text(a.detail)}
+            for a in answered
+        ]  # fmt: skip
+        fates: list[dict[str, Any]] = []
+        msgs: list[list[tuple[Any, ...]]] = []
         for a in answered:
             for f in a.fates:
-                n = len(f.ids)
-                columns[0] += [int(i) for i in f.ids]
-                for k, value in enumerate(
-                    (f.state, _text(f.reason), _text(f.api_message), f.sent_at, a.request_status)
-                ):
-                    columns[k + 1] += [value] * n
-                columns[6] += [a.number] * n
-                columns[7] += [None if m is None else int(m) for m in f.message_ids or [None] * n]
-                columns[8] += [_text(s) for s in f.sids or [None] * n]
-        names = ("ids", "m_states", "reasons", "apis", "sent", "m_statuses", "m_numbers")
-        params: dict[str, Any] = dict(zip((*names, "mids", "sids"), columns, strict=True))
-        params.update(
-            numbers=[a.number for a in answered],
-            states=[a.batch_state for a in answered],
-            ats=[a.answered_at for a in answered],
-            statuses=[a.request_status for a in answered],
-            details=[_text(a.detail) for a in answered],
-        )
+                fates.append(
+                    {"k": len(fates), "state": f.state, "reason": _text(f.reason),
+                     "api": _text(f.api_message), "sent_at": f.sent_at,
+                     "status": a.request_status, "number": a.number}
+                )  # fmt: skip
+                msgs.append([(i, m, _text(sid)) for i, m, sid in f.triples()])
+        ids = [t[0] for group in msgs for t in group]
+        params = {
+            "done": json.dumps(done, ensure_ascii=False, default=int),
+            "fates": json.dumps(fates, ensure_ascii=False, default=int),
+            "msgs": json.dumps(msgs, ensure_ascii=False, default=int),
+            "ids": bigints(ids),
+        }
         written = conn.execute(_ANSWER, params).rowcount
-        if written != len(columns[0]):
+        if written != len(ids):
             logger.warning(
                 "journal %s: %d outcomes not written (their messages were recovered and "
                 "requeued meanwhile)",
                 self.path,
-                len(columns[0]) - written,
+                len(ids) - written,
             )
 
     # -- reading back --

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import JournalBusyError
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import psycopg
 
 # Internal to the PostgreSQL journal (massiva_frames.sending.journal.postgres).
-__all__ = ["Claims"]
+__all__ = ["Claims", "bigints"]
 
 logger = logging.getLogger("massiva_frames.sending.campaign")
 
@@ -134,6 +134,12 @@ WHERE mine.n = cardinality(%(all)s::bigint[])
 ON CONFLICT (number) DO NOTHING
 RETURNING number
 """
+
+
+def bigints(values: Iterable[Any]) -> str:
+    """A ``bigint[]`` literal, cast by the statement (cheaper than a list, adapted element
+    by element)."""
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
 
 
 class Heartbeat:
@@ -407,11 +413,11 @@ class Claims(PostgresConnection):
             {
                 "me": self.worker,
                 "lease": int(self.location.lease * 1_000_000),
-                "all": [i for b in batches for i in b[1]],
-                "numbers": numbers,
+                "all": bigints(i for b in batches for i in b[1]),
+                "numbers": bigints(numbers),
                 "methods": [b[2] for b in batches],
-                "ats": [b[3] for b in batches],
-                "ids": ["{" + ",".join(map(str, b[1])) + "}" for b in batches],
+                "ats": bigints(b[3] for b in batches),
+                "ids": [bigints(b[1]) for b in batches],
             },
         ).fetchall()
         if len(rows) == len(batches):
