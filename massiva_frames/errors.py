@@ -25,7 +25,8 @@
         ├── JournalReadOnlyError    its file, folder or file system cannot be written
         ├── JournalCorruptError     damaged: restore a copy or rebuild from the provider
         ├── NotAJournalError        the file is not a massiva-frames journal (also InputError)
-        └── JournalVersionError     written by a newer massiva-frames (also InputError)
+        ├── JournalVersionError     written by a newer massiva-frames (also InputError)
+        └── JournalUnavailableError its database (PostgreSQL) cannot be reached or went away
 
 Every exception's message is built from masked values: a password handed to the client
 never appears in ``str()``, ``repr()`` or ``args`` of any of these.
@@ -50,6 +51,7 @@ __all__ = [
     "JournalFullError",
     "JournalReadOnlyError",
     "JournalVersionError",
+    "JournalUnavailableError",
     "MassivaError",
     "MissingFieldsError",
     "NoActivePlanError",
@@ -339,3 +341,12 @@ class NotAJournalError(JournalError, InputError):
 
 class JournalVersionError(JournalError, InputError):
     """The journal was written by a newer massiva-frames: upgrade to use it."""
+
+
+class JournalUnavailableError(JournalError):
+    """The journal's database cannot be reached, or went away during a run.
+
+    A send or dispatch that meets it stops: what was answered before is kept in the
+    journal, requests under way are in doubt (``unknown``). The message names the
+    database (host, port, database, schema), never the password.
+    """

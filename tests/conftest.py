@@ -2,8 +2,10 @@
 a way to hold a callback journal's commits, and :func:`require_or_skip` for tests of optional
 tools (nginx, Chromium, PostgreSQL, ...).
 
-Every server here listens on 127.0.0.1 only and is stopped when the test ends.
-``require_or_skip`` is for tests that need a program the machine may lack (Chromium, nginx).
+Every server here listens on 127.0.0.1 only and is stopped when the test ends. A
+throwaway PostgreSQL cluster (``pg_server``, ``pg_url``) comes from ``pg_server.py``;
+:func:`require_or_skip` is how a test needs a program the machine may lack (Chromium,
+nginx, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from pg_server import journal_at, pg_server, pg_url  # noqa: F401 - fixtures
 
 from massiva_frames.sandbox import Sandbox, sandbox
 

@@ -34,6 +34,7 @@ from chaos_scenarios import (  # noqa: E402
     figures,
     harness,
     leaks,
+    postgres,
     provider,
     receiver,
     receivers,
@@ -142,6 +143,18 @@ def test_receivers_on_one_directory(tmp_path: Path) -> None:
     assert fig.evidence["stored_rows"] == fig.evidence["stored_keys"] >= fig.sent_once
 
 
+def test_postgres_dispatchers(tmp_path: Path) -> None:
+    from conftest import require_or_skip
+    from pg_server import INSTALL, available
+
+    require_or_skip("postgres", available(), INSTALL)
+    fig = postgres.scenario_postgres(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.evidence["kills"] == QUICK.postgres_kills and fig.evidence["restarts"] == 1
+    assert fig.tried == QUICK.postgres_rows and fig.sent_once > 0
+    assert fig.sent_once + (fig.unknown or 0) == QUICK.postgres_rows  # every row final
+
+
 @pytest.mark.slow
 def test_bad_dataframes() -> None:
     fig = bad_frames.fuzz_frames(QUICK.frame_examples)
@@ -192,7 +205,9 @@ def test_the_command_runs_as_a_script() -> None:
     command = [sys.executable, str(BENCHMARKS / "chaos.py"), "--help"]
     done = subprocess.run(command, capture_output=True, text=True, cwd="/", timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "{input,provider,receiver,receivers,secrets,sender}" in done.stdout
+    scenarios = "{disk,flood,input,journal,postgres,provider,receiver,receivers,"
+    scenarios += "secrets,sender,trickle}"
+    assert scenarios in done.stdout
     assert suite.DESCRIPTION.split(":")[0] in done.stdout
     refused = subprocess.run([*command[:2], "--scenario", "nope"], capture_output=True,
                              text=True, cwd="/", timeout=60)  # fmt: skip

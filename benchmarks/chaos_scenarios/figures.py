@@ -39,6 +39,8 @@ class Sizes:
     journal_trials: int = 1_000
     journal_rows: int = 600
     full_disk_rows: int = 2_000
+    postgres_rows: int = 20_000
+    postgres_kills: int = 20
 
 
 FULL = Sizes()
@@ -56,6 +58,8 @@ QUICK = Sizes(
     journal_trials=100,
     journal_rows=300,
     full_disk_rows=1_000,
+    postgres_rows=2_000,
+    postgres_kills=4,
 )
 
 

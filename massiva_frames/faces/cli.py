@@ -61,6 +61,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "credits": ("massiva_frames.faces.commands.credits", "print the account's credits"),
     "receive": ("massiva_frames.faces.commands.receive", "serve the callback receiver"),
     "report": ("massiva_frames.faces.commands.report", "delivery report from results and logs"),
+    "journal": ("massiva_frames.faces.commands.journal", "copy a journal (SQLite <-> PostgreSQL)"),
 }
 
 

@@ -51,7 +51,9 @@ import pandas as pd
 from ..errors import InputError
 from .due import SendOptions, make_clock, mark_too_long_for_get, send_due
 from .journal.backend import JournalBackend
-from .journal.sqlite import Journal, results_from_journal
+from .journal.postgres_url import is_postgres_url
+from .journal.sqlite import Journal
+from .journal.sqlite import results_from_journal as _results_from_file
 from .loop import ProgressArg
 from .results import STATES, index_meta
 from .rows import own_results, pending_of, prepare_rows, stored_rows
@@ -84,10 +86,17 @@ def _default_client(method: str | None, *, required: bool) -> MassivaClient | No
 
 
 def _open(journal: str | os.PathLike[str] | None, dry_run: bool) -> JournalBackend:
-    """The journal of a run (the one place its backend is chosen): a SQLite file, or one
-    in memory without ``journal=``."""
+    """The journal of a run (the one place its backend is chosen): a SQLite file, a
+    PostgreSQL URL (``postgresql://``), or one in memory without ``journal=`` (nor
+    ``MASSIVA_JOURNAL``)."""
+    if journal is None:
+        journal = os.environ.get("MASSIVA_JOURNAL") or None
     if journal is None:
         return Journal(None)
+    if is_postgres_url(journal):
+        from .journal.postgres import open_postgres
+
+        return open_postgres(str(journal), dry_run=dry_run)
     if dry_run:  # plan on a throw-away copy: a dry run writes nothing
         if not os.path.exists(journal):
             return Journal(None)
@@ -148,8 +157,9 @@ def send(
         ``template`` a template of column names with format specs; options such as
         ``blank="keep"``, ``allow_international=True``, ``long_text``, ``suppress``).
     journal : str or path, optional
-        SQLite journal: makes the send idempotent, resumable and schedulable. Without
-        one, an in-memory journal is used and forgotten.
+        The journal that makes the send idempotent, resumable and schedulable: a SQLite
+        file, or a ``postgresql://`` URL (a journal several workers share). Defaults to
+        ``MASSIVA_JOURNAL``; without either, an in-memory journal is used and forgotten.
     campaign : str, optional
         Part of every row's stable key (campaign + phone + text): the same phone and
         text in another campaign is another message.
@@ -303,6 +313,26 @@ def send(
             client.close()
 
 
+def results_from_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Rebuild the results frame of the latest send from its journal alone.
+
+    ``path`` is a SQLite file or a ``postgresql://`` URL. The frame is the one ``send``
+    returned (same index labels and dtypes), updated with everything sent since (by a
+    re-run or ``dispatch``). Messages whose process died mid-request read as
+    ``unknown``. The journal is opened read-only.
+
+    Examples
+    --------
+    >>> results = results_from_journal("sends.db")  # doctest: +SKIP
+    >>> results["state"].value_counts()  # doctest: +SKIP
+    """
+    if is_postgres_url(path):
+        from .journal.postgres import postgres_results
+
+        return postgres_results(str(path))
+    return _results_from_file(path)
+
+
 def dispatch(
     journal: str | os.PathLike[str],
     *,
@@ -326,7 +356,7 @@ def dispatch(
     >>> results = dispatch("sends.db")  # doctest: +SKIP
     >>> results.attrs["send"]["requests"]  # doctest: +SKIP
     """
-    if not os.path.exists(journal):
+    if not is_postgres_url(journal) and not os.path.exists(journal):
         raise InputError(f"journal not found: {os.fspath(journal)}")
     own_client = client is None
     jr = _open(journal, dry_run=False)
