@@ -459,6 +459,7 @@ class TestDeliverySummary:
             "invalid",
             "suppressed",
             "scheduled",
+            "cancelled",
             "rejected",
             "unknown",
             "sent",

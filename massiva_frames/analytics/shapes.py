@@ -43,6 +43,7 @@ STATES: tuple[str, ...] = (
     "invalid",
     "suppressed",
     "scheduled",
+    "cancelled",
     "accepted",
     "rejected",
     "unknown",
