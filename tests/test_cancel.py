@@ -213,3 +213,19 @@ def test_cli_cancel_exit_codes(sb: Sandbox, tmp_path: Path) -> None:
     assert too_late.returncode == EXIT_PARTIAL
     assert "cancelled 0 messages (3 were already cancelled)" in too_late.stdout
     assert "not cancelled: 1 already sent" in too_late.stdout
+
+
+def test_rows_of_a_range_index_and_a_busy_journal(
+    sb: Sandbox, client: MassivaClient, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.db"
+    planned = schedule(client, journal, frame().reset_index(drop=True))  # labels 0..3
+    picked = planned.iloc[[1, 3]]
+    assert mf.cancel(journal, rows=picked) == mf.CancelCounts(cancelled=2)
+    assert mf.cancel(journal, rows=[7, "1", 2.5]) == mf.CancelCounts()  # no such rows
+    with Journal(journal) as busy:
+        busy.lock()  # a dispatch under way
+        with pytest.raises(mf.JournalBusyError):
+            mf.cancel(journal, rows=[0])
+    states = mf.results_from_journal(journal)["state"].astype(str).tolist()
+    assert states == ["scheduled", "cancelled", "scheduled", "cancelled"]
