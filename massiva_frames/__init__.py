@@ -64,6 +64,8 @@ _EXPORTS: dict[str, str] = {
     "NotAJournalError": "massiva_frames.errors",
     "JournalUnavailableError": "massiva_frames.errors",
     "STATES": "massiva_frames.sending.results",
+    "CancelCounts": "massiva_frames.sending.cancelling",
+    "cancel": "massiva_frames.sending.cancelling",
     "dispatch": "massiva_frames.sending.campaign",
     "results_from_journal": "massiva_frames.sending.campaign",
     "send": "massiva_frames.sending.campaign",
@@ -144,6 +146,7 @@ if TYPE_CHECKING:
     from .receiving import CompactionStats, Receiver, compact, read_callbacks, receiver
     from .sandbox import Sandbox, sandbox
     from .sending.campaign import dispatch, results_from_journal, send
+    from .sending.cancelling import CancelCounts, cancel
     from .sending.results import STATES
     from .wire.client import MassivaClient
 

@@ -460,6 +460,7 @@ class TestDeliverySummary:
             "invalid",
             "suppressed",
             "scheduled",
+            "cancelled",
             "rejected",
             "unknown",
             "sent",

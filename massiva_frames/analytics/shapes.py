@@ -45,6 +45,7 @@ STATES: tuple[str, ...] = (
     "invalid",
     "suppressed",
     "scheduled",
+    "cancelled",
     "accepted",
     "rejected",
     "unknown",

@@ -76,6 +76,7 @@ _SUMMARY_COLUMNS = (
     "invalid",
     "suppressed",
     "scheduled",
+    "cancelled",
     "rejected",
     "unknown",
     "sent",
@@ -165,6 +166,7 @@ def _summary_table(
         "invalid": n["invalid"],
         "suppressed": n["suppressed"],
         "scheduled": n["scheduled"],
+        "cancelled": n["cancelled"],
         "rejected": n["rejected"],
         "unknown": n["unknown"],
         "sent": sent,
@@ -213,7 +215,8 @@ def delivery_summary(
     -------
     DataFrame
         One row per group (missing keys form their own group), with columns ``rows``,
-        ``invalid``, ``suppressed``, ``scheduled``, ``rejected``, ``unknown``, ``sent``
+        ``invalid``, ``suppressed``, ``scheduled``, ``cancelled`` (taken out by
+        ``cancel``, never sent), ``rejected``, ``unknown``, ``sent``
         (accepted by the provider: delivered + failed + pending), ``delivered``,
         ``failed``, ``pending`` (accepted, no final callback yet), ``delivery_rate`` =
         delivered / sent, ``failure_rate`` = failed / sent, ``pending_rate`` = pending /

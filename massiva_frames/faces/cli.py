@@ -45,7 +45,8 @@ exit codes (every command):
   3  done, but rows need a look: rows this run judged invalid for the first time, or
      rows it sent that came back rejected, in doubt (unknown) or could not be sent
      (connection failed, credits short with --allow-partial); validate: rows invalid;
-     demo: accepted messages without a delivery callback. Suppressed rows (duplicates,
+     demo: accepted messages without a delivery callback; cancel: matching rows already
+     sent or in doubt, so not cancelled. Suppressed rows (duplicates,
      opt-outs) and rows scheduled for later are by design and do not make it 3
   1  error: nothing more was done (one line on stderr: massiva-frames COMMAND: error: ...)
   2  usage: a wrong option, value or output file name
@@ -58,6 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("massiva_frames.faces.commands.validate", "validate a CSV/parquet file of phones"),
     "send": ("massiva_frames.faces.commands.send", "validate and send a CSV/parquet file"),
     "dispatch": ("massiva_frames.faces.commands.dispatch", "send what is due in a journal"),
+    "cancel": ("massiva_frames.faces.commands.cancel", "cancel scheduled rows of a journal"),
     "credits": ("massiva_frames.faces.commands.credits", "print the account's credits"),
     "receive": ("massiva_frames.faces.commands.receive", "serve the callback receiver"),
     "report": ("massiva_frames.faces.commands.report", "delivery report from results and logs"),

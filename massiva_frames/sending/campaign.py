@@ -18,6 +18,8 @@ for a failed request, the error)::
                 ``not_sent_authentication_failed``, ``not_sent_no_active_plan``,
                 ``not_sent_insufficient_credits``, ``not_sent_account_error``; and
                 ``run_stopped`` (its turn never came)
+    cancelled   taken out of the outbox by :func:`~massiva_frames.sending.cancelling.cancel`
+                before it was sent: ``cancelled``; never sent afterwards
     accepted    the provider accepted it (celular status 0): ``message_id``, ``sid``
     rejected    the provider refused it: ``provider_rejected`` (celular status 2, or a
                 status-0 answer without entries), ``missing_fields``, ``api_error``

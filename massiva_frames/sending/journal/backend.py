@@ -133,6 +133,16 @@ class JournalBackend(Protocol):
     def next_batch_number(self) -> int:
         """One more than the highest batch number ever used."""
 
+    def cancel_pending(
+        self,
+        *,
+        campaign: str | None,
+        before: int | None,
+        row_keys: Sequence[str] | None,
+        labels: Sequence[Any] | None,
+    ) -> dict[str, int]:
+        """Make the matching pending messages ``cancelled``; their states before, counted."""
+
     # -- the request loop --
 
     def record_fates(

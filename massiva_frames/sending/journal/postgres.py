@@ -185,6 +185,69 @@ class PostgresJournal(Claims):
                 "(REINDEX TABLE messages) or restore a copy of the journal."
             )
 
+    def cancel_pending(
+        self,
+        *,
+        campaign: str | None,
+        before: int | None,
+        row_keys: Sequence[str] | None,
+        labels: Sequence[Any] | None,
+    ) -> dict[str, int]:
+        """Make the pending messages that match every filter given ``cancelled`` (as on
+        SQLite); a message claimed by a worker or in a batch in flight is left as it is.
+        Returns the matching messages per state before the change (one transaction)."""
+        from ..results import encode_label
+
+        where: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if campaign is not None:
+            where.append("m.campaign = %s")
+            params.append(campaign)
+        if before is not None:
+            where.append("(m.send_at IS NULL OR m.send_at < %s)")
+            params.append(before)
+        if row_keys is not None:
+            where.append("m.row_key = ANY(%s)")
+            params.append(list(row_keys))
+        if labels is not None:
+            meta = self.get_meta("index") or {}
+            if meta.get("kind") == "range":
+                span = range(meta["start"], meta["stop"], meta["step"])
+                found = []
+                for value in labels:
+                    try:
+                        number = int(value)
+                    except (TypeError, ValueError):
+                        continue
+                    if number in span:
+                        found.append(span.index(number))
+                where.append(
+                    "m.row_key IN (SELECT r.row_key FROM rows AS r WHERE r.position = ANY(%s))"
+                )
+                params.append(found)
+            else:
+                where.append(
+                    "m.row_key IN (SELECT r.row_key FROM rows AS r WHERE r.label = ANY(%s))"
+                )
+                params.append([encode_label(v) for v in labels])
+        match = " AND ".join(where)
+
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            counts = conn.execute(
+                f"SELECT {effective_state('m')} AS s, COUNT(*) FROM messages AS m "
+                f"WHERE {match} GROUP BY s",
+                params,
+            ).fetchall()
+            conn.execute(
+                "UPDATE messages AS m SET state = 'cancelled', reason = 'cancelled' "
+                f"WHERE m.state = 'pending' AND m.claimed_by IS NULL "
+                f"AND m.id NOT IN ({FLYING_IDS}) AND {match}",
+                params,
+            )
+            return counts
+
+        return {str(state): int(n) for state, n in self._run(work, doing="cancelling")}
+
     # -- runs --
 
     def start_run(self, kind: str) -> int:
