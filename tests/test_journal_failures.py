@@ -176,6 +176,20 @@ def test_unreadable_records_and_a_damaged_header(sandbox_server: Sandbox, tmp_pa
     assert _sends(sandbox_server) == 1
 
 
+def test_labels_that_no_longer_parse_are_damage(sandbox_server: Sandbox, tmp_path: Path) -> None:
+    journal = tmp_path / "j.db"
+    labelled = DF.set_axis([f"cliente-{i}" for i in range(len(DF))])
+    with MassivaClient(sandbox_server.usuario, sandbox_server.clave, sandbox_server.base_url) as c:
+        send(labelled, client=c, text="text", journal=journal, progress=False)
+    assert list(results_from_journal(journal).index) == list(labelled.index)
+    con = sqlite3.connect(journal)
+    con.execute("UPDATE rows SET label = '\"clien' || char(1) || '\"' WHERE position = 3")
+    con.commit()
+    con.close()
+    with pytest.raises(JournalCorruptError, match="its rows cannot be read back"):
+        results_from_journal(journal)
+
+
 # --- not a journal, newer version ----------------------------------------------------------
 
 

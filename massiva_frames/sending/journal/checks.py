@@ -10,12 +10,15 @@ sync tool) would let a re-run add a message already sent, and send it again. So:
   messages' pages (``PRAGMA quick_check(messages)``), the key index holds as many
   entries as there are messages, and the batches that say which requests were under
   way can be read. Cheap enough for every run: it reads the pages once, in order, and
-  never looks a key up (``benchmarks/bench_journal_check.py`` measures it against
-  ``PRAGMA integrity_check``, which does, at 1M messages);
+  never looks a key up (measured at 1M messages, ``benchmarks/bench_journal_check.py``:
+  0.6 s of CPU, against 7 s for ``PRAGMA integrity_check(messages)``, which looks
+  every key up, and 16 s for what a send of those rows writes before its first
+  request);
 - :func:`check_added`, after messages are added and before they commit: none of them
   has the key of a message that was already in the journal. This is the decision
-  itself checked without the index (a scan of the older messages against the new keys),
-  so an index that no longer finds a key is caught before anything is sent.
+  itself checked without the index (a scan of the older messages against the new keys,
+  3.4 s of CPU for 1M new messages beside 1M older ones, nothing when either is
+  empty), so an index that no longer finds a key is caught before anything is sent.
 
 Each failure raises :class:`~massiva_frames.errors.JournalCorruptError` (or, for a file
 that is not a journal, :class:`~massiva_frames.errors.NotAJournalError`).

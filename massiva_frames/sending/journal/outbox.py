@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...errors import JournalError
 from ..results import ENCODINGS, decode_codes, range_index, rebuild_index, results_frame
 from . import checks
 from .backend import now_us
 from .connection import SQLiteConnection
+from .failures import corrupt
 from .schema import FLYING_IDS, MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, effective_state
 
 # Internal to the SQLite journal (massiva_frames.sending.journal.sqlite).
@@ -247,8 +249,18 @@ class Outbox(SQLiteConnection):
         """The results frame of the latest call, built from the journal alone.
 
         ``index`` replaces the labels decoded from the journal (``send`` passes the
-        input's own index).
+        input's own index). Rows that cannot be decoded (damage SQLite cannot see: a
+        label or index description that no longer parses) raise
+        :class:`~massiva_frames.errors.JournalCorruptError`.
         """
+        try:
+            return self._results(index)
+        except JournalError:
+            raise
+        except ValueError as exc:  # JSON, UTF-8, labels that do not match the rows
+            raise corrupt(self.label, f"its rows cannot be read back: {exc}") from exc
+
+    def _results(self, index: pd.Index | None) -> pd.DataFrame:
         columns = self._columns(RESULTS_SQL)
         n = len(columns["segments"])
         codes, other = columns.pop("encoding"), columns.pop("encoding_other")
