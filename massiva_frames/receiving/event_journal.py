@@ -249,8 +249,7 @@ class DurableLog:
         max_batch: int = 2000,
         wait_timeout: float = 30.0,
     ) -> None:
-        path = journal_path(logdir)
-        make_dirs(path.parent)
+        make_dirs(Path(logdir) / "_journal")
         self.instance, self._owner = claim(logdir, instance, timeout=claim_timeout)
         #: this instance's journal file
         self.path = journal_path(logdir, self.instance)
