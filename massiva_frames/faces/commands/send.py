@@ -290,8 +290,9 @@ def _earlier_results(journal: str | None) -> pd.DataFrame | None:
 
     from ...errors import MassivaError
     from ...sending.campaign import results_from_journal
+    from ...sending.journal.postgres_url import is_postgres_url
 
-    if journal is None or not os.path.exists(journal):
+    if journal is None or not (is_postgres_url(journal) or os.path.exists(journal)):
         return None
     try:
         return results_from_journal(journal)
@@ -349,6 +350,7 @@ def run(args: argparse.Namespace) -> int:
         return error("send", exc, EXIT_USAGE)
 
     from ...sending.campaign import send
+    from ...sending.journal.postgres_url import is_postgres_url
     from ..cli import failure_errors
     from ..inputs import note_input, read_input, read_phone_list, require_columns
     from ..outputs import check_output, remove_journal, temporary_journal, write_table
@@ -358,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
     errors = failure_errors()
     try:
         check_output(out, "--out")
-        if args.journal:
+        if args.journal and not is_postgres_url(args.journal):  # a URL is no file path
             check_output(args.journal, "--journal")
         loaded = read_input(args.input, encoding=args.encoding, sep=args.sep, sheet=args.sheet)
         note_input("send", loaded)
