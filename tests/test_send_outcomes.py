@@ -96,7 +96,7 @@ IN_DOUBT = [
     (HTTPStatusError("HTTP 404", http_status=404), "in_doubt_http_status"),
     (AmbiguousSendError("read timed out"), "in_doubt_no_response"),
     (ProtocolError("not XML", http_status=200, excerpt="<html>"), "in_doubt_bad_response"),
-    (ResponseMismatchError("3 entries for 2 phones"), "in_doubt_bad_response"),
+    (ResponseMismatchError("3 entries for 2 phones"), "in_doubt_inconsistent"),
     (TransportError("something else in the transport"), "in_doubt_error"),
     (RuntimeError("a bug anywhere"), "in_doubt_error"),
     (KeyboardInterrupt(), "in_doubt_error"),
