@@ -176,8 +176,16 @@ def test_outcomes_recovery_and_requeue_read_alike_on_both(journal_at: JournalAt)
         journal.record_outcome(
             number,
             [
-                (ids[0], "accepted", None, 11, "s-a", "Envio Exitoso", 1_700_000_000_500_000),
-                (ids[1], "rejected", "provider_rejected", 12, None, "Envio Exitoso", 1),
+                (
+                    ids[0],
+                    "accepted",
+                    None,
+                    11,
+                    's,"a\\{b} ñ',
+                    "Envio 'Exitoso'",
+                    1_700_000_000_500_000,
+                ),
+                (ids[1], "rejected", "provider_rejected", 12, "NULL", "Envio Exitoso", 1),
                 (ids[2], "pending", "not_sent_connect_failed", None, None, "x", None),
             ],
             batch_state="done",
@@ -191,6 +199,8 @@ def test_outcomes_recovery_and_requeue_read_alike_on_both(journal_at: JournalAt)
         "-", "provider_rejected", "not_sent_connect_failed", "in_doubt_process_stopped",
     ]  # fmt: skip
     assert results.loc[0, "message_id"] == 11 and pd.isna(results.loc[2, "batch"])
+    assert list(results["sid"].iloc[:2]) == ['s,"a\\{b} ñ', "NULL"]  # as given
+    assert results.loc[0, "api_message"] == "Envio 'Exitoso'"
     with _open(journal_at) as journal:
         assert journal.recover() == 1 and journal.recover() == 0
         assert journal.counts() == {"accepted": 1, "rejected": 1, "pending": 1, "unknown": 1}
