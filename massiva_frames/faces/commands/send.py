@@ -41,7 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, metavar="FILE", help="results file (.parquet or .csv)"
     )
-    parser.add_argument("--journal", metavar="PATH", help="SQLite journal (idempotent re-runs)")
+    parser.add_argument(
+        "--journal",
+        metavar="PATH|URL",
+        help="journal for idempotent re-runs: a SQLite file or a postgresql:// URL "
+        "(default: $MASSIVA_JOURNAL)",
+    )
     parser.add_argument("--campaign", metavar="NAME", help="campaign name (part of row keys)")
     parser.add_argument("--key", metavar="COL", help="column of stable row keys")
     parser.add_argument("--dry-run", action="store_true", help="validate and plan; send nothing")

@@ -10,7 +10,8 @@ by ``(row_key, part)`` across every run. What sharing adds (claims, leases, reco
 a dead worker's batches) is :mod:`.postgres_claims`; connecting, versions and getting
 the connection back are :mod:`.postgres_connection`; the SQL is :mod:`.postgres_schema`;
 the URL and its parameters (``schema``, ``lease``, ``reconnect``) are
-:mod:`.postgres_url`.
+:mod:`.postgres_url`. :func:`copy_journal` copies a journal between a SQLite file and a
+PostgreSQL URL, either way (the tables: :mod:`.transfer`).
 """
 
 from __future__ import annotations
