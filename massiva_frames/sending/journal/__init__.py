@@ -11,7 +11,8 @@
   workers (``postgresql://`` URLs), and copies between journals; beside it
   :mod:`.postgres_url` (the URL and its parameters), :mod:`.postgres_connection`
   (connecting, versions, transactions, reconnecting), :mod:`.postgres_claims` (workers,
-  leases, claims, recovery) and :mod:`.postgres_schema` (its tables and SQL);
+  leases, claims, recovery), :mod:`.postgres_outbox` (rows, messages, results) and
+  :mod:`.postgres_schema` (its tables and SQL);
 - :mod:`.transfer` -- copying every table between the two backends.
 """
 
