@@ -322,14 +322,14 @@ def _holder(url: str, pause: float) -> subprocess.Popen[str]:
 def test_a_frozen_workers_batch_becomes_unknown_when_its_lease_expires(
     pg_server: Cluster, pg_url: str
 ) -> None:
-    url = pg_url + "&lease=2"
+    url = pg_url + "&lease=4"
     proc = _holder(url, 0.5)
     os.kill(proc.pid, signal.SIGSTOP)  # alive (its session holds its lock), renewing nothing
     try:
         with PostgresJournal(url) as journal:
             assert journal.recover() == 0  # the lease still holds
             assert journal.counts() == {"inflight": 1, "pending": 2}
-            time.sleep(3)
+            time.sleep(5)
             assert journal.recover() == 1  # expired: in doubt, never resent
             assert journal.counts() == {"unknown": 1, "pending": 2}
             journal.lock()
