@@ -159,7 +159,7 @@ class PostgresOutbox(Claims):
 
         When none of them is there yet (the common case: a first send, or new rows), one
         COPY straight into the outbox; otherwise (a re-run) through a temporary table and
-        ``INSERT ... ON CONFLICT DO NOTHING`` (measured: ~40% less time for new messages).
+        ``INSERT ... ON CONFLICT DO NOTHING`` (measured: ~35% less time for new messages).
         """
         given = [(*r, "pending", created, self.worker) for r in records]
         columns = "id, row_key, part, phone, text, campaign, send_at, state, created_at, claimed_by"
