@@ -85,9 +85,23 @@ def _psycopg_available() -> bool:
     return True
 
 
+def _runs_as_postgres() -> bool:
+    """As root, the server runs as the ``postgres`` user: it must exist."""
+    if os.geteuid() != 0:
+        return True
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    return shutil.which("runuser") is not None
+
+
 def available() -> bool:
-    """Whether a throwaway cluster can run here (server binaries and psycopg)."""
-    return find_bindir() is not None and _psycopg_available()
+    """Whether a throwaway cluster can run here (server binaries, psycopg, and as root
+    a ``postgres`` user to run the server as)."""
+    return find_bindir() is not None and _psycopg_available() and _runs_as_postgres()
 
 
 def _free_port() -> int:

@@ -128,9 +128,10 @@ def test_forward_migrations_run_in_order_once(
 
 
 def test_a_missing_journal_is_not_created_by_reading_it(pg_server: Cluster, pg_url: str) -> None:
-    with pytest.raises(InputError, match="journal not found") as info:
-        results_from_journal(pg_url)
-    assert clean(str(info.value))
+    for call in (lambda: results_from_journal(pg_url), lambda: dispatch(pg_url)):
+        with pytest.raises(InputError, match="journal not found") as info:
+            call()
+        assert clean(str(info.value)) and "(schema t_" in str(info.value)
     schema = Location.parse(pg_url).schema
     assert _sql(pg_server, "SELECT to_regnamespace(%s)", (schema,)) == [(None,)]
 
@@ -176,8 +177,16 @@ def test_outcomes_recovery_and_requeue_read_alike_on_both(journal_at: JournalAt)
         journal.record_outcome(
             number,
             [
-                (ids[0], "accepted", None, 11, "s-a", "Envio Exitoso", 1_700_000_000_500_000),
-                (ids[1], "rejected", "provider_rejected", 12, None, "Envio Exitoso", 1),
+                (
+                    ids[0],
+                    "accepted",
+                    None,
+                    11,
+                    's,"a\\{b} ñ',
+                    "Envio 'Exitoso'",
+                    1_700_000_000_500_000,
+                ),
+                (ids[1], "rejected", "provider_rejected", 12, "NULL", "Envio Exitoso", 1),
                 (ids[2], "pending", "not_sent_connect_failed", None, None, "x", None),
             ],
             batch_state="done",
@@ -191,6 +200,8 @@ def test_outcomes_recovery_and_requeue_read_alike_on_both(journal_at: JournalAt)
         "-", "provider_rejected", "not_sent_connect_failed", "in_doubt_process_stopped",
     ]  # fmt: skip
     assert results.loc[0, "message_id"] == 11 and pd.isna(results.loc[2, "batch"])
+    assert list(results["sid"].iloc[:2]) == ['s,"a\\{b} ñ', "NULL"]  # as given
+    assert results.loc[0, "api_message"] == "Envio 'Exitoso'"
     with _open(journal_at) as journal:
         assert journal.recover() == 1 and journal.recover() == 0
         assert journal.counts() == {"accepted": 1, "rejected": 1, "pending": 1, "unknown": 1}
@@ -311,14 +322,14 @@ def _holder(url: str, pause: float) -> subprocess.Popen[str]:
 def test_a_frozen_workers_batch_becomes_unknown_when_its_lease_expires(
     pg_server: Cluster, pg_url: str
 ) -> None:
-    url = pg_url + "&lease=2"
+    url = pg_url + "&lease=4"
     proc = _holder(url, 0.5)
     os.kill(proc.pid, signal.SIGSTOP)  # alive (its session holds its lock), renewing nothing
     try:
         with PostgresJournal(url) as journal:
             assert journal.recover() == 0  # the lease still holds
             assert journal.counts() == {"inflight": 1, "pending": 2}
-            time.sleep(3)
+            time.sleep(5)
             assert journal.recover() == 1  # expired: in doubt, never resent
             assert journal.counts() == {"unknown": 1, "pending": 2}
             journal.lock()

@@ -358,7 +358,11 @@ def dispatch(
     >>> results = dispatch("sends.db")  # doctest: +SKIP
     >>> results.attrs["send"]["requests"]  # doctest: +SKIP
     """
-    if not is_postgres_url(journal) and not os.path.exists(journal):
+    if is_postgres_url(journal):
+        from .journal.postgres import require_journal
+
+        require_journal(str(journal))
+    elif not os.path.exists(journal):
         raise InputError(f"journal not found: {os.fspath(journal)}")
     own_client = client is None
     jr = _open(journal, dry_run=False)

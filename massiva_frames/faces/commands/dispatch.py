@@ -12,6 +12,7 @@ file has the send's ``input_line`` column when the send came from the command li
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -24,7 +25,14 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``dispatch`` options to ``parser``."""
-    parser.add_argument("--journal", required=True, metavar="PATH", help="the send journal")
+    default = os.environ.get("MASSIVA_JOURNAL") or None
+    parser.add_argument(
+        "--journal",
+        required=default is None,
+        default=default,
+        metavar="PATH|URL",
+        help="the send journal: a SQLite file or a postgresql:// URL (default: $MASSIVA_JOURNAL)",
+    )
     parser.add_argument(
         "--out", metavar="FILE", help="write the journal's results (.parquet or .csv)"
     )

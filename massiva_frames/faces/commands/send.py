@@ -18,6 +18,7 @@ run judged invalid for the first time, or sent and saw rejected, in doubt or not
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,9 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--journal",
-        metavar="PATH",
-        help="SQLite journal: re-runs never send a row twice (default: a temporary one "
-        "next to --out, deleted once the results are written)",
+        metavar="PATH|URL",
+        default=os.environ.get("MASSIVA_JOURNAL") or None,
+        help="journal, so that re-runs never send a row twice: a SQLite file or a "
+        "postgresql:// URL (default: $MASSIVA_JOURNAL, else a temporary SQLite file next "
+        "to --out, deleted once the results are written)",
     )
     parser.add_argument("--campaign", metavar="NAME", help="campaign name (part of row keys)")
     parser.add_argument(

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import psycopg
 
 # Internal to the PostgreSQL journal (massiva_frames.sending.journal.postgres).
-__all__ = ["Claims", "bigints"]
+__all__ = ["Claims", "bigints", "texts"]
 
 logger = logging.getLogger("massiva_frames.sending.campaign")
 
@@ -136,10 +136,19 @@ RETURNING number
 """
 
 
-def bigints(values: Iterable[Any]) -> str:
-    """A ``bigint[]`` literal, cast by the statement (cheaper than a list, adapted element
-    by element)."""
-    return "{" + ",".join(str(int(v)) for v in values) + "}"
+def bigints(values: Iterable[int | None]) -> str:
+    """A ``bigint[]`` literal (``{1,NULL,3}``), cast by the statement: cheaper to send than
+    a list, which psycopg adapts element by element."""
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
+def texts(values: Iterable[str | None]) -> str:
+    """A ``text[]`` literal (``{"a","b",NULL}``), each element quoted and escaped."""
+    quoted = (
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values
+    )
+    return "{" + ",".join(quoted) + "}"
 
 
 class Heartbeat:
@@ -408,18 +417,23 @@ class Claims(PostgresConnection):
             return
         batches = [(int(n), [int(i) for i in ids], str(m), int(at)) for n, ids, m, at in launched]
         numbers = [b[0] for b in batches]
-        rows = conn.execute(
-            _LAUNCH if self.worker is not None else _LAUNCH_UNCLAIMED,
-            {
-                "me": self.worker,
-                "lease": int(self.location.lease * 1_000_000),
-                "all": bigints(i for b in batches for i in b[1]),
-                "numbers": bigints(numbers),
-                "methods": [b[2] for b in batches],
-                "ats": bigints(b[3] for b in batches),
-                "ids": [bigints(b[1]) for b in batches],
-            },
-        ).fetchall()
+        # The values inline, as for a turn's outcomes (postgres._ANSWER).
+        rows = (
+            self._pg.ClientCursor(conn)
+            .execute(
+                _LAUNCH if self.worker is not None else _LAUNCH_UNCLAIMED,
+                {
+                    "me": self.worker,
+                    "lease": int(self.location.lease * 1_000_000),
+                    "all": bigints(i for b in batches for i in b[1]),
+                    "numbers": bigints(numbers),
+                    "methods": [b[2] for b in batches],
+                    "ats": bigints(b[3] for b in batches),
+                    "ids": [bigints(b[1]) for b in batches],
+                },
+            )
+            .fetchall()
+        )
         if len(rows) == len(batches):
             return
         # Nothing written: a lease taken over, claims lost, or (run again) written before.
