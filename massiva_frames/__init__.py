@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "TransportError": "massiva_frames.errors",
     "URLTooLongError": "massiva_frames.errors",
     # preparation
-    "Reason": "massiva_frames.prepare.validation",
+    "Reason": "massiva_frames.prepare.reasons",
     "failure_cases": "massiva_frames.prepare.validation",
     "validate": "massiva_frames.prepare.validation",
     "validation_summary": "massiva_frames.prepare.validation",
@@ -56,7 +56,16 @@ _EXPORTS: dict[str, str] = {
     "plan_batches": "massiva_frames.prepare.batching",
     # sending
     "JournalBusyError": "massiva_frames.errors",
+    "JournalCorruptError": "massiva_frames.errors",
+    "JournalError": "massiva_frames.errors",
+    "JournalFullError": "massiva_frames.errors",
+    "JournalReadOnlyError": "massiva_frames.errors",
+    "JournalVersionError": "massiva_frames.errors",
+    "NotAJournalError": "massiva_frames.errors",
+    "JournalUnavailableError": "massiva_frames.errors",
     "STATES": "massiva_frames.sending.results",
+    "CancelCounts": "massiva_frames.sending.cancelling",
+    "cancel": "massiva_frames.sending.cancelling",
     "dispatch": "massiva_frames.sending.campaign",
     "results_from_journal": "massiva_frames.sending.campaign",
     "send": "massiva_frames.sending.campaign",
@@ -109,9 +118,16 @@ if TYPE_CHECKING:
         InputError,
         InsufficientCreditsError,
         JournalBusyError,
+        JournalCorruptError,
+        JournalError,
+        JournalFullError,
+        JournalReadOnlyError,
+        JournalUnavailableError,
+        JournalVersionError,
         MassivaError,
         MissingFieldsError,
         NoActivePlanError,
+        NotAJournalError,
         NothingSentError,
         ProtocolError,
         RateLimitedError,
@@ -124,11 +140,13 @@ if TYPE_CHECKING:
     from .prepare.batching import Batch, iter_batches, plan_batches
     from .prepare.lower_bound import minimum_requests
     from .prepare.phones import normalize_phones
+    from .prepare.reasons import Reason
     from .prepare.texts import segment_count, split_text, transliterate
-    from .prepare.validation import Reason, failure_cases, validate, validation_summary
+    from .prepare.validation import failure_cases, validate, validation_summary
     from .receiving import CompactionStats, Receiver, compact, read_callbacks, receiver
     from .sandbox import Sandbox, sandbox
     from .sending.campaign import dispatch, results_from_journal, send
+    from .sending.cancelling import CancelCounts, cancel
     from .sending.results import STATES
     from .wire.client import MassivaClient
 

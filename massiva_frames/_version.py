@@ -1,5 +1,5 @@
 """The package's version, in one place (read by ``pyproject.toml`` and the HTTP client)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]

@@ -18,8 +18,15 @@
     ├── ProtocolError               the body is not the expected XML (also "may have reached")
     │   └── ResponseMismatchError   the <celular> entries do not match the request
     ├── URLTooLongError             a GET request would exceed 2048 characters
-    └── InputError                  a wrong argument (missing column, empty frame, ...)
-        └── JournalBusyError        another process is sending from the same journal
+    ├── InputError                  a wrong argument (missing column, empty frame, ...)
+    └── JournalError                the send journal cannot be used; nothing more was sent
+        ├── JournalBusyError        another process is sending from it (also InputError)
+        ├── JournalFullError        its disk is full
+        ├── JournalReadOnlyError    its file, folder or file system cannot be written
+        ├── JournalCorruptError     damaged: restore a copy or rebuild from the provider
+        ├── NotAJournalError        the file is not a massiva-frames journal (also InputError)
+        ├── JournalVersionError     written by a newer massiva-frames (also InputError)
+        └── JournalUnavailableError its database (PostgreSQL) cannot be reached or went away
 
 Every exception's message is built from masked values: a password handed to the client
 never appears in ``str()``, ``repr()`` or ``args`` of any of these.
@@ -39,9 +46,16 @@ __all__ = [
     "InputError",
     "InsufficientCreditsError",
     "JournalBusyError",
+    "JournalCorruptError",
+    "JournalError",
+    "JournalFullError",
+    "JournalReadOnlyError",
+    "JournalVersionError",
+    "JournalUnavailableError",
     "MassivaError",
     "MissingFieldsError",
     "NoActivePlanError",
+    "NotAJournalError",
     "NothingSentError",
     "ProtocolError",
     "RateLimitedError",
@@ -269,7 +283,11 @@ class ProtocolError(MassivaError):
 
 
 class ResponseMismatchError(ProtocolError):
-    """The response's ``celular`` entries do not match the phones of the request."""
+    """The response's ``celular`` entries do not match the request or contradict each other.
+
+    Entries sharing an id, a negative or non-numeric id, or an overall ``status`` that
+    disagrees with the entries (docs/protocol.md §1): which messages went out is unknown.
+    """
 
 
 class URLTooLongError(MassivaError, ValueError):
@@ -283,5 +301,52 @@ class InputError(MassivaError, ValueError):
     """A wrong argument: a missing column, an unknown template field, an empty frame..."""
 
 
-class JournalBusyError(InputError):
-    """Another process is sending from the same journal right now."""
+class JournalError(MassivaError):
+    """The send journal cannot be used; the message says why and what to do.
+
+    A send or dispatch that meets one stops before its next request: what the journal
+    recorded is kept, and messages whose answer could not be recorded read ``unknown``
+    on the next run (never resent). ``path`` is the journal's path as given.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class JournalBusyError(JournalError, InputError):
+    """Another process is sending from the same journal right now (or holds it locked)."""
+
+
+class JournalFullError(JournalError):
+    """The disk (or quota) holding the journal is full: the journal could not be written."""
+
+
+class JournalReadOnlyError(JournalError):
+    """The journal's file, its folder or its file system cannot be written."""
+
+
+class JournalCorruptError(JournalError):
+    """The journal is damaged: it can no longer say which messages were sent.
+
+    Nothing is sent from a damaged journal. Restore a copy of the journal from before
+    the damage, or rebuild what was sent from the provider's records; never start over
+    with a new journal (every row would be sent again).
+    """
+
+
+class NotAJournalError(JournalError, InputError):
+    """The file is not a massiva-frames journal (another program's database or file)."""
+
+
+class JournalVersionError(JournalError, InputError):
+    """The journal was written by a newer massiva-frames: upgrade to use it."""
+
+
+class JournalUnavailableError(JournalError):
+    """The journal's database cannot be reached, or went away during a run.
+
+    A send or dispatch that meets it stops: what was answered before is kept in the
+    journal, requests under way are in doubt (``unknown``). The message names the
+    database (host, port, database, schema), never the password.
+    """

@@ -1,8 +1,12 @@
 """Shared fixtures: a fresh sandbox server, a callback sink, a scripted server, a free port,
-a way to hold a callback journal's commits, and the engines (one local Spark session and
-one Dask ``LocalCluster`` for the whole test session).
+a way to hold a callback journal's commits, :func:`require_or_skip` for tests of optional
+tools (nginx, Chromium, PostgreSQL, Java, Dask, ...), and the engines (one local Spark
+session and one Dask ``LocalCluster`` for the whole test session).
 
-Every server here listens on 127.0.0.1 only and is stopped when the test ends.
+Every server here listens on 127.0.0.1 only and is stopped when the test ends. A
+throwaway PostgreSQL cluster (``pg_server``, ``pg_url``) comes from ``pg_server.py``;
+:func:`require_or_skip` is how a test needs a program the machine may lack (Chromium,
+nginx, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -21,8 +25,38 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from pg_server import journal_at, pg_server, pg_url  # noqa: F401 - fixtures
 
 from massiva_frames.sandbox import Sandbox, sandbox
+
+
+def require_or_skip(name: str, available: bool, how: str) -> None:
+    """Skip the calling test when ``name`` is missing, or fail it when ``name`` is required.
+
+    A plain ``python -m pytest`` on a machine without the program reports a skip that says
+    how to get it; ``MASSIVA_REQUIRE_<NAME>=1`` (``.ci/run`` sets it after installing the
+    program) turns that skip into a failure, so a missing install step cannot pass as a skip.
+
+    Parameters
+    ----------
+    name : str
+        Short name of what is needed, e.g. ``"browser"``; upper-cased for the variable.
+    available : bool
+        Whether it is there.
+    how : str
+        How to get it, e.g. ``"apt-get install chromium"``.
+
+    Examples
+    --------
+    >>> require_or_skip("browser", Path("/usr/bin/chromium").exists(), "apt-get install chromium")
+    """
+    if available:
+        return
+    variable = f"MASSIVA_REQUIRE_{name.upper()}"
+    message = f"{name} is not available; to run this test: {how}"
+    if os.environ.get(variable, "").strip() not in ("", "0"):
+        pytest.fail(f"{message} ({variable} is set, so this is a failure)", pytrace=False)
+    pytest.skip(f"{message} (set {variable}=1 to make its absence a failure)")
 
 
 @pytest.fixture
@@ -230,17 +264,6 @@ def hold_commits() -> Iterator[Callable[[Any], HeldConnection]]:
     yield hold
     for connection in held:
         connection.release.set()
-
-
-def require_or_skip(name: str, available: bool, how: str) -> None:
-    """Skip the test when ``name`` is missing, saying how to install it; with
-    ``MASSIVA_REQUIRE_<NAME>=1`` in the environment (CI), fail instead."""
-    if available:
-        return
-    reason = f"{name} is not available: {how}"
-    if os.environ.get(f"MASSIVA_REQUIRE_{name.upper()}") == "1":
-        pytest.fail(f"{reason} (MASSIVA_REQUIRE_{name.upper()}=1)")
-    pytest.skip(reason)
 
 
 SPARK_HOW = "pip install 'massiva-frames[spark]' and apt-get install openjdk-17-jre-headless"

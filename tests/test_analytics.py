@@ -446,7 +446,8 @@ class TestDeliverySummary:
         assert movistar["delivered"] == 2 and movistar["pending"] == 1
         assert movistar["unknown"] == 1
         assert movistar["delivery_rate"] == pytest.approx(2 / 3)
-        assert movistar["median_latency_s"] == pytest.approx(7.0)
+        # latencies 4 s and 10 s: the median is an observed one, the smaller
+        assert movistar["median_latency_s"] == 4.0
         assert table.loc["Digitel", "failure_rate"] == 1.0
         assert table.loc["Movilnet", "rejected"] == 1
         assert np.isnan(table.loc["(none)", "delivery_rate"])
@@ -459,6 +460,7 @@ class TestDeliverySummary:
             "invalid",
             "suppressed",
             "scheduled",
+            "cancelled",
             "rejected",
             "unknown",
             "sent",
@@ -475,7 +477,7 @@ class TestDeliverySummary:
         assert total["rows"] == 8 and total["sent"] == 5
         assert total["delivered"] == 2 and total["failed"] == 1 and total["pending"] == 2
         assert total["delivery_rate"] == pytest.approx(0.4)
-        assert total["p90_latency_s"] == pytest.approx(9.4)
+        assert total["p90_latency_s"] == 10.0  # observed, not 9.4 interpolated
         counts = table.drop(index="total")[["rows", "sent", "delivered"]].sum()
         assert counts.tolist() == [8, 5, 2]
 
@@ -753,7 +755,10 @@ class TestPlots:
         (ax,) = fig.axes
         assert ax.get_title() == "Delivery by operator"
         labels = [t.get_text() for t in ax.get_yticklabels()]
-        assert sorted(labels) == ["Digitel", "Movilnet", "Movistar"]
+        frame = delivered_frame()
+        counts = operator_of(frame["phone"]).value_counts().loc[lambda n: n > 0]
+        assert sorted(labels) == sorted(f"{name} ({counts[name]})" for name in counts.index)
+        assert labels[-1].startswith("Movistar")  # the first operator on top
         assert [t.get_text() for t in ax.get_legend().get_texts()] == [
             "delivered",
             "failed",
@@ -763,7 +768,7 @@ class TestPlots:
         # the rate labels are the delivery rates of the summary
         table = delivery_summary(delivered_frame(), by="operator")
         rates = sorted(t.get_text().strip() for t in ax.texts)
-        assert rates == sorted(f"{r:.0%}" for r in table["delivery_rate"])
+        assert rates == sorted(f"{r:.0%} delivered" for r in table["delivery_rate"])
 
     def test_by_operator_normalized(self) -> None:
         fig = plots.plot_delivery_by_operator(delivered_frame(), normalize=True)
@@ -796,14 +801,14 @@ class TestPlots:
         fig = plots.plot_deliveries_over_time(frame, freq="5min")
         (ax,) = fig.axes
         assert ax.get_title() == "Deliveries over time"
-        assert ax.get_xlabel() == "time (America/Caracas)"
-        assert ax.get_ylabel() == "messages per 5min"
+        assert ax.get_xlabel() == "time (America/Caracas, UTC-04:00)"
+        assert ax.get_ylabel() == "messages per 5 minutes"
         lines = {line.get_label(): line for line in ax.lines}
         assert set(lines) == {"sent", "delivered", "failed"}
         # every sent message is counted once (the last point repeats the last bin)
         assert lines["sent"].get_ydata()[:-1].sum() == 300
         assert lines["delivered"].get_ydata()[:-1].sum() == (frame["state"] == "delivered").sum()
-        # the first bin starts at 10:00 Caracas time
+        # the first bin starts at 10:00 Caracas time (the axis holds its wall-clock times)
         first = matplotlib.dates.num2date(ax.get_lines()[0].get_xdata(orig=False)[0])
         assert (first.hour, first.minute) == (10, 0)
         cumulative = plots.plot_deliveries_over_time(frame, cumulative=True).axes[0]

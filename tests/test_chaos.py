@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ from chaos_scenarios import (  # noqa: E402
     figures,
     harness,
     leaks,
+    postgres,
     provider,
     receiver,
+    receivers,
     scanning,
     sender,
     suite,
@@ -129,6 +132,30 @@ def test_killed_receiver(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_receivers_on_one_directory(tmp_path: Path) -> None:
+    fig = receivers.scenario_shared_receivers(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.evidence["kills"] == QUICK.receivers_kills
+    assert fig.evidence["acknowledged"] > 200 and fig.evidence["sandbox_acknowledged"] > 0
+    assert fig.evidence["least_forwarded"] > 0  # every instance served
+    assert fig.evidence["adoptions"] > 0  # a dead instance's rows compacted by another
+    assert fig.sent_once == fig.evidence["acknowledged"]
+    assert fig.evidence["stored_rows"] == fig.evidence["stored_keys"] >= fig.sent_once
+
+
+def test_postgres_dispatchers(tmp_path: Path) -> None:
+    from conftest import require_or_skip
+    from pg_server import INSTALL, available
+
+    require_or_skip("postgres", available(), INSTALL)
+    fig = postgres.scenario_postgres(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.evidence["kills"] == QUICK.postgres_kills and fig.evidence["restarts"] == 1
+    assert fig.tried == QUICK.postgres_rows and fig.sent_once > 0
+    assert fig.sent_once + (fig.unknown or 0) == QUICK.postgres_rows  # every row final
+
+
+@pytest.mark.slow
 def test_bad_dataframes() -> None:
     fig = bad_frames.fuzz_frames(QUICK.frame_examples)
     _assert_clean(fig)
@@ -178,7 +205,9 @@ def test_the_command_runs_as_a_script() -> None:
     command = [sys.executable, str(BENCHMARKS / "chaos.py"), "--help"]
     done = subprocess.run(command, capture_output=True, text=True, cwd="/", timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "{input,provider,receiver,secrets,sender}" in done.stdout
+    scenarios = "{disk,flood,input,journal,postgres,provider,receiver,receivers,"
+    scenarios += "secrets,sender,trickle}"
+    assert scenarios in done.stdout
     assert suite.DESCRIPTION.split(":")[0] in done.stdout
     refused = subprocess.run([*command[:2], "--scenario", "nope"], capture_output=True,
                              text=True, cwd="/", timeout=60)  # fmt: skip
@@ -257,7 +286,9 @@ def test_a_half_built_client_has_a_repr() -> None:
 
 
 def test_send_at_column_with_a_repeated_index_label() -> None:
-    # The results keep the input's index, repeated labels included (df.join works).
+    # A repeated label would make df.join(results) multiply rows: refused, naming it;
+    # with unique labels the results keep the input's index.
+    from massiva_frames.errors import InputError
     from massiva_frames.sending.campaign import send
 
     df = pd.DataFrame(
@@ -265,6 +296,21 @@ def test_send_at_column_with_a_repeated_index_label() -> None:
          "cuando": ["2999-01-01 10:00", "2999-01-02 10:00"]},
         index=[7, 7],
     )  # fmt: skip
+    with pytest.raises(InputError, match=r"repeats labels \(7\)"):
+        send(df, text="text", send_at="cuando", dry_run=True, progress=False)
+    df.index = pd.Index([7, 3])
     results = send(df, text="text", send_at="cuando", dry_run=True, progress=False)
-    assert list(results.index) == [7, 7]
+    assert list(results.index) == [7, 3]
     assert (results["state"] == "scheduled").all() and results["reason"].notna().all()
+
+
+@pytest.mark.slow
+def test_hardening_scenarios_in_the_table(tmp_path: Path) -> None:
+    """The trickling provider and the journal fuzz run as rows of the suite's table."""
+    rows = suite.run_scenarios(["trickle", "journal"], replace(QUICK, journal_trials=20))
+    assert [f.scenario for f in rows] == ["provider trickling headers", "journal fuzz"]
+    for fig in rows:
+        assert fig.failing() == [], figures.format_table([fig])
+        assert fig.tried > 0
+    trickle = rows[0]
+    assert trickle.unknown == trickle.tried and trickle.duplicated == 0

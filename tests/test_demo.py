@@ -105,4 +105,4 @@ def test_demo_rejects_a_bad_row_count(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "--rows" in proc.stdout
+    assert "--rows" in proc.stderr

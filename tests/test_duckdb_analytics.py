@@ -156,6 +156,29 @@ def plain(frame: pd.DataFrame) -> pd.DataFrame:
     return out.where(frame.reset_index(drop=True).notna(), None)
 
 
+def test_write_attached_reads_our_clock_at_the_stamps_resolution(
+    logdir: Path, tmp_path: Path
+) -> None:
+    """sent_at with microseconds (our clock) against whole-second provider stamps: DuckDB
+    floors it to the second as attach_delivery does, and says the resolution."""
+    results = results_frame()
+    jitter = np.random.default_rng(7).integers(0, 1_000_000, len(results))
+    results["sent_at"] = results["sent_at"] + pd.to_timedelta(jitter, unit="us")
+    source = tmp_path / "results.parquet"
+    results.to_parquet(source)
+    out = tmp_path / "attached.parquet"
+    stats = write_attached(source, logdir, out, threads=1)
+    expected = attach_delivery(pd.read_parquet(source), logdir, engine="pandas")
+    got = pd.read_parquet(out)
+    pd.testing.assert_series_equal(
+        got["latency"].reset_index(drop=True), expected["latency"].reset_index(drop=True)
+    )
+    assert stats["latency_resolution_s"] == expected.attrs["delivery"]["latency_resolution_s"]
+    assert stats["latency_resolution_s"] == 1.0
+    whole = got["latency"].dropna()
+    assert len(whole) and (whole % pd.Timedelta(seconds=1) == pd.Timedelta(0)).all()
+
+
 def test_write_attached_parquet_to_parquet(logdir: Path, tmp_path: Path) -> None:
     results = results_frame()
     source = tmp_path / "results.parquet"

@@ -125,7 +125,19 @@ CORPUS: list[tuple[Any, str | None, str | None]] = [
     ("04221234567", None, "phone_unknown_operator"),
     ("08001234567", None, "phone_unknown_operator"),
     ("584181234567", None, "phone_unknown_operator"),
-    # other countries through phonenumbers
+    # other countries (allow_international=False by default): a valid one is refused as
+    # international, an invalid one keeps its own reason
+    ("+1 305 555 1234", None, "phone_international"),
+    ("+57 300 123 4567", None, "phone_international"),
+    ("0044 7911 123456", None, "phone_international"),
+    ("+49 1512 3456789", None, "phone_international"),
+    ("+41 44 668 1800", None, "phone_landline"),
+    ("+999 1234567", None, "phone_unknown_country"),
+    ("+1 555", None, "phone_wrong_length"),
+]
+
+#: Numbers of other countries with allow_international=True: (value, phone, reason).
+ABROAD: list[tuple[str, str | None, str | None]] = [
     ("+1 305 555 1234", "13055551234", OK),
     ("+57 300 123 4567", "573001234567", OK),
     ("+44 7911 123456", "447911123456", OK),
@@ -134,14 +146,14 @@ CORPUS: list[tuple[Any, str | None, str | None]] = [
     ("+41 44 668 1800", None, "phone_landline"),
     ("+999 1234567", None, "phone_unknown_country"),
     ("+1 555", None, "phone_wrong_length"),
+    ("+58 414 1234567", P, OK),
 ]
 
 
 def test_corpus_is_large_enough() -> None:
     assert len(CORPUS) >= 60
-    assert {reason for _, _, reason in CORPUS if reason} >= set(PHONE_REASONS) - {
-        "phone_other_country"
-    }
+    assert {reason for _, _, reason in CORPUS if reason} >= set(PHONE_REASONS) - {"phone_too_long"}
+    assert "phone_too_long" in {reason for _, _, reason in ABROAD}
 
 
 @pytest.mark.parametrize(
@@ -249,26 +261,42 @@ def test_bad_operator_and_country_arguments_raise_naming_them() -> None:
     assert check_country("+58") == "58" and check_country(57) == "57"
 
 
-def test_international_can_be_refused() -> None:
-    out = normalize_phones(["+1 305 555 1234", "+58 414 1234567"], allow_international=False)
-    assert out["reason"].tolist() == ["phone_other_country", pd.NA]
-    assert out["phone"].tolist() == [pd.NA, P]
+def test_numbers_abroad_are_accepted_only_when_allowed() -> None:
+    values = pd.Series([v for v, _, _ in ABROAD], dtype=object)
+    allowed = normalize_phones(values, allow_international=True)
+    assert allowed["phone"].tolist() == [pd.NA if p is None else p for _, p, _ in ABROAD]
+    assert allowed["reason"].tolist() == [pd.NA if r is None else r for _, _, r in ABROAD]
+    refused = normalize_phones(values)  # the default
+    expected = ["phone_international" if r in (None, "phone_too_long") else r for _, _, r in ABROAD]
+    expected[-1] = pd.NA  # +58 is home
+    assert refused["reason"].tolist() == expected
+    assert refused["phone"].tolist() == [pd.NA] * (len(ABROAD) - 1) + [P]
+    assert normalize_phones(values, allow_international=False).equals(refused)
+
+
+def test_the_international_reason_says_how_to_opt_in() -> None:
+    message = Reason("phone_international").message
+    assert "allow_international=True" in message and "Venezuelan" in message
 
 
 def test_other_default_country_goes_through_phonenumbers() -> None:
-    out = normalize_phones(["300 123 4567", "+58 414 1234567", "601 555 1234"], country="57")
+    out = normalize_phones(
+        ["300 123 4567", "+58 414 1234567", "601 555 1234"], country="57", allow_international=True
+    )
     assert out["phone"].tolist()[:2] == ["573001234567", P]
     assert out["reason"].iloc[2] == "phone_landline"
-    refused = normalize_phones(
-        ["300 123 4567", "+58 414 1234567"], country=57, allow_international=False
-    )
-    assert refused["reason"].tolist() == [pd.NA, "phone_other_country"]
+    refused = normalize_phones(["300 123 4567", "+58 414 1234567", "+58 212 5551234"], country=57)
+    # home numbers pass; a valid +58 mobile is abroad; a +58 landline stays a landline
+    assert refused["reason"].tolist() == [pd.NA, "phone_international", "phone_landline"]
+    assert refused["phone"].tolist() == ["573001234567", pd.NA, pd.NA]
 
 
 def test_repeated_international_numbers_are_parsed_once_per_value() -> None:
     values = ["+1 305 555 1234"] * 50 + ["+44 7911 123456"] * 50
-    out = normalize_phones(values)
+    out = normalize_phones(values, allow_international=True)
     assert out["phone"].nunique() == 2 and out["reason"].isna().all()
+    refused = normalize_phones(values)
+    assert (refused["reason"] == "phone_international").all()
 
 
 def test_every_reason_code_is_a_reason_member() -> None:

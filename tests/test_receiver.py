@@ -156,6 +156,9 @@ BAD = [
     ("id=abc&estatus=1", 400, "id must be"),
     ("id=-5&estatus=1", 400, "id must be"),
     ("id=99999999999999999999999&estatus=1", 400, "id must be"),
+    ("id=%D9%A1%D9%A2&estatus=1", 400, "id must be"),  # Arabic-Indic digits: not an id
+    ("id=%EF%BC%91%EF%BC%92&estatus=1", 400, "id must be"),  # fullwidth digits
+    ("id=1&estatus=1&fecha_actualizacion=%D9%A2%D9%A0%D9%A1%D9%A4-01-01", 400, "fecha_actu"),
     ("id=1&estatus=3", 400, "estatus must be"),
     ("id=1&estatus=exitoso", 400, "estatus must be"),
     ("id=1&estatus=1&fecha_actualizacion=ayer", 400, "fecha_actualizacion"),

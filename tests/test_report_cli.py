@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from massiva_frames.analytics.shapes import STATES
-from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, main
+from massiva_frames.faces.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from massiva_frames.receiving import read_callbacks, receiver
 
 T0 = pd.Timestamp("2024-05-01 14:00:00", tz="UTC")  # 10:00 in Caracas
@@ -180,3 +180,42 @@ def test_console_script(tmp_path: Path, logdir: Path) -> None:
     assert "Delivery by hour" in done.stdout
     hour_10 = next(line for line in done.stdout.splitlines() if line.startswith("10 "))
     assert hour_10.split()[1] == "5"  # five rows sent at 10:00 Caracas time
+
+
+def test_outputs_are_checked_before_any_work(tmp_path: Path, logdir: Path, capsys: Any) -> None:
+    results = write_results(tmp_path)
+    out = tmp_path / "final.parquet"
+    argv = ["report", "--results", str(results), "--logs", str(logdir), "--output", str(out)]
+    missing = tmp_path / "missing" / "d.png"
+    assert main([*argv, "--png", str(missing)]) == EXIT_FAILURE
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()  # nothing printed, nothing written
+    assert captured.err == (
+        f"massiva-frames report: error: --png {missing}: the folder {missing.parent} "
+        "does not exist\n"
+    )
+    assert main([*argv, "--png", str(tmp_path / "d.jpg")]) == EXIT_USAGE
+    assert "--png" in capsys.readouterr().err and not out.exists()
+    assert main([*argv, "--opt-outs", str(tmp_path / "stops.parquet")]) == EXIT_USAGE
+    capsys.readouterr()
+
+
+def test_a_results_file_from_send_keeps_its_lines(
+    tmp_path: Path, logdir: Path, capsys: Any
+) -> None:
+    """``send`` writes ``input_line`` first: the report's output carries it on, beside
+    the provider's dispatching ``line`` that delivery brings."""
+    frame = results_frame()
+    frame.index = pd.RangeIndex(2, 2 + len(frame), name="input_line")
+    source = tmp_path / "results.csv"
+    frame.reset_index().to_csv(source, index=False)
+    out = tmp_path / "final.csv"
+    argv = ["report", "--results", str(source), "--logs", str(logdir), "--output", str(out)]
+    assert main(argv) == EXIT_OK
+    capsys.readouterr()
+    final = pd.read_csv(out)
+    assert final.columns[0] == "input_line"
+    assert final["input_line"].tolist() == [2, 3, 4, 5, 6, 7]
+    assert final["line"].tolist()[:2] == [584141234567, 584141234567]  # who dispatched
+    assert final["state"].tolist()[:3] == ["delivered", "delivered", "failed"]
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]

@@ -596,6 +596,82 @@ def test_messages_frame_columns(sandbox_server: Sandbox) -> None:
     assert frame["grupo"].iloc[0] == "CONTACTOS"
 
 
+# -- contact groups (grupo, docs/protocol.md §1.1) ------------------------------------------
+def test_grupo_saves_new_phones_to_that_group_by_get_and_post(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    assert list(sb.contacts().columns) == ["group", "phone", "usuario", "added_at", "request_no"]
+    assert sb.contacts().empty
+    before = datetime.now(UTC)
+    send(sb, f"{VALID[0]};{VALID[1]};786786786", method="GET", grupo="Clientes Caracas")
+    send(sb, f"{VALID[2]};{VALID[0]}", grupo=" morosos ")  # POST; VALID[0] is already saved
+    send(sb, VALID[3])  # no grupo: CONTACTOS
+    send(sb, VALID[4], grupo="")  # blank: CONTACTOS
+    book = sb.contacts()
+    assert book[["group", "phone"]].values.tolist() == [
+        ["Clientes Caracas", VALID[0]],
+        ["Clientes Caracas", VALID[1]],
+        ["morosos", VALID[2]],
+        ["CONTACTOS", VALID[3]],
+        ["CONTACTOS", VALID[4]],
+    ]
+    assert book["request_no"].tolist() == [1, 1, 2, 3, 4]
+    assert set(book["usuario"]) == {sb.usuario}
+    assert str(book["added_at"].dtype) == "datetime64[us, UTC]"
+    assert ((book["added_at"] >= before) & (book["added_at"] <= datetime.now(UTC))).all()
+    assert sb.contacts("morosos")["phone"].tolist() == [VALID[2]]
+    assert sb.contacts("nadie").empty
+    # the group named in each request is still on its messages
+    assert sb.messages()["grupo"].tolist()[:3] == ["Clientes Caracas"] * 2 + ["morosos"]
+
+
+def test_grupo_with_accents_latin1_and_percent_encoded(sandbox_server: Sandbox) -> None:
+    sb = sandbox_server
+    body = (
+        f"usuario={sb.usuario}&clave={sb.clave}&texto=Hola&telefonos={VALID[0]}&grupo=Mérida"
+    ).encode("latin-1")
+    r = requests.post(
+        sb.send_url,
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1"},
+        timeout=5,
+    )
+    assert status_of(parse(r.content)) == 1
+    send(sb, VALID[1], grupo="Año 2024 & más", method="GET")
+    assert sb.contacts()["group"].tolist() == ["Mérida", "Año 2024 & más"]
+
+
+def test_refused_and_rejected_phones_save_nothing() -> None:
+    with sandbox(credits=1) as sb:
+        sb.add_account("otra@massiva.test", "otra", credits=5)
+        assert status_of(parse(send(sb, "786786786;877668", grupo="g").content)) == 0
+        assert status_of(parse(send(sb, f"{VALID[0]};{VALID[1]}", grupo="g").content)) == -6
+        assert status_of(parse(send(sb, VALID[2], grupo="g", clave="wrong").content)) == -1
+        assert sb.contacts().empty
+        # each account has its own book
+        send(sb, VALID[0], grupo="mia")
+        params = {"usuario": "otra@massiva.test", "clave": "otra", "telefonos": VALID[0]}
+        requests.post(sb.send_url, data={**params, "texto": "Hola", "grupo": "suya"}, timeout=5)
+        book = sb.contacts()
+        assert book[["usuario", "group"]].values.tolist() == [
+            [sb.usuario, "mia"],
+            ["otra@massiva.test", "suya"],
+        ]
+        assert sb.contacts(usuario="otra@massiva.test")["group"].tolist() == ["suya"]
+
+
+def test_contacts_through_the_client(sandbox_server: Sandbox) -> None:
+    from massiva_frames import MassivaClient
+
+    sb = sandbox_server
+    for method in ("GET", "POST"):
+        with MassivaClient(sb.usuario, sb.clave, base_url=sb.base_url, method=method) as client:
+            client.send_batch([VALID[0 if method == "GET" else 1]], "Hola", f"grupo {method}")
+    assert sb.contacts()[["group", "phone"]].values.tolist() == [
+        ["grupo GET", VALID[0]],
+        ["grupo POST", VALID[1]],
+    ]
+
+
 # -- faults -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(("fault", "code"), [("http503", 503), ("http429", 429)])
 def test_refusals_carry_retry_after_and_record_nothing(

@@ -344,3 +344,34 @@ def test_the_post_body_on_the_wire_is_unchanged(
     assert str(recorder.content_types[0]).startswith("application/x-www-form-urlencoded; charset=")
     # The socket was handed the client's own object: requests and urllib3 made no copy.
     assert [data for kind, data in sent if kind is _MaskedBody] == [expected]
+
+
+def _trickling(status_line: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        try:
+            handler.wfile.write(status_line)
+            for _ in range(200):  # one byte every 50 ms: no read ever times out
+                handler.wfile.write(b"X")
+                handler.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass  # the client shut the connection down at its deadline
+
+    return respond
+
+
+@pytest.mark.parametrize("status_line", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["status", "headers"])
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_deadline_cut_shows_no_password(
+    scripted: Callable[..., Scripted], method: str, status_line: bytes
+) -> None:
+    server = scripted(_trickling(status_line))
+    client = MassivaClient(USER, PASSWORD, server.base_url, timeout=(2, 5), deadline=0.5)
+    with pytest.raises(AmbiguousSendError, match="deadline") as info:
+        client.send_batch(PHONES, "Hola", method=method)
+    frames = assert_no_password(info.value, sys._getframe())
+    if method == "GET":
+        assert not any(part in f.f_code.co_filename for f in frames for part in TRANSPORT)
+    elif not status_line:  # the cut status line fails in http.client: chained to the socket
+        assert any(h.startswith("urllib3/") for h in _bodies_in_transport(frames))

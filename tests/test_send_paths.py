@@ -149,7 +149,7 @@ def test_the_window_closing_mid_run_leaves_the_rest_scheduled_for_its_next_openi
         # The time moves past 20:00 once the sandbox has received two requests.
         return lambda: before_close if len(send_requests(sb)) < 2 else after_close
 
-    monkeypatch.setattr(campaign, "_clock", clock)
+    monkeypatch.setattr(campaign, "make_clock", clock)
     journal = tmp_path / "j.db"
     with MassivaClient(sb.usuario, sb.clave, sb.base_url) as client:
         results = send(frame(8), client=client, text="msg", journal=journal,

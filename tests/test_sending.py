@@ -1,4 +1,5 @@
-"""send() and dispatch() over real HTTP against the sandbox, with a real SQLite journal."""
+"""send() and dispatch() over real HTTP against the sandbox, with a real journal: most tests
+run twice, on a SQLite file and on PostgreSQL (``journal_at``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pg_server import JournalAt
 
 from massiva_frames.errors import (
     AccountError,
@@ -34,8 +36,7 @@ from massiva_frames.errors import (
     URLTooLongError,
 )
 from massiva_frames.sandbox import Sandbox, sandbox
-from massiva_frames.sending.campaign import dispatch, send
-from massiva_frames.sending.journal.sqlite import results_from_journal
+from massiva_frames.sending.campaign import dispatch, results_from_journal, send
 from massiva_frames.sending.loop import Batch, outcomes
 from massiva_frames.sending.results import RESULT_COLUMNS, RESULT_DTYPES
 from massiva_frames.wire.client import MassivaClient
@@ -106,10 +107,10 @@ TEMPLATE = "Hola {nombre}, su pedido está listo"
 
 
 def test_ten_thousand_rows_match_the_sandbox_and_rerun_sends_nothing(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     df = campaign_frame(8_000, n_invalid=1_000, n_dup=1_000, seed=1)
-    journal = tmp_path / "send.db"
+    journal = journal_at()
     results = send(
         df, client=client, phone="tel", template=TEMPLATE, journal=journal, progress=False
     )
@@ -140,10 +141,10 @@ def test_ten_thousand_rows_match_the_sandbox_and_rerun_sends_nothing(
 
 
 def test_new_rows_are_added_to_an_existing_journal(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     df = campaign_frame(30, seed=2)
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     first = send(
         df.iloc[:20], client=client, phone="tel", template=TEMPLATE, journal=journal, progress=False
     )
@@ -173,10 +174,12 @@ def test_get_method(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
     assert_matches_sandbox(results, sb)
 
 
-def test_split_rows_send_every_part(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
+def test_split_rows_send_every_part(
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
+) -> None:
     long_text = "palabra " * 40  # 320 characters: two or three parts
     df = pd.DataFrame({"phone": ["04141234567", "04241234567"], "msg": [long_text, "corto"]})
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     results = send(
         df, client=client, text="msg", long_text="split", journal=journal, progress=False
     )
@@ -192,10 +195,10 @@ def test_split_rows_send_every_part(sb: Sandbox, client: MassivaClient, tmp_path
 
 
 def test_identical_rows_kept_on_purpose_are_sent_each_once(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     df = pd.DataFrame({"phone": ["04141234567"] * 3, "msg": ["Hola"] * 3})
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     results = send(df, client=client, text="msg", dedupe=None, journal=journal, progress=False)
     assert list(results["state"]) == ["accepted"] * 3
     assert results["message_id"].is_unique
@@ -204,13 +207,13 @@ def test_identical_rows_kept_on_purpose_are_sent_each_once(
 
 
 def test_ctrl_c_keeps_the_answers_in_hand_and_a_rerun_sends_the_rest(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     # Ctrl-C (here from the progress callback) right after the second answer came back:
     # that answer is committed, not left in flight (which would make its rows unknown),
     # the third batch never leaves, and a re-run sends exactly it.
     df = pd.DataFrame({"phone": [f"0414{1000000 + i:07d}" for i in range(6)], "msg": "Hola"})
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     calls = []
 
     def progress(done: int, total: int) -> None:
@@ -229,7 +232,7 @@ def test_ctrl_c_keeps_the_answers_in_hand_and_a_rerun_sends_the_rest(
     assert sorted(sb.messages()["phone"]) == sorted(again["phone"])  # each phone once
 
 
-def test_key_column(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
+def test_key_column(sb: Sandbox, client: MassivaClient, journal_at: JournalAt) -> None:
     df = pd.DataFrame(
         {
             "id": ["a", "b", "b", None],
@@ -237,7 +240,7 @@ def test_key_column(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
             "msg": ["Hola", "Hola", "Hola", "Hola"],
         }
     )
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     results = send(df, client=client, text="msg", key="id", journal=journal, progress=False)
     assert list(results["state"]) == ["accepted", "accepted", "suppressed", "invalid"]
     assert list(results["reason"].fillna("-")) == ["-", "-", "duplicate_key", "key_missing"]
@@ -276,7 +279,7 @@ FAULTS = [
 def test_fault_gives_documented_states(
     sb: Sandbox,
     client: MassivaClient,
-    tmp_path: Path,
+    journal_at: JournalAt,
     fault: str,
     options: dict[str, Any],
     state: str,
@@ -284,7 +287,7 @@ def test_fault_gives_documented_states(
     recorded: bool,
 ) -> None:
     df = campaign_frame(6, seed=4)
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     options = dict(options)
     count = options.pop("count", 1)
     sb.inject("latency", count=1, seconds=0)  # taken by the credit query
@@ -310,9 +313,9 @@ def test_fault_gives_documented_states(
     assert sb.messages()["phone"].is_unique
 
 
-def test_resend_unknown_opts_in(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
+def test_resend_unknown_opts_in(sb: Sandbox, client: MassivaClient, journal_at: JournalAt) -> None:
     df = campaign_frame(4, seed=5)
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     sb.inject("latency", count=1, seconds=0)
     sb.inject("reset", count=1, before=True)
     first = send(df, client=client, phone="tel", template=TEMPLATE, journal=journal, progress=False)
@@ -331,10 +334,10 @@ def test_resend_unknown_opts_in(sb: Sandbox, client: MassivaClient, tmp_path: Pa
 
 
 def test_connect_failure_leaves_rows_for_a_rerun(
-    sb: Sandbox, tmp_path: Path, free_port: int
+    sb: Sandbox, journal_at: JournalAt, free_port: int
 ) -> None:
     df = campaign_frame(5, seed=6)
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     with MassivaClient(
         sb.usuario, sb.clave, f"http://127.0.0.1:{free_port}/webservices", backoff_factor=0.01
     ) as dead:
@@ -429,7 +432,7 @@ def test_entries_are_matched_to_phones_by_position(
         assert set(results["reason"]) == {reason} and results["message_id"].isna().all()
 
 
-def test_a_batch_partly_rejected_keeps_each_entry(tmp_path: Path) -> None:
+def test_a_batch_partly_rejected_keeps_each_entry(journal_at: JournalAt) -> None:
     # Accepted and refused entries in one answer: each row gets its own state and ids.
     # Around them: invalid, duplicate and later rows, a labelled index. The frame send()
     # returns (built from the rows it journalled and its messages read back) is the one
@@ -452,7 +455,7 @@ def test_a_batch_partly_rejected_keeps_each_entry(tmp_path: Path) -> None:
         },
         index=pd.Index(["a", "b", "c", "d", "e", "f", "g"], name="k"),
     )
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     try:
         with MassivaClient("u@x.test", "pw", api.base_url) as c:
             results = send(
@@ -479,7 +482,7 @@ def test_a_batch_partly_rejected_keeps_each_entry(tmp_path: Path) -> None:
 
 
 def test_preflight_shortfall_raises_and_sends_nothing(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     sb.set_credits(5)
     df = campaign_frame(8, seed=7)
@@ -489,22 +492,22 @@ def test_preflight_shortfall_raises_and_sends_nothing(
             client=client,
             phone="tel",
             template=TEMPLATE,
-            journal=tmp_path / "j.db",
+            journal=journal_at(),
             progress=False,
         )
     assert info.value.needed == 8 and info.value.available == 5
     assert "8 credits" in str(info.value) and "has 5" in str(info.value)
     assert send_requests(sb) == 0 and len(sb.messages()) == 0
-    shown = results_from_journal(tmp_path / "j.db")
+    shown = results_from_journal(journal_at())
     assert set(shown["reason"]) == {"insufficient_credits"}
 
 
 def test_allow_partial_sends_what_fits_then_the_rest(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     sb.set_credits(5)
     df = campaign_frame(8, seed=8)
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     kwargs: dict[str, Any] = {
         "client": client,
         "phone": "tel",
@@ -522,10 +525,10 @@ def test_allow_partial_sends_what_fits_then_the_rest(
 
 
 def test_account_error_mid_run_stops_and_records(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     df = campaign_frame(12, seed=9)
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     calls: list[int] = []
 
     def progress(done: int, total: int) -> None:
@@ -570,10 +573,10 @@ def test_wrong_password_raises_before_anything_is_sent(sb: Sandbox, tmp_path: Pa
 
 
 def test_dry_run_sends_and_writes_nothing(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     df = campaign_frame(40, n_invalid=5, seed=10)
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     results = send(
         df,
         client=client,
@@ -583,7 +586,7 @@ def test_dry_run_sends_and_writes_nothing(
         dry_run=True,
         max_phones=10,
     )
-    assert send_requests(sb) == 0 and not journal.exists()
+    assert send_requests(sb) == 0 and journal_at.written() is None
     plan = results.attrs["dry_run"]
     assert plan["messages"] == 40 and plan["requests"] >= 4
     assert plan["credits_needed"] == 40 and plan["credits_available"] == 100_000
@@ -593,11 +596,11 @@ def test_dry_run_sends_and_writes_nothing(
     send(
         df.iloc[:10], client=client, phone="tel", template=TEMPLATE, journal=journal, progress=False
     )
-    size = journal.stat().st_size
+    before = journal_at.written()
     again = send(df, client=client, phone="tel", template=TEMPLATE, journal=journal, dry_run=True)
     sent_before = int((results.iloc[:10]["state"] == "scheduled").sum())
     assert again.attrs["dry_run"]["messages"] == 40 - sent_before
-    assert journal.stat().st_size == size
+    assert journal_at.written() == before
 
 
 def test_dry_run_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -700,7 +703,7 @@ MONDAY_NOON = pd.Timestamp("2025-01-06 12:00", tz="America/Caracas")
 
 
 def test_send_at_later_waits_for_dispatch(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     df = campaign_frame(6, seed=11)
     df["when"] = [
@@ -711,7 +714,7 @@ def test_send_at_later_waits_for_dispatch(
         "2025-01-06T18:30:00Z",
         "",
     ]
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     results = send(
         df,
         client=client,
@@ -755,10 +758,10 @@ def test_send_at_later_waits_for_dispatch(
 
 
 def test_window_moves_sends_to_the_next_opening(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     df = campaign_frame(4, seed=12)
-    journal = tmp_path / "j.db"
+    journal = journal_at()
     late = pd.Timestamp("2025-01-06 21:15", tz="America/Caracas")
     results = send(
         df,
@@ -780,8 +783,8 @@ def test_window_moves_sends_to_the_next_opening(
     assert_matches_sandbox(done, sb)
 
 
-def test_send_at_scalar(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
-    journal = tmp_path / "j.db"
+def test_send_at_scalar(sb: Sandbox, client: MassivaClient, journal_at: JournalAt) -> None:
+    journal = journal_at()
     results = send(
         campaign_frame(3),
         client=client,
@@ -916,17 +919,36 @@ def test_error_outcomes(error: BaseException, state: str, reason: str) -> None:
 
 
 def test_every_row_invalid_sends_nothing(
-    sb: Sandbox, client: MassivaClient, tmp_path: Path
+    sb: Sandbox, client: MassivaClient, journal_at: JournalAt
 ) -> None:
     df = pd.DataFrame(
         {"phone": ["no", None, "0212-5551234"], "msg": ["a", "b", "c"], "when": ["x", None, ""]},
-        index=[7, 7, 8],
+        index=[7, 9, 8],
     )
     for dry_run in (True, False):
         results = send(
-            df, client=client, text="msg", send_at="when", journal=tmp_path / "j.db",
+            df, client=client, text="msg", send_at="when", journal=journal_at(),
             dry_run=dry_run, progress=False,
         )  # fmt: skip
-        assert list(results.index) == [7, 7, 8]
+        assert list(results.index) == [7, 9, 8]
         assert (results["state"] == "invalid").all() and results["reason"].notna().all()
     assert len(sb.requests()) == 0  # not even the credit query
+
+
+def test_a_repeated_index_label_is_refused_before_anything_is_journalled(
+    sb: Sandbox, client: MassivaClient, tmp_path: Path
+) -> None:
+    # df.join(results) would multiply rows: the send refuses, naming the labels and the fix.
+    df = pd.DataFrame(
+        {"phone": ["04141234567", "04241234567", "04161234567"], "msg": ["a", "b", "c"]},
+        index=["x", "x", "y"],
+    )
+    before = len(sb.requests())
+    with pytest.raises(InputError, match=r"repeats labels \('x'\).*reset_index"):
+        send(df, client=client, text="msg", journal=tmp_path / "j.db", progress=False)
+    assert not (tmp_path / "j.db").exists()
+    assert len(sb.requests()) == before
+    results = send(
+        df.reset_index(), client=client, text="msg", journal=tmp_path / "j.db", progress=False
+    )
+    assert (results["state"] == "accepted").all() and list(results.index) == [0, 1, 2]

@@ -2,8 +2,10 @@
 they share.
 
 - scenarios: :mod:`.provider` (faulty provider), :mod:`.sender` (killed sender),
-  :mod:`.receiver` (killed receiver), :mod:`.bad_frames`, :mod:`.bad_xml` and
-  :mod:`.bad_queries` (hostile input), :mod:`.leaks` (secrets);
+  :mod:`.receiver` (killed receiver), :mod:`.receivers` (receivers on one directory),
+  :mod:`.bad_frames`, :mod:`.bad_xml` and :mod:`.bad_queries` (hostile input),
+  :mod:`.leaks` (secrets), :mod:`.postgres` (killed dispatchers sharing a PostgreSQL
+  journal, the server restarted);
 - harness: :mod:`.figures` (what a scenario counts, its sizes, the table), :mod:`.harness`
   (ports, raw HTTP, CLI subprocesses, the hang watchdog, hypothesis settings),
   :mod:`.scanning` (the passwords and the search for them), :mod:`.campaigns` (the send

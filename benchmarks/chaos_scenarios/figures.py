@@ -30,10 +30,17 @@ class Sizes:
     sender_rows: int = 8_000
     sender_kills: int = 20
     receiver_kills: int = 10
+    receivers_kills: int = 12
     frame_examples: int = 3_000
     xml_examples: int = 6_000
     query_examples: int = 4_000
     example_timeout: float = 10.0
+    network_quick: bool = False
+    journal_trials: int = 1_000
+    journal_rows: int = 600
+    full_disk_rows: int = 2_000
+    postgres_rows: int = 20_000
+    postgres_kills: int = 20
 
 
 FULL = Sizes()
@@ -43,9 +50,16 @@ QUICK = Sizes(
     sender_rows=1_500,
     sender_kills=4,
     receiver_kills=3,
+    receivers_kills=4,
     frame_examples=300,
     xml_examples=800,
     query_examples=500,
+    network_quick=True,
+    journal_trials=100,
+    journal_rows=300,
+    full_disk_rows=1_000,
+    postgres_rows=2_000,
+    postgres_kills=4,
 )
 
 

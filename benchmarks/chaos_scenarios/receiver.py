@@ -13,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from .figures import Figures, Sizes
@@ -23,16 +25,23 @@ from .harness import (
     raw_exchange,
 )
 
-__all__ = ["scenario_killed_receiver"]
+__all__ = ["CallbackLoad", "ReceiverProcess", "count_read_back", "scenario_killed_receiver"]
 
 
-class _ReceiverProcess:
+class ReceiverProcess:
     """``massiva-frames receive`` as a subprocess that can be SIGKILLed and restarted."""
 
-    def __init__(self, logdir: Path, port: int, log: Path) -> None:
+    def __init__(
+        self,
+        logdir: Path,
+        port: int,
+        log: Path,
+        *,
+        extra: Sequence[str] = ("--compact-interval", "0.3"),
+    ) -> None:
         self.cmd = [
             sys.executable, "-m", "massiva_frames.faces.cli", "receive", "--dir", str(logdir),
-            "--port", str(port), "--compact-interval", "0.3",
+            "--port", str(port), *extra,
         ]  # fmt: skip
         self.port = port
         self.log = open(log, "ab")  # noqa: SIM115 - closed in close()
@@ -77,7 +86,7 @@ def _inbound_identity(*values: object) -> str:
     return "inbound:" + json.dumps([None if pd.isna(v) else str(v) for v in values])  # type: ignore[arg-type]
 
 
-class _CallbackLoad:
+class CallbackLoad:
     """Threads posting distinct callbacks (status and inbound), each resent until a 200,
     as the provider would; one in ``repeat_every`` is sent again after its 200."""
 
@@ -196,9 +205,6 @@ def scenario_killed_receiver(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
     (sent once), acknowledged but not read back (lost), read back more than once
     (duplicated).
     """
-    import pandas as pd
-
-    from massiva_frames.receiving import read_callbacks
     from massiva_frames.sandbox import sandbox
     from massiva_frames.wire.client import MassivaClient
 
@@ -208,8 +214,8 @@ def scenario_killed_receiver(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
     logdir = workdir / "receiver-logs"
     port = free_port()
     url = f"http://127.0.0.1:{port}/recepcionsms"
-    rp = _ReceiverProcess(logdir, port, workdir / "receiver.log")
-    load = _CallbackLoad(port, 10**7)  # posts until the kills are over
+    rp = ReceiverProcess(logdir, port, workdir / "receiver.log")
+    load = CallbackLoad(port, 10**7)  # posts until the kills are over
     sb_ctx = sandbox(
         usuario=USUARIO, clave="chaos", credits=10**6, status_url=url, inbound_url=url,
         callback_delay=0.05, fail_ratio=0.3, reply_ratio=0.2, seed=seed,
@@ -241,6 +247,34 @@ def scenario_killed_receiver(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
         callbacks = sb.callbacks()
     if code != 0:
         fig.problem(f"the receiver's clean stop exited with {code}")
+    sb_ids = count_read_back(fig, logdir, load.acked, callbacks)
+    acked = load.acked | sb_ids
+    fig.tried = load.claimed + len(callbacks)
+    given_up = int(callbacks["gave_up"].sum()) + load.gave_up
+    fig.evidence.update(
+        kills=kills, acknowledged=len(acked), sandbox_acknowledged=len(sb_ids),
+        sent_again=load.repeats,
+    )  # fmt: skip
+    fig.notes.append(
+        f"{kills} SIGKILLs, {rp.starts} starts; {len(acked)} acknowledged "
+        f"({len(load.acked)} load, {len(sb_ids)} sandbox), {load.repeats} sent again after "
+        f"their 200, {load.attempts + int(callbacks['attempts'].sum())} HTTP attempts; "
+        f"never acknowledged (so free to be missing): {fig.tried - len(acked)}, of which "
+        f"{given_up} given up by their sender"
+    )
+    fig.seconds = time.perf_counter() - start
+    return fig
+
+
+def count_read_back(fig: Figures, logdir: Path, load_acked: set[str], callbacks: Any) -> set[str]:
+    """Read the callbacks back and count, over everything acknowledged (by the load's
+    200s and the sandbox's delivered ``callbacks``), ``lost`` (not read back),
+    ``duplicated`` (read back more than once) and ``sent_once``; returns the sandbox's
+    acknowledged identities."""
+    import pandas as pd
+
+    from massiva_frames.receiving import read_callbacks
+
     status = read_callbacks(logdir, "status")
     inbound = read_callbacks(logdir, "inbound")
     # Identities: a status callback by its message id; an inbound one by all its fields
@@ -261,25 +295,11 @@ def scenario_killed_receiver(sizes: Sizes, workdir: Path, *, seed: int = 0) -> F
         else _inbound_identity(p["msg"], p["phone"], p.get("linea"), p.get("email"))
         for kind, p in zip(sb_acked["kind"], sb_acked["params"], strict=True)
     }
-    acked = load.acked | sb_ids
-    fig.tried = load.claimed + len(callbacks)
+    acked = load_acked | sb_ids
     missing = [a for a in acked if a not in counts.index]
     fig.lost = len(missing)
     fig.duplicated = int((counts > 1).sum())
     fig.sent_once = int(sum(1 for a in acked if counts.get(a, 0) == 1))
     for m in missing[:5]:
         fig.problem(f"acknowledged, not stored: {m}")
-    given_up = int(callbacks["gave_up"].sum()) + load.gave_up
-    fig.evidence.update(
-        kills=kills, acknowledged=len(acked), sandbox_acknowledged=len(sb_ids),
-        sent_again=load.repeats,
-    )  # fmt: skip
-    fig.notes.append(
-        f"{kills} SIGKILLs, {rp.starts} starts; {len(acked)} acknowledged "
-        f"({len(load.acked)} load, {len(sb_ids)} sandbox), {load.repeats} sent again after "
-        f"their 200, {load.attempts + int(callbacks['attempts'].sum())} HTTP attempts; "
-        f"never acknowledged (so free to be missing): {fig.tried - len(acked)}, of which "
-        f"{given_up} given up by their sender"
-    )
-    fig.seconds = time.perf_counter() - start
-    return fig
+    return sb_ids

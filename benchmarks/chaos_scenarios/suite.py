@@ -16,10 +16,18 @@ from .bad_frames import fuzz_frames
 from .bad_queries import fuzz_queries
 from .bad_xml import fuzz_xml
 from .figures import FULL, QUICK, Figures, Sizes, format_table
+from .hardening import (
+    scenario_full_disk,
+    scenario_journal_fuzz,
+    scenario_receiver_flood,
+    scenario_trickling_provider,
+)
 from .harness import describe
 from .leaks import scenario_secrets
+from .postgres import scenario_postgres, worker_dispatch
 from .provider import scenario_faulty_provider
 from .receiver import scenario_killed_receiver
+from .receivers import scenario_shared_receivers
 from .sender import scenario_killed_sender, worker_send
 
 __all__ = ["DESCRIPTION", "SCENARIOS", "main", "run_scenarios"]
@@ -44,8 +52,14 @@ SCENARIOS: dict[str, Callable[..., Figures | list[Figures]]] = {
     "provider": scenario_faulty_provider,
     "sender": scenario_killed_sender,
     "receiver": scenario_killed_receiver,
+    "receivers": scenario_shared_receivers,
     "input": _input_figures,
     "secrets": scenario_secrets,
+    "flood": scenario_receiver_flood,
+    "trickle": scenario_trickling_provider,
+    "journal": scenario_journal_fuzz,
+    "disk": scenario_full_disk,
+    "postgres": scenario_postgres,
 }
 
 
@@ -79,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="the bounded sizes of the tests")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
-    parser.add_argument("--worker", choices=["send"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["send", "dispatch"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--journal", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -87,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker == "send":
         return worker_send(args)
+    if args.worker == "dispatch":
+        return worker_dispatch(args)
     names = args.scenario or list(SCENARIOS)
     sizes = QUICK if args.quick else FULL
     start = time.perf_counter()

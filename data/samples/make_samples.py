@@ -117,7 +117,8 @@ INVALID_PHONES: dict[str, tuple[str, ...]] = {
     ),
     "phone_too_long": ("+49 1512 3456789", "+49 176 12345678", "+39 347 1234567 8"),
 }
-#: Numbers abroad: valid for validate() (allow_international=True), refused by the API.
+#: Numbers abroad: ``phone_international`` for validate() by default; the sample is sent
+#: with ``allow_international=True`` so that the provider's refusals (``rejected``) show.
 INTERNATIONAL = ("+57 300 1234567", "+1 305 555 0123", "+34 612 345 678")
 #: Names the template cannot send as they are (text reasons).
 BAD_NAMES: dict[str, tuple[str, ...]] = {
@@ -302,6 +303,7 @@ def make_callbacks(campaign_csv: Path, out: Path, *, seed: int, timeout: float =
                 concurrency=1,  # one request at a time: ids follow the file's order
                 max_phones=100,
                 message_rate=100.0,  # ~11 s of sending, so the timeline has a shape
+                allow_international=True,  # the numbers abroad reach the provider
             )
             accepted = int((results["state"] == "accepted").sum())
             sb.wait_callbacks(timeout=timeout)

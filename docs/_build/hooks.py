@@ -7,7 +7,9 @@ handed to mkdocs-jupyter, which renders them with their outputs; the repository'
 notebooks are never written to.
 
 The figures of the Analytics guide are drawn at build time too, by the package's own
-plotting functions, from the sample data in ``data/samples/``.
+plotting functions, from the sample data in ``data/samples/``; the delivery report also
+at two other sizes: a 30-row campaign (rows of the sample) and a synthetic campaign of a
+million rows (``large_campaign.py``, beside this file).
 
 ``MASSIVA_DOCS_EXECUTE=0`` renders the notebooks without running them (for a quick
 ``mkdocs serve`` while writing); the build that CI runs always executes them.
@@ -36,6 +38,7 @@ __all__ = ["on_files", "on_page_content", "on_post_build", "on_build_error"]
 
 log = get_plugin_logger("notebooks")
 
+HERE = Path(__file__).resolve().parent
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 SAMPLES = ROOT / "data" / "samples"
@@ -46,6 +49,8 @@ FIGURES = {
     "latency.png": "plot_latency",
     "deliveries-over-time.png": "plot_deliveries_over_time",
 }
+#: the delivery report at two sizes: file name -> rows
+SIZES = {"delivery-report-30-rows.png": 30, "delivery-report-1m-rows.png": 1_000_000}
 KERNEL = "massiva-frames-docs"
 #: seconds a single cell may run before the build fails
 CELL_TIMEOUT = 180
@@ -169,7 +174,36 @@ def _figures(folder: Path) -> list[str]:
         figure.savefig(folder / name, dpi=110, bbox_inches="tight")
         plt.close(figure)
         names.append(name)
+    for name, rows in SIZES.items():
+        started = time.monotonic()
+        figure = mf.delivery_report_figure(_campaign_of(rows, results), title=None)
+        figure.savefig(folder / name, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        names.append(name)
+        log.info("drew %s (%s rows) in %.1f s", name, f"{rows:,}", time.monotonic() - started)
     return names
+
+
+def _campaign_of(rows: int, sample: Any) -> Any:
+    """Results with delivery attached, ``rows`` long: the sample's first rows with its
+    three foreign numbers (the API rejects them) for a small campaign, the synthetic
+    campaign of ``large_campaign.py`` for a large one."""
+    import importlib.util
+
+    import pandas as pd
+
+    import massiva_frames as mf
+
+    if rows <= len(sample):
+        rejected = sample[sample["state"] == "rejected"]
+        small = pd.concat([sample.drop(rejected.index).iloc[: rows - len(rejected)], rejected])
+        return mf.attach_delivery(small, SAMPLES / "callbacks")
+    spec = importlib.util.spec_from_file_location("large_campaign", HERE / "large_campaign.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results, status = module.large_campaign(rows)
+    return mf.attach_delivery(results, status)
 
 
 @event_priority(100)  # before mkdocs-jupyter wraps the notebook files

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .duckdb_engine import final_status_log, use_duckdb
-from .shapes import DEFAULT_TZ, as_state, read_log, require, to_utc, utc_numpy
+from .shapes import DEFAULT_TZ, as_state, read_log, require, resolution, to_utc, utc_numpy
 
 __all__ = ["attach_delivery"]
 
@@ -29,10 +29,6 @@ _PROVIDER_ACCEPTED = ("accepted", "delivered", "failed")
 
 #: The reason a row gets when its final status callback says it failed.
 DELIVERY_FAILED = "delivery_failed"
-
-# The provider's timestamps have a one-second resolution (docs/protocol.md §2: hh:mm:ss): a
-# delivery stamped in the same second as the send may look up to 1 s early.
-_CLOCK_RESOLUTION = pd.Timedelta(seconds=1)
 
 #: Status values of a log (docs/protocol.md §2: raw ``estatus`` codes mean the same).
 _STATUS_CODES = {"delivered": 1, "failed": 0, "1": 1, "2": 0}
@@ -57,10 +53,10 @@ def _int_ids(values: pd.Series, what: str) -> pd.Series:
         raise InputError(f"{what} column 'message_id' must hold integer ids") from exc
 
 
-def _final_events(log: pd.DataFrame, tz: str) -> tuple[_Final, dict[str, int]]:
+def _final_events(log: pd.DataFrame, tz: str) -> tuple[_Final, dict[str, Any]]:
     """One entry per message id: its latest status event (docs/protocol.md §2, §5.9)."""
     require(log, ("message_id", "status", "updated_at"), "the status log")
-    stats = {"events": len(log)}
+    stats: dict[str, Any] = {"events": len(log)}
     mid = _int_ids(log["message_id"], "log")
     # normalise the few distinct status values, not the million rows
     codes, uniques = pd.factorize(log["status"])
@@ -140,10 +136,26 @@ def attach_delivery(
         categorical with every state), ``reason = "delivery_failed"`` on failed rows,
         and new columns ``status_at`` (UTC time of the final status), ``delivered_at``
         (``status_at`` of delivered rows), ``line`` (the line that dispatched it) and
-        ``latency`` (``delivered_at - sent_at``; the provider's 1-second clock may make
-        it look up to 1 s negative, which is clipped to 0). ``attrs["delivery"]`` counts
-        the events read, the messages they cover, the matched rows, and the ids that
-        matched no accepted row.
+        ``latency`` (send to delivery, at the precision of the provider's clock: see
+        Notes). ``attrs["delivery"]`` counts the events read, the messages they cover,
+        the matched rows and the ids that matched no accepted row, and gives the
+        ``latency_resolution_s`` (1.0 for whole-second stamps, 0.001 for milliseconds).
+
+    Notes
+    -----
+    The latency is the difference of two clocks' readings: ``sent_at`` is this
+    machine's, with microseconds; ``delivered_at`` is the provider's ``updated_at``,
+    stamped in whole seconds (docs/protocol.md §2). Subtracting an exact time from a
+    truncated one gives a fraction that only says where in its second the message was
+    sent (the ``.06`` of ``2.06 s``), not how long the delivery took. So ``sent_at`` is
+    read at the resolution the provider's stamps show, found in the data: 1 s when every
+    ``delivered_at`` is a whole second, else 1 ms or 1 µs. ``latency = delivered_at -
+    floor(sent_at)``: with whole-second stamps it is a whole number of seconds, *n*
+    meaning the delivery was stamped *n* clock ticks after the second of the send (the
+    true delay is between *n* - 1 and *n* + 1 s); sub-second only when the stamps have
+    it. A delivery stamped one tick before the send's tick (the clocks disagree by less
+    than a tick) counts as 0; anything earlier is left negative, so a clock or zone
+    problem stays visible.
 
     Examples
     --------
@@ -206,11 +218,13 @@ def attach_delivery(
 
     delivered = np.asarray(new_state == "delivered")
     out["delivered_at"] = out["status_at"].where(delivered)
+    # docs/protocol.md §2: the provider stamps whole seconds; our clock is read at the
+    # resolution its stamps show (see Notes), so the difference has no invented fraction
+    tick = resolution(out["delivered_at"])
     if "sent_at" in out.columns:
-        sent_at = to_utc(out["sent_at"], naive_tz="UTC")
+        sent_at = to_utc(out["sent_at"], naive_tz="UTC").dt.floor(tick)
         latency = out["delivered_at"] - sent_at
-        # the provider stamps whole seconds: a same-second delivery may look early
-        early = (latency < pd.Timedelta(0)) & (latency > -_CLOCK_RESOLUTION)
+        early = (latency < pd.Timedelta(0)) & (latency >= -tick)
         out["latency"] = latency.mask(early, pd.Timedelta(0))
     else:
         out["latency"] = pd.Series(pd.NaT, index=out.index, dtype="timedelta64[us]")
@@ -219,5 +233,6 @@ def attach_delivery(
     matched[src] = True
     stats["matched_rows"] = int(hit.sum())
     stats["unmatched_ids"] = int((~matched).sum())
+    stats["latency_resolution_s"] = tick.total_seconds()  # a float: attrs go to parquet as JSON
     out.attrs["delivery"] = stats
     return out

@@ -399,8 +399,8 @@ def summary_groups(
                 picked,
                 "count(*) AS n_rows",
                 counts,
-                f"median(lat) FILTER (WHERE {delivered}) AS lat_median",
-                f"quantile_cont(lat, 0.9) FILTER (WHERE {delivered}) AS lat_p90",
+                f"quantile_disc(lat, 0.5) FILTER (WHERE {delivered}) AS lat_median",
+                f"quantile_disc(lat, 0.9) FILTER (WHERE {delivered}) AS lat_p90",
             )
             if p
         )
@@ -409,7 +409,9 @@ def summary_groups(
         params = {"tz": tz} if "$tz" in select else {}
         table = _arrow_table(con, f"SELECT {select} FROM ({base}) {by}", params or None)
         total = _run(
-            con, f"SELECT median(lat), quantile_cont(lat, 0.9) FROM ({base}) WHERE {delivered}"
+            con,
+            "SELECT quantile_disc(lat, 0.5), quantile_disc(lat, 0.9) "
+            f"FROM ({base}) WHERE {delivered}",
         )[0]
     finally:
         con.close()
@@ -457,8 +459,9 @@ def _write_batches(reader: Any, out: str | os.PathLike[str]) -> int:
 _ATTACHED = ("state", "reason", "status_at", "line", "delivered_at", "latency")
 
 
-def _attach_sql(relation: str, columns: list[str], types: dict[str, str]) -> str:
-    """SELECT of the results with delivery attached, as ``attach_delivery`` computes it."""
+def _attach_sql(relation: str, columns: list[str], types: dict[str, str], tick_us: int) -> str:
+    """SELECT of the results with delivery attached, as ``attach_delivery`` computes it:
+    ``sent_at`` read at ``tick_us``, the resolution of the matched delivery stamps."""
     eligible = (
         "CAST(r.state AS VARCHAR) IN ('accepted', 'delivered', 'failed') "
         "AND CAST(r.message_id AS BIGINT) = f.message_id"
@@ -485,9 +488,10 @@ def _attach_sql(relation: str, columns: list[str], types: dict[str, str]) -> str
     )
     delivered_at = "CASE WHEN state = 'delivered' THEN status_at END"
     if "sent_at" in columns:
-        gap = f"(epoch_us({delivered_at}) - epoch_us(massiva_sent))"
+        sent = f"(epoch_us(massiva_sent) // {tick_us} * {tick_us})"
+        gap = f"(epoch_us({delivered_at}) - {sent})"
         # the provider stamps whole seconds: a same-second delivery may look early
-        latency = f"CASE WHEN {gap} < 0 AND {gap} > -1000000 THEN 0 ELSE {gap} END"
+        latency = f"CASE WHEN {gap} < 0 AND {gap} >= -{tick_us} THEN 0 ELSE {gap} END"
     else:
         latency = "NULL::BIGINT"
     computed = {"delivered_at": delivered_at, "latency": latency}
@@ -506,7 +510,7 @@ def write_attached(
     tz: str = DEFAULT_TZ,
     memory_limit: str | None = None,
     threads: int | None = None,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """``attach_delivery`` from parquet to parquet, out of core: no pandas frame is built.
 
     Parameters
@@ -531,25 +535,30 @@ def write_attached(
     -------
     dict
         ``events``, ``unusable_events``, ``messages``, ``rows``, ``matched_rows`` and
-        ``unmatched_ids``, as ``attach_delivery``'s ``attrs["delivery"]`` counts them.
+        ``unmatched_ids``, as ``attach_delivery``'s ``attrs["delivery"]`` counts them, and
+        ``latency_resolution_s`` (1.0 for the provider's whole-second stamps).
     """
     con = _connect(memory_limit, threads)
     try:
-        stats = _final_table(con, logdir, tz)
+        stats: dict[str, Any] = dict(_final_table(con, logdir, tz))
         relation, columns, types = _source(con, results, "results")
         for name in ("state", "message_id"):
             if name not in columns:
                 raise InputError(f"results has no column {name!r}")
         try:
-            reader = _arrow_reader(con, _attach_sql(relation, columns, types), _BATCH_ROWS)
-            written = _write_batches(reader, out)
             counted = _run(
                 con,
-                f"SELECT count(*), count(DISTINCT f.message_id) "
+                "SELECT count(*), count(DISTINCT f.message_id), "
+                # the resolution of the delivery stamps, as analytics.shapes.resolution reads it
+                "bool_and(epoch_us(f.final_at) % 1000000 = 0) FILTER (WHERE f.code = 1), "
+                "bool_and(epoch_us(f.final_at) % 1000 = 0) FILTER (WHERE f.code = 1) "
                 f"FROM {relation} AS r JOIN massiva_final AS f "
                 "ON CAST(r.state AS VARCHAR) IN ('accepted', 'delivered', 'failed') "
                 "AND CAST(r.message_id AS BIGINT) = f.message_id",
             )[0]
+            tick_us = 1_000_000 if counted[2] in (True, None) else 1000 if counted[3] else 1
+            sql = _attach_sql(relation, columns, types, tick_us)
+            written = _write_batches(_arrow_reader(con, sql, _BATCH_ROWS), out)
         except _duckdb().ConversionException as exc:
             raise InputError("results column 'message_id' must hold integer ids") from exc
     finally:
@@ -557,4 +566,5 @@ def write_attached(
     stats["rows"] = written
     stats["matched_rows"] = int(counted[0])
     stats["unmatched_ids"] = stats["messages"] - int(counted[1])
+    stats["latency_resolution_s"] = tick_us / 1e6
     return stats

@@ -2,8 +2,9 @@
 
 The helpers every analytics module shares: required columns, a log given as a frame or
 as a LOGDIR path, timestamps brought to ``datetime64[us, UTC]`` (naive ones read in a
-zone), the ``state`` column as a categorical carrying every state, and callback phones
-in the canonical ``58XXXXXXXXXX`` form.
+zone), the resolution of a clock read from its values, the ``state`` column as a
+categorical carrying every state, and callback phones in the canonical ``58XXXXXXXXXX``
+form.
 
 Shapes (docs/architecture.md, "The shapes every stage shares"): a results frame has ``phone``,
 ``text``, ``state`` (category), ``reason``, ``batch``, ``message_id`` (Int64), ``sid``,
@@ -31,6 +32,7 @@ __all__ = [
     "normalise_phone",
     "read_log",
     "require",
+    "resolution",
     "to_utc",
     "utc_numpy",
 ]
@@ -43,6 +45,7 @@ STATES: tuple[str, ...] = (
     "invalid",
     "suppressed",
     "scheduled",
+    "cancelled",
     "accepted",
     "rejected",
     "unknown",
@@ -97,6 +100,37 @@ def utc_numpy(values: pd.Series) -> np.ndarray[Any, Any]:
     naive = values.dt.tz_convert("UTC").dt.tz_localize(None)
     array: np.ndarray[Any, Any] = naive.to_numpy(dtype="datetime64[us]")
     return array
+
+
+#: Resolutions :func:`resolution` tries, coarsest first (else: 1 µs).
+_RESOLUTIONS = (pd.Timedelta(seconds=1), pd.Timedelta(milliseconds=1))
+
+
+def resolution(values: pd.Series | np.ndarray[Any, Any]) -> pd.Timedelta:
+    """The resolution the values show: 1 s, 1 ms or 1 µs.
+
+    The coarsest of these that every value (timestamps or durations; missing ones
+    ignored) is a whole multiple of: 1 s for the provider's whole-second stamps
+    (docs/protocol.md §2), 1 µs for a clock with microseconds. No values: 1 s.
+
+    Examples
+    --------
+    >>> resolution(pd.Series(pd.to_timedelta(["2s", "5s", None])))
+    Timedelta('0 days 00:00:01')
+    >>> resolution(pd.Series(pd.to_datetime(["2024-05-01 10:00:00.250"])))
+    Timedelta('0 days 00:00:00.001000')
+    """
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.DatetimeTZDtype):
+        array = utc_numpy(values)
+    else:  # never through Timestamp objects: a million of them take seconds
+        array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if array.dtype.kind not in "mM":
+        raise InputError(f"resolution needs timestamps or durations, got {array.dtype}")
+    ticks = array[~np.isnat(array)].astype(f"{array.dtype.kind}8[us]").view("int64")
+    for step in _RESOLUTIONS:
+        if not (ticks % (step // pd.Timedelta(1, "us"))).any():
+            return step
+    return pd.Timedelta(1, "us")
 
 
 def as_state(values: pd.Series) -> pd.Categorical:

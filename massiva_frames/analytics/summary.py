@@ -20,7 +20,7 @@ from ..prepare.phones import OPERATOR_NAMES
 from .duckdb_engine import use_duckdb
 from .shapes import DEFAULT_TZ, STATES, as_state, require, to_utc
 
-__all__ = ["OPERATORS", "delivery_summary", "operator_of"]
+__all__ = ["OPERATORS", "delivery_summary", "observed_quantiles", "operator_of"]
 
 #: docs/protocol.md §1: Venezuelan mobile operator codes (the 3 digits after ``58``) and their
 #: carriers, as phones.py knows them (422 is Digitel's newer range).
@@ -51,15 +51,24 @@ def operator_of(phones: pd.Series, *, codes: bool = False) -> pd.Series:
     ['Movistar', 'Movilnet', '(none)']
     """
     s = phones.astype("string")
-    venezuelan = s.str.len().eq(12) & s.str.startswith("58")
-    code = s.str.slice(2, 5).where(venezuelan.fillna(False))
-    code = code.where(code.isin(list(OPERATORS)))
+    venezuelan = (s.str.len().eq(12) & s.str.startswith("58")).to_numpy(bool, na_value=False)
+    prefix = s.str.slice(2, 5)
+    # a million phones hold few distinct prefixes: decide per prefix, then take
+    position, distinct = pd.factorize(prefix)  # -1: missing phone
+    uniques = [str(u) for u in distinct]
+    known = np.array([u in OPERATORS for u in uniques] + [False])[position] & venezuelan
     if codes:
-        return code.rename("prefix")
-    name = code.map(OPERATORS).astype("string")
-    name = name.mask(name.isna() & s.notna(), "other").fillna("(none)")
+        return prefix.where(pd.Series(known, index=prefix.index)).rename("prefix")
+    other, none = _OPERATOR_ORDER.index("other"), _OPERATOR_ORDER.index("(none)")
+    name_of = [_OPERATOR_ORDER.index(OPERATORS[u]) if u in OPERATORS else other for u in uniques]
+    name = np.where(known, np.array([*name_of, other])[position], other)
+    name[position < 0] = none
     return pd.Series(
-        pd.Categorical(name, categories=list(_OPERATOR_ORDER)), index=phones.index, name="operator"
+        pd.Categorical.from_codes(
+            name.astype(np.int8), dtype=pd.CategoricalDtype(list(_OPERATOR_ORDER))
+        ),
+        index=phones.index,
+        name="operator",
     )
 
 
@@ -68,6 +77,7 @@ _SUMMARY_COLUMNS = (
     "invalid",
     "suppressed",
     "scheduled",
+    "cancelled",
     "rejected",
     "unknown",
     "sent",
@@ -109,6 +119,43 @@ def _group_key(frame: pd.DataFrame, key: Hashable, tz: str) -> pd.Series:
     )
 
 
+def observed_quantiles(
+    values: np.ndarray[Any, Any], group: np.ndarray[Any, Any], ngroups: int, qs: Sequence[float]
+) -> np.ndarray[Any, Any]:
+    """Per group and share ``q``: the smallest value that at least ``q`` of its values do
+    not exceed.
+
+    The empirical quantile without interpolation (numpy's ``method="inverted_cdf"``): an
+    observed value, so it has the precision of the data (whole seconds stay whole).
+    NaN values are left out; a group without values gets NaN. One sort for every ``q``.
+
+    Returns
+    -------
+    ndarray
+        Shape ``(ngroups, len(qs))``.
+
+    Examples
+    --------
+    >>> observed_quantiles(np.array([4.0, 10.0, 3.0]), np.array([0, 0, 1]), 3, [0.5, 0.9])
+    array([[ 4., 10.],
+           [ 3.,  3.],
+           [nan, nan]])
+    """
+    keep = ~np.isnan(values)
+    v, g = values[keep], group[keep]
+    order = np.lexsort((v, g)) if ngroups > 1 else np.argsort(v, kind="stable")
+    v = v[order]
+    n = np.bincount(g, minlength=ngroups)
+    start = np.cumsum(n) - n
+    has = n > 0
+    out = np.full((ngroups, len(qs)), np.nan)
+    for j, q in enumerate(qs):
+        # rank ceil(q * n), 1-based; the epsilon keeps 0.9 * 10 from rounding up to 10
+        rank = np.maximum(np.ceil(q * n - 1e-9).astype(np.intp), 1)
+        out[has, j] = v[start[has] + rank[has] - 1]
+    return out
+
+
 def _summary_table(
     counts: np.ndarray[Any, Any], rows: np.ndarray[Any, Any], latency: pd.DataFrame
 ) -> dict[str, Any]:
@@ -120,6 +167,7 @@ def _summary_table(
         "invalid": n["invalid"],
         "suppressed": n["suppressed"],
         "scheduled": n["scheduled"],
+        "cancelled": n["cancelled"],
         "rejected": n["rejected"],
         "unknown": n["unknown"],
         "sent": sent,
@@ -173,12 +221,16 @@ def delivery_summary(
     -------
     DataFrame
         One row per group (missing keys form their own group), with columns ``rows``,
-        ``invalid``, ``suppressed``, ``scheduled``, ``rejected``, ``unknown``, ``sent``
+        ``invalid``, ``suppressed``, ``scheduled``, ``cancelled`` (taken out by
+        ``cancel``, never sent), ``rejected``, ``unknown``, ``sent``
         (accepted by the provider: delivered + failed + pending), ``delivered``,
         ``failed``, ``pending`` (accepted, no final callback yet), ``delivery_rate`` =
         delivered / sent, ``failure_rate`` = failed / sent, ``pending_rate`` = pending /
         sent (NaN when nothing was sent), and ``median_latency_s`` / ``p90_latency_s``
-        (seconds from send to delivery, delivered rows).
+        (seconds from send to delivery of the delivered rows: the smallest latency that
+        at least half, or 90 %, of them did not exceed; an observed value, so whole
+        seconds when the provider's stamps are, see
+        :func:`~massiva_frames.analytics.delivery.attach_delivery`).
 
     Examples
     --------
@@ -228,16 +280,14 @@ def delivery_summary(
     flat = np.bincount(group[known] * nstates + codes[known], minlength=ngroups * nstates)
     counts = flat.reshape(ngroups, nstates)
     rows = np.bincount(group, minlength=ngroups)
-    lat = pd.Series(latency_s).groupby(group)
-    latency = pd.DataFrame({"median": lat.median(), "p90": lat.quantile(0.9)}).reindex(
-        range(ngroups)
+    latency = pd.DataFrame(
+        observed_quantiles(latency_s, group, ngroups, (0.5, 0.9)), columns=["median", "p90"]
     )
     table = pd.DataFrame(_summary_table(counts, rows, latency), index=index)
 
     if total and keys:
-        overall = pd.Series(latency_s).dropna()
-        median = float(overall.median()) if len(overall) else np.nan
-        p90 = float(overall.quantile(0.9)) if len(overall) else np.nan
+        one = np.zeros(len(frame), dtype=np.intp)
+        median, p90 = observed_quantiles(latency_s, one, 1, (0.5, 0.9))[0]
         table = _with_total(table, counts, len(frame), median, p90, keys)
     return table[list(_SUMMARY_COLUMNS)]
 

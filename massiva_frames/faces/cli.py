@@ -4,8 +4,9 @@ Each subcommand lives in its own module under :mod:`massiva_frames.faces.command
 exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Command
 modules keep heavy imports (pandas, requests) inside ``run`` so ``--help`` stays fast.
 
-Exit codes shared by every subcommand: 0 success, 1 failure, 2 usage error, 3 partial
-(some rows invalid, rejected or unknown).
+Every subcommand shares one exit-code table (:data:`EXIT_CODES`, printed by ``--help``)
+and one error line on stderr, ``massiva-frames COMMAND: error: MESSAGE``
+(:func:`error`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,42 @@ import argparse
 import importlib
 import importlib.util
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_USAGE",
+    "error",
+    "failure_errors",
+    "main",
+    "one_line",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+
+#: the exit codes of every command, as ``massiva-frames --help`` shows them
+EXIT_CODES = """\
+exit codes (every command):
+  0  done: everything this run had to do went through, or there was nothing to do
+     (a re-run that finds every row already sent exits 0)
+  3  done, but rows need a look: rows this run judged invalid for the first time, or
+     rows it sent that came back rejected, in doubt (unknown) or could not be sent
+     (connection failed, credits short with --allow-partial); validate: rows invalid;
+     demo: accepted messages without a delivery callback; cancel: matching rows already
+     sent or in doubt, so not cancelled. Suppressed rows (duplicates,
+     opt-outs) and rows scheduled for later are by design and do not make it 3
+  1  error: nothing more was done (one line on stderr: massiva-frames COMMAND: error: ...)
+  2  usage: a wrong option, value or output file name
+"""
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,9 +59,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("massiva_frames.faces.commands.validate", "validate a CSV/parquet file of phones"),
     "send": ("massiva_frames.faces.commands.send", "validate and send a CSV/parquet file"),
     "dispatch": ("massiva_frames.faces.commands.dispatch", "send what is due in a journal"),
+    "cancel": ("massiva_frames.faces.commands.cancel", "cancel scheduled rows of a journal"),
     "credits": ("massiva_frames.faces.commands.credits", "print the account's credits"),
     "receive": ("massiva_frames.faces.commands.receive", "serve the callback receiver"),
     "report": ("massiva_frames.faces.commands.report", "delivery report from results and logs"),
+    "journal": ("massiva_frames.faces.commands.journal", "copy a journal (SQLite <-> PostgreSQL)"),
 }
 
 
@@ -50,18 +80,62 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     parser = argparse.ArgumentParser(
         prog="massiva-frames",
         description="Bulk SMS through the Massiva API from pandas DataFrames.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules: dict[str, str] = {}
+    width = max(40, min(100, shutil.get_terminal_size().columns - 2))
     for name, (module_name, help_text) in _available().items():
         module = importlib.import_module(module_name)
-        sp = sub.add_parser(name, help=help_text, description=getattr(module, "HELP", help_text))
+        sp = sub.add_parser(
+            name,
+            help=help_text,
+            description=textwrap.fill(getattr(module, "HELP", help_text), width),
+            epilog="exit codes: 0 done, 3 done but rows need a look, 1 error, 2 usage\n"
+            "(massiva-frames --help shows the table)",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(sp)
         modules[name] = module_name
     return parser, modules
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: the class for the package's errors, then the message.
+
+    Messages of the package's errors are built from masked values, so they are safe to
+    show; an ``OSError`` shows its reason and file.
+    """
+    from ..errors import InputError, MassivaError
+
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MassivaError) and type(exc) is not InputError:
+        return f"{type(exc).__name__}: {text}"
+    return text
+
+
+def failure_errors() -> tuple[type[BaseException], ...]:
+    """The errors a command reports as one line: the package's, the OS's, SQLite's,
+    and ``ValueError`` (a bad value pandas or pyarrow met in a file)."""
+    import sqlite3
+
+    from ..errors import MassivaError
+
+    return (MassivaError, sqlite3.Error, OSError, ValueError)
+
+
+def error(command: str, problem: BaseException | str, code: int = EXIT_FAILURE) -> int:
+    """Print ``massiva-frames COMMAND: error: ...`` on stderr; return ``code``."""
+    message = problem if isinstance(problem, str) else one_line(problem)
+    print(f"massiva-frames {command}: error: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

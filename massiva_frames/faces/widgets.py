@@ -146,7 +146,7 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
     preview_rows : int
         Rows shown in the live preview.
     **validate_options
-        Passed to :func:`validate` and :func:`send` (``country``, ``long_text``, ...).
+        Passed to :func:`validate` and :func:`send` (``blank``, ``country``, ``long_text``, ...).
 
     Attributes
     ----------

@@ -6,6 +6,7 @@
 - :mod:`.formatting` -- column values formatted once per distinct value, fixed-point vectorised;
 - :mod:`.texts` -- texts as carriers see them: GSM-7/UCS-2, segments, transliteration, checks;
 - :mod:`.validation` -- ``validate``: one verdict (state, reason) per row, duplicates, opt-outs;
+- :mod:`.reasons` -- the stable reason codes and their messages;
 - :mod:`.sizing` -- the planning options resolved into request limits; rows measured against them;
 - :mod:`.batching` -- ``plan_batches``: requests that respect the API's limits; ``iter_batches``;
 - :mod:`.lower_bound` -- ``minimum_requests``: the fewest requests any plan could use;

@@ -2,13 +2,17 @@
 
 Fixed-point numbers (``{saldo:,.2f}``, ``{n:d}``, ``{n:,}``) take a numpy path that builds
 the digits as bytes for the whole column; every other value is formatted by Python once
-per *distinct* value and spread back to the rows by their codes.
+per *distinct* value and spread back to the rows by their codes. A value that is not
+one value (a list, a dict, an array, bytes, an object with no text of its own) is never
+formatted: its text would be its Python ``repr``.
 """
 
 from __future__ import annotations
 
+import datetime
+import numbers
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +21,45 @@ import pyarrow as pa
 
 from .arrow import LARGE_STRING, unencodable
 
-__all__ = ["fast_fixed", "format_table"]
+__all__ = ["fast_fixed", "format_table", "is_text_value"]
+
+
+# Kinds whose text is what a reader expects (missing values are told apart elsewhere).
+_TEXT_KINDS = (
+    str,
+    numbers.Number,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    np.generic,
+    pd.Period,
+    pd.Interval,
+    type(None),
+    type(pd.NA),
+    type(pd.NaT),
+)
+
+
+def _kind_is_text(kind: type) -> bool:
+    if issubclass(kind, bytes | bytearray | memoryview):
+        return False  # b'...' is a repr (numpy's bytes_ too)
+    if issubclass(kind, _TEXT_KINDS):
+        return True
+    if issubclass(kind, Iterable):
+        return False  # containers, arrays, Series, frames: their text is a repr
+    # An object prints as itself only if its class says how; else "<X object at 0x…>"
+    # (or a dataclass's repr) would be sent.
+    return kind.__format__ is not object.__format__ or kind.__str__ is not object.__str__
+
+
+def is_text_value(values: Sequence[Any]) -> np.ndarray[Any, Any]:
+    """Which values print as themselves: strings, numbers, dates, missing values, and
+    objects whose class defines ``__str__``/``__format__`` (decided once per type)."""
+    kinds = set(map(type, values))
+    odd = {kind for kind in kinds if not _kind_is_text(kind)}
+    if not odd:
+        return np.ones(len(values), dtype=bool)
+    return np.fromiter((type(v) not in odd for v in values), dtype=bool, count=len(values))
 
 
 def _format_uniques(
@@ -139,8 +181,14 @@ def fast_fixed(series: pd.Series, spec: str) -> tuple[pa.Array, np.ndarray[Any, 
 
 def format_table(
     series: pd.Series, fmt: Callable[[Any], str]
-) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Distinct values formatted once: ``(table, codes (-1 = missing), failed per entry)``."""
+) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Distinct values formatted once.
+
+    Returns ``(table, codes, failed, odd)``: the text of each distinct value (null where
+    it failed or is odd), each row's code into it (-1 = missing), and per entry whether
+    ``fmt`` failed and whether the value is not one value (see :func:`is_text_value`),
+    which is never formatted.
+    """
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = series.cat.codes.to_numpy().astype(np.int64)
         uniques: Any = list(series.cat.categories)
@@ -163,7 +211,17 @@ def format_table(
             codes = np.full(len(values), -1, dtype=np.int64)
             codes[keep] = np.arange(int(keep.sum()))
             uniques = list(values[keep])
-    out, failed_u = _format_uniques(uniques, fmt)
+    odd_u = ~is_text_value(uniques)
+    if odd_u.any():
+        kept = np.flatnonzero(~odd_u)
+        done, done_failed = _format_uniques([uniques[i] for i in kept], fmt)
+        out: list[str | None] = [None] * len(uniques)
+        failed_u = np.zeros(len(uniques), dtype=bool)
+        for i, text, bad in zip(kept, done, done_failed, strict=True):
+            out[i] = text
+            failed_u[i] = bad
+    else:
+        out, failed_u = _format_uniques(uniques, fmt)
     try:
         table = pa.array(out, type=LARGE_STRING)
     except UnicodeEncodeError:
@@ -175,4 +233,4 @@ def format_table(
         table = pa.array(
             [None if bad else v for v, bad in zip(out, odd, strict=True)], LARGE_STRING
         )
-    return table, codes, failed_u
+    return table, codes, failed_u, odd_u

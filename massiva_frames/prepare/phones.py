@@ -4,7 +4,8 @@ docs/protocol.md §1: a phone is 12 characters for Venezuela, ``58`` + operator 
 ``414``, ``416``, ``424``, ``426``) + 7 digits. The fast path is vectorised over the whole
 column with Arrow string kernels; numbers of other countries (and a non-Venezuelan
 default country) go through :mod:`phonenumbers`, once per distinct value, for only the
-rows that need it.
+rows that need it. The provider documents Venezuelan mobiles only, so a valid number of
+another country is refused (``phone_international``) unless ``allow_international=True``.
 
 Accepted shapes (separators: spaces of any kind, ``.``, ``-``, ``/``, parentheses,
 Unicode dashes): ``584141234567``, ``+58 414-123.45.67``, ``0414 1234567``,
@@ -59,7 +60,7 @@ WRONG_LENGTH = "phone_wrong_length"
 UNKNOWN_OPERATOR = "phone_unknown_operator"
 LANDLINE = "phone_landline"
 UNKNOWN_COUNTRY = "phone_unknown_country"
-OTHER_COUNTRY = "phone_other_country"
+INTERNATIONAL = "phone_international"
 TOO_LONG = "phone_too_long"
 
 #: Reason codes in precedence order; index + 1 is the internal int8 code (0 = valid).
@@ -69,7 +70,7 @@ PHONE_REASONS: tuple[str, ...] = (
     TRUNCATED,
     WRONG_LENGTH,
     UNKNOWN_COUNTRY,
-    OTHER_COUNTRY,
+    INTERNATIONAL,
     LANDLINE,
     UNKNOWN_OPERATOR,
     TOO_LONG,
@@ -140,8 +141,9 @@ def _scientific(text: str) -> tuple[str | None, str | None]:
 
 def _via_phonenumbers(
     values: Sequence[str], region: str | None
-) -> tuple[list[str | None], list[int]]:
-    """The slow path, once per distinct value: E.164 digits (no ``+``) or a reason."""
+) -> tuple[list[str | None], list[int], list[int]]:
+    """The slow path, once per distinct value: E.164 digits (no ``+``) or a reason, and
+    the calling code the number was read with (0 when it could not be read)."""
     import phonenumbers
     from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
@@ -156,13 +158,15 @@ def _via_phonenumbers(
     mobile = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
     phones: list[str | None] = []
     codes: list[int] = []
+    calling: list[int] = []
     for value in values:
-        phone, reason = None, None
+        phone, reason, country = None, None, 0
         try:
             number = phonenumbers.parse(value, region)
         except NumberParseException as exc:
             reason = parse_reasons.get(exc.error_type, NOT_A_NUMBER)
         else:
+            country = int(number.country_code or 0)
             possible = phonenumbers.is_possible_number_with_reason(number)
             if possible == ValidationResult.INVALID_COUNTRY_CODE:
                 reason = UNKNOWN_COUNTRY
@@ -183,7 +187,8 @@ def _via_phonenumbers(
                         phone, reason = None, TOO_LONG
         phones.append(phone)
         codes.append(0 if reason is None else _CODE[reason])
-    return phones, codes
+        calling.append(country)
+    return phones, codes, calling
 
 
 def _where(mask: np.ndarray[Any, Any], arr: pa.Array, kernel: Any) -> pa.Array:
@@ -302,11 +307,12 @@ def _normalize_text(
     ok = valid_shape & venezuelan & known
 
     slow = valid_shape & (slow_intl | slow_domestic)
-    if not allow_international:
-        foreign = slow_intl if country == DEFAULT_COUNTRY else intl & is58
-        code[valid_shape & foreign] = _CODE[OTHER_COUNTRY]
-        ok &= ~foreign
-        slow &= ~foreign
+    if not allow_international and country != DEFAULT_COUNTRY:
+        # A valid +58 number is abroad for another home country; an invalid one keeps
+        # its own reason (the first thing to fix).
+        abroad = ok & intl
+        code[abroad] = _CODE[INTERNATIONAL]
+        ok &= ~abroad
     if slow.any():
         phone = _apply_slow(phone, digits, slow, prefix, code, ok, country, allow_international)
     return _with_validity(one_chunk(phone), ok & (code == 0)), code
@@ -331,7 +337,12 @@ def _apply_slow(
     country: str,
     allow_international: bool,
 ) -> pa.Array:
-    """Settle the ``slow`` rows with phonenumbers (in place on ``code``/``ok``)."""
+    """Settle the ``slow`` rows with phonenumbers (in place on ``code``/``ok``).
+
+    Without ``allow_international``, a number of another country that would otherwise
+    be sent (or is only too long for the API) is ``phone_international``; one that is
+    not a valid number at all keeps its own reason.
+    """
     import phonenumbers
 
     region = phonenumbers.region_code_for_country_code(int(country))
@@ -343,18 +354,19 @@ def _apply_slow(
     ]
     # Once per distinct (value, region): the rows of one file repeat numbers.
     distinct = list(dict.fromkeys(keyed))
-    settled: dict[tuple[str, str | None], tuple[str | None, int]] = {}
+    settled: dict[tuple[str, str | None], tuple[str | None, int, int]] = {}
     for region_code in sorted({r for _, r in distinct}, key=str):
         group = [k for k in distinct if k[1] == region_code]
-        got_phones, got_codes = _via_phonenumbers([v for v, _ in group], region_code)
-        settled.update(zip(group, zip(got_phones, got_codes, strict=True), strict=True))
+        got = _via_phonenumbers([v for v, _ in group], region_code)
+        settled.update(zip(group, zip(*got, strict=True), strict=True))
     row_phones = [settled[k][0] for k in keyed]
     row_codes = np.fromiter((settled[k][1] for k in keyed), np.int8, len(keyed))
     if not allow_international:
-        foreign = np.fromiter(
-            (p is not None and not p.startswith(country) for p in row_phones), bool, len(rows)
-        )
-        row_codes[foreign] = _CODE[OTHER_COUNTRY]
+        home = int(country)
+        abroad = np.fromiter((settled[k][2] not in (0, home) for k in keyed), bool, len(keyed))
+        foreign = abroad & np.isin(row_codes, (0, _CODE[TOO_LONG]))
+        row_codes[foreign] = _CODE[INTERNATIONAL]
+        row_phones = [None if f else p for p, f in zip(row_phones, foreign, strict=True)]
     code[rows] = row_codes
     ok[rows] = row_codes == 0
     mask = np.zeros(len(digits), dtype=bool)
@@ -376,7 +388,7 @@ def normalize_phones(
     *,
     country: str | int = DEFAULT_COUNTRY,
     operators: Iterable[str | int] = DEFAULT_OPERATORS,
-    allow_international: bool = True,
+    allow_international: bool = False,
 ) -> pd.DataFrame:
     """Normalise phones to the API's form (``584141234567``), vectorised.
 
@@ -389,9 +401,12 @@ def normalize_phones(
         Calling code of numbers written without ``+``/``00``.
     operators : iterable of str, default ``("412", "414", "416", "424", "426")``
         Venezuelan mobile operator codes accepted (docs/protocol.md §1).
-    allow_international : bool, default True
-        Accept numbers of other countries (checked with :mod:`phonenumbers`) when their
-        E.164 digits fit in the API's 12 characters.
+    allow_international : bool, default False
+        The provider documents 12-digit Venezuelan mobiles only (docs/protocol.md §1):
+        a valid number of another country is refused with ``phone_international``.
+        True accepts such numbers (checked with :mod:`phonenumbers`) when their E.164
+        digits fit in the API's 12 characters, for an account the provider lets send
+        abroad.
 
     Returns
     -------

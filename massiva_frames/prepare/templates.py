@@ -1,5 +1,9 @@
 """Templates: ``str.format`` templates parsed into fields, and filled from a frame's columns.
 
+A field is a column name with an optional format spec (``{nombre}``, ``{saldo:,.2f}``);
+nothing else of ``str.format`` (attributes, indexing, conversions) is allowed, and a cell
+that is not one value (a list, a dict...) is never rendered.
+
 Everything works on whole columns with Arrow string kernels. Python runs once per
 *distinct* value of a formatted column (``{saldo:,.2f}``, see :mod:`.formatting`). Each
 piece of a filled text (a literal, a column's values) is measured as it is made, so the
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError
-from .arrow import LARGE_STRING, bool_mask, is_string_dtype, one_chunk
+from .arrow import LARGE_STRING, bool_mask, is_string_dtype, one_chunk, scatter
 from .formatting import fast_fixed, format_table
 from .texts import (
     TextFacts,
@@ -32,6 +36,7 @@ from .texts import (
 )
 
 __all__ = [
+    "Piece",
     "Rendered",
     "TemplateField",
     "column_piece",
@@ -42,36 +47,55 @@ __all__ = [
 
 # Strings that mean "no value" (what ``astype(str)`` makes of NaN/None/NA/NaT).
 _MISSING_TOKENS = ["nan", "NaN", "NAN", "None", "none", "NONE", "<NA>", "NaT", "null", "NULL"]
+_MISSING_SET = frozenset(_MISSING_TOKENS)
 _NUMBER_RE = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
 @dataclass(frozen=True)
 class TemplateField:
-    """One ``{...}`` of a template: the column it reads and how it formats it."""
+    """One ``{...}`` of a template: the column it reads and its format spec."""
 
     column: Hashable
-    rest: str
-    conversion: str | None
-    spec: str
-
-    @property
-    def simple(self) -> bool:
-        """No attribute/index access and no conversion: ``format(value, spec)``."""
-        return not self.rest and not self.conversion
+    spec: str = ""
 
 
-def _lookup_column(columns: pd.Index, name: str) -> Hashable:
-    if name in columns:
-        return name
-    if name.isdigit() and int(name) in columns:
-        return int(name)
-    raise InputError(f"template field {{{name}}}: no column {name!r} in the frame")
+#: What a template field may be, said in every template error.
+_RULE = (
+    "a template field is a column name with an optional format spec, e.g. {nombre} or {saldo:,.2f}"
+)
+
+
+def _shown_field(name: str, conversion: str | None, spec: str | None) -> str:
+    return (
+        "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+    )
+
+
+def _field_error(name: str, conversion: str | None, spec: str | None) -> str | None:
+    """Why a parsed field is not a plain name with a format spec (None if it is one)."""
+    if name == "" or name.isdigit():
+        return "positional fields are not supported: name a column"
+    if "." in name:
+        return "attribute access is not allowed (a column named with '.' must be renamed)"
+    if "[" in name:
+        return "indexing is not allowed (a column named with '[' must be renamed)"
+    if conversion is not None:
+        return f"conversions ('!{conversion}') are not allowed"
+    if spec and ("{" in spec or "}" in spec):
+        return "nested format fields are not allowed"
+    return None
 
 
 def template_fields(
     template: str, columns: pd.Index | None = None
 ) -> tuple[list[str], list[TemplateField]]:
-    """Parse a ``str.format`` template into literal pieces and fields.
+    """Parse a template into literal pieces and fields, refusing anything but plain names.
+
+    A field is a column name with an optional ``str.format`` spec: ``{nombre}``,
+    ``{saldo:,.2f}``, ``{vence:%d/%m/%Y}``. Attribute access (``{nombre.upper}``),
+    indexing (``{x[0]}``), conversions (``{x!r}``), nested specs (``{x:{w}}``) and
+    positional fields (``{}``, ``{0}``) would reach Python objects' internals or their
+    ``repr``: they are refused before any row is rendered.
 
     Returns ``(literals, fields)`` with ``len(literals) == len(fields) + 1``: the text is
     ``literals[0] + field0 + literals[1] + ...``.
@@ -79,8 +103,9 @@ def template_fields(
     Raises
     ------
     InputError
-        Malformed template, a positional ``{}``, a nested ``{x:{w}}``, or (with
-        ``columns``) a field that names no column.
+        A malformed template, a field that is not a plain name with a format spec
+        (naming the field and the rule), or (with ``columns``) a field that names no
+        column.
 
     Examples
     --------
@@ -100,21 +125,21 @@ def template_fields(
         literals[-1] += literal
         if name is None:
             continue
-        if name == "":
-            raise InputError("template: positional fields '{}' are not supported; name a column")
-        if spec and ("{" in spec or "}" in spec):
-            raise InputError(f"template field {{{name}}}: nested format fields are not supported")
-        cut = min((i for i in (name.find("."), name.find("[")) if i >= 0), default=len(name))
-        base, rest = name[:cut], name[cut:]
-        column: Hashable = base if columns is None else _lookup_column(columns, base)
-        fields.append(TemplateField(column, rest, conversion, spec or ""))
+        problem = _field_error(name, conversion, spec)
+        if problem is not None:
+            raise InputError(
+                f"template field {_shown_field(name, conversion, spec)}: {problem}; {_RULE}"
+            )
+        if columns is not None and name not in columns:
+            raise InputError(f"template field {{{name}}}: no column {name!r} in the frame")
+        fields.append(TemplateField(name, spec or ""))
         literals.append("")
     return literals, fields
 
 
 def _check_spec(field: TemplateField, series: pd.Series) -> None:
     """A spec no value of this column's kind accepts is a wrong argument, not a bad row."""
-    if not field.spec or not field.simple:
+    if not field.spec:
         return
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype):
@@ -140,22 +165,26 @@ def _check_spec(field: TemplateField, series: pd.Series) -> None:
 
 
 def _formatter(field: TemplateField) -> Callable[[Any], str]:
-    if field.simple:
-        spec = field.spec
+    spec = field.spec
+    if not spec:
+        # format(value, ""): blanks and "nan" are told apart after trimming
+        return format
 
-        def simple(value: Any) -> str:
-            try:
-                return format(value, spec)
-            except (ValueError, TypeError):
-                # A number stored as text (a CSV column with one stray word).
-                if spec and isinstance(value, str) and _NUMBER_RE.match(value):
-                    return format(float(value), spec)
-                raise
+    def simple(value: Any) -> str:
+        if isinstance(value, str):
+            bare = value.strip()
+            if not bare or bare in _MISSING_SET:
+                # blank or "nan": missing (or kept blank), whatever the spec asks
+                return bare
+        try:
+            return format(value, spec)
+        except (ValueError, TypeError):
+            # A number stored as text (a CSV column with one stray word).
+            if spec and isinstance(value, str) and _NUMBER_RE.match(value):
+                return format(float(value), spec)
+            raise
 
-        return simple
-    conv = f"!{field.conversion}" if field.conversion else ""
-    mini = "{0" + field.rest + conv + (f":{field.spec}" if field.spec else "") + "}"
-    return mini.format
+    return simple
 
 
 def _strip_and_missing(
@@ -172,10 +201,18 @@ def _strip_and_missing(
 
 
 @dataclass
-class _Piece:
+class Piece:
+    """One column as text for a template field (or as the text column), row by row.
+
+    ``text`` is null where the value is missing, cannot be formatted (``failed``) or is
+    not one value (``odd``: a list, a dict, an array, bytes... whose text would be its
+    Python ``repr``); the three masks never overlap. ``facts`` measure ``text``.
+    """
+
     text: pa.Array
     missing: np.ndarray[Any, Any]
     failed: np.ndarray[Any, Any]
+    odd: np.ndarray[Any, Any]
     facts: TextFacts
 
 
@@ -191,53 +228,56 @@ def _mostly_distinct(arr: pa.Array) -> bool:
 
 def _piece(
     series: pd.Series, field: TemplateField, *, blank_is_missing: bool, translit: bool
-) -> _Piece:
-    """A column as text, its missing/failed rows and its facts; work per distinct value."""
+) -> Piece:
+    """A column as text, its missing/failed/odd rows and its facts; work per distinct value."""
     n = len(series)
     dtype = series.dtype
-    plain = field.simple and not field.spec
-    if plain and pd.api.types.is_integer_dtype(dtype):
+    none = np.zeros(n, dtype=bool)
+    if not field.spec and pd.api.types.is_integer_dtype(dtype):
         text = one_chunk(pa.array(series.array)).cast(LARGE_STRING)
         missing = bool_mask(pc.is_null(text))
-        return _Piece(text, missing, np.zeros(n, dtype=bool), number_facts(text))
-    if field.simple and (fast := fast_fixed(series, field.spec)) is not None:
+        return Piece(text, missing, none, none.copy(), number_facts(text))
+    if (fast := fast_fixed(series, field.spec)) is not None:
         text, python = fast
-        failed = np.zeros(n, dtype=bool)
+        failed = none.copy()
         if python.any():
             rows = np.flatnonzero(python)
-            table, codes, failed_u = format_table(series.iloc[rows], _formatter(field))
+            table, codes, failed_u, _ = format_table(series.iloc[rows], _formatter(field))
             redo = table.take(pa.array(codes, mask=codes < 0, type=pa.int64()))
             mask = np.zeros(n, dtype=bool)
             mask[rows] = True
             text = one_chunk(pc.replace_with_mask(text, pa.array(mask), redo))
             failed[rows] = (codes >= 0) & failed_u[np.maximum(codes, 0)]
         missing = bool_mask(pc.is_null(text)) & ~failed
-        return _Piece(text, missing, failed, number_facts(text))
-    if plain and is_string_dtype(dtype):
+        return Piece(text, missing, failed, none.copy(), number_facts(text))
+    if not field.spec and is_string_dtype(dtype):
         arr = one_chunk(pa.array(series.array)).cast(LARGE_STRING)
         if _mostly_distinct(arr):  # a free-text column: measure it whole
             text, missing = _strip_and_missing(arr, blank_is_missing)
             if translit:
                 text = transliterate_array(text)
             text = _with_nulls(text, missing)
-            return _Piece(text, missing, np.zeros(n, dtype=bool), text_facts(text))
+            return Piece(text, missing, none, none.copy(), text_facts(text))
         encoded = pc.dictionary_encode(arr)
         table = one_chunk(encoded.dictionary).cast(LARGE_STRING)
         codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
-        failed_u = np.zeros(len(table), dtype=bool)
+        failed_u = odd_u = np.zeros(len(table), dtype=bool)
     else:
-        table, codes, failed_u = format_table(series, _formatter(field))
+        table, codes, failed_u, odd_u = format_table(series, _formatter(field))
     table, missing_u = _strip_and_missing(table, blank_is_missing)
     if translit:
         table = transliterate_array(table)
     facts_u = text_facts(table)
+    if not len(table):
+        return Piece(pa.nulls(n, LARGE_STRING), ~none, none, none.copy(), facts_u.take(codes))
     has = codes >= 0
     safe = np.maximum(codes, 0)
-    failed = has & failed_u[safe] if len(table) else np.zeros(n, dtype=bool)
-    missing = (~has | (missing_u[safe] if len(table) else True)) & ~failed
-    rows = np.where(missing | failed, -1, codes)
+    failed = has & failed_u[safe]
+    odd = has & odd_u[safe]
+    missing = (~has | missing_u[safe]) & ~failed & ~odd
+    rows = np.where(missing | failed | odd, -1, codes)
     text = one_chunk(table.take(pa.array(rows, mask=rows < 0, type=pa.int64())))
-    return _Piece(text, missing, failed, facts_u.take(rows))
+    return Piece(text, missing, failed, odd, facts_u.take(rows))
 
 
 def _with_nulls(text: pa.Array, null: np.ndarray[Any, Any]) -> pa.Array:
@@ -246,46 +286,57 @@ def _with_nulls(text: pa.Array, null: np.ndarray[Any, Any]) -> pa.Array:
     return one_chunk(pc.if_else(pa.array(null), pa.scalar(None, LARGE_STRING), text))
 
 
-def column_piece(series: pd.Series, *, translit: bool = False) -> _Piece:
+def column_piece(series: pd.Series, *, translit: bool = False) -> Piece:
     """The text column: trimmed; null or ``nan``-like is missing, blank stays blank (so
-    it becomes ``text_empty``); measured once per distinct text when texts repeat."""
-    field = TemplateField(series.name, "", None, "")
-    return _piece(series, field, blank_is_missing=False, translit=translit)
+    it becomes ``text_empty``: an SMS cannot be empty), a cell that is not one value is
+    odd; measured once per distinct text when texts repeat."""
+    return _piece(series, TemplateField(series.name), blank_is_missing=False, translit=translit)
 
 
 def column_text(
     series: pd.Series, field: TemplateField | None = None, *, blank_is_missing: bool = True
-) -> tuple[pa.Array, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+) -> Piece:
     """One column rendered as text for a template field (or as the text column).
 
-    Returns ``(text, missing, failed)``: Arrow text (null where missing or failed) and
-    the two masks. String values are trimmed; ``nan``-like strings count as missing, and
-    so do blank ones unless ``blank_is_missing=False`` (the text column: a blank text is
-    ``text_empty``). Formatting runs once per distinct value.
+    Returns a :class:`Piece`: Arrow text (null where missing, failed or odd) and the three
+    masks. String values are trimmed; ``nan``-like strings count as missing, and so do
+    blank ones unless ``blank_is_missing=False`` (``blank="keep"``: rendered as empty).
+    Formatting runs once per distinct value.
     """
-    field = field or TemplateField(series.name, "", None, "")
-    piece = _piece(series, field, blank_is_missing=blank_is_missing, translit=False)
-    return piece.text, piece.missing, piece.failed
+    field = field or TemplateField(series.name)
+    return _piece(series, field, blank_is_missing=blank_is_missing, translit=False)
 
 
 @dataclass
 class Rendered:
-    """A filled template: texts and, per row, the first field at fault (-1 if none)."""
+    """A filled template: texts and, per row, the first field at fault (-1 if none):
+    whose value is missing, cannot be formatted, or is not one value (odd)."""
 
     text: pa.Array
     missing_at: np.ndarray[Any, Any]
     failed_at: np.ndarray[Any, Any]
+    odd_at: np.ndarray[Any, Any]
     columns: list[Hashable]
     facts: TextFacts
 
 
-def render_template(df: pd.DataFrame, template: str, *, translit: bool = False) -> Rendered:
+def render_template(
+    df: pd.DataFrame,
+    template: str,
+    *,
+    translit: bool = False,
+    keep_blank: Collection[Hashable] = (),
+) -> Rendered:
     """Fill ``template`` from ``df``'s columns, vectorised, once per distinct value.
 
-    Returns a :class:`Rendered`: text (null where a used value is missing or cannot be
-    formatted), the position in ``columns`` of the first field whose value is missing
-    (-1 if none), the same for a format failure, the columns the fields read, and the
-    texts' :class:`TextFacts`. With ``translit``, literals and values are transliterated.
+    Returns a :class:`Rendered`: text (null where a used value is missing, cannot be
+    formatted or is not one value), per row the position in ``columns`` of the first
+    field whose value is missing (-1 if none), the same for a format failure and for a
+    value that is not one value, the columns the fields read, and the texts'
+    :class:`TextFacts`. With ``translit``, literals and values are transliterated. A
+    blank (empty or whitespace-only) string is missing, except in the ``keep_blank``
+    columns, where it is rendered as empty (and a text it leaves with spaces at an end
+    is trimmed).
 
     Examples
     --------
@@ -301,15 +352,22 @@ def render_template(df: pd.DataFrame, template: str, *, translit: bool = False) 
     pieces: list[Any] = []
     missing_at = np.full(n, -1, dtype=np.int64)
     failed_at = np.full(n, -1, dtype=np.int64)
+    odd_at = np.full(n, -1, dtype=np.int64)
+    kept_blank = np.zeros(n, dtype=bool)
     facts = literal_facts("".join(literals), n)
     for i, field in enumerate(fields):
         column = df[field.column]
         if isinstance(column, pd.DataFrame):
             raise InputError(f"template field {{{field.column}}}: the column name is not unique")
         _check_spec(field, column)
-        piece = _piece(column, field, blank_is_missing=True, translit=translit)
+        piece = _piece(
+            column, field, blank_is_missing=field.column not in keep_blank, translit=translit
+        )
         missing_at[(missing_at < 0) & piece.missing] = i
         failed_at[(failed_at < 0) & piece.failed] = i
+        odd_at[(odd_at < 0) & piece.odd] = i
+        if field.column in keep_blank:
+            kept_blank |= piece.facts.length == 0
         facts = facts + piece.facts
         if literals[i]:
             pieces.append(pa.scalar(literals[i], LARGE_STRING))
@@ -323,4 +381,22 @@ def render_template(df: pd.DataFrame, template: str, *, translit: bool = False) 
         text = one_chunk(pieces[0])
     else:
         text = one_chunk(pc.binary_join_element_wise(*pieces, pa.scalar("", LARGE_STRING)))
-    return Rendered(text, missing_at, failed_at, columns, facts)
+    if kept_blank.any():
+        # "Hola Ana. {nota}" with a blank nota ends in a space: trim what it left.
+        text, facts = _trim_rows(text, facts, kept_blank)
+    return Rendered(text, missing_at, failed_at, odd_at, columns, facts)
+
+
+def _trim_rows(
+    text: pa.Array, facts: TextFacts, rows_mask: np.ndarray[Any, Any]
+) -> tuple[pa.Array, TextFacts]:
+    """``text`` with the ``rows_mask`` rows trimmed at both ends, and their facts redone."""
+    rows = np.flatnonzero(rows_mask)
+    trimmed = one_chunk(pc.utf8_trim_whitespace(text.take(pa.array(rows))))
+    redone = text_facts(trimmed)
+    facts = TextFacts(
+        facts.length.copy(), facts.nbytes.copy(), facts.gsm.copy(), facts.flagged.copy()
+    )
+    facts.length[rows], facts.nbytes[rows] = redone.length, redone.nbytes
+    facts.gsm[rows], facts.flagged[rows] = redone.gsm, redone.flagged
+    return scatter(text, rows_mask, trimmed), facts

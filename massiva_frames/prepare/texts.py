@@ -75,13 +75,22 @@ TRANSLITERATION: dict[str, str] = {
 }
 
 MISSING_VALUE = "text_missing_value"
+NOT_SCALAR = "text_not_scalar"
 FORMAT_ERROR = "text_format_error"
 EMPTY = "text_empty"
 CONTROL = "text_control_chars"
 SEPARATOR = "text_separator"
 TOO_LONG = "text_too_long"
 #: Text reason codes in precedence order; index + 1 is the internal int8 code.
-TEXT_REASONS: tuple[str, ...] = (MISSING_VALUE, FORMAT_ERROR, EMPTY, CONTROL, SEPARATOR, TOO_LONG)
+TEXT_REASONS: tuple[str, ...] = (
+    MISSING_VALUE,
+    NOT_SCALAR,
+    FORMAT_ERROR,
+    EMPTY,
+    CONTROL,
+    SEPARATOR,
+    TOO_LONG,
+)
 _CODE = {name: i + 1 for i, name in enumerate(TEXT_REASONS)}
 
 
@@ -280,6 +289,7 @@ def check_texts(
     *,
     missing: np.ndarray[Any, Any] | None = None,
     failed: np.ndarray[Any, Any] | None = None,
+    not_scalar: np.ndarray[Any, Any] | None = None,
     long_text: str = "error",
     do_transliterate: bool = False,
     facts: TextFacts | None = None,
@@ -290,8 +300,10 @@ def check_texts(
     ----------
     text : pyarrow string array
         The texts (null where a value was missing or failed to format).
-    missing, failed : bool arrays, optional
-        Rows whose text is null because a used value is missing / failed to format.
+    missing, failed, not_scalar : bool arrays, optional
+        Rows whose text is null because a used value is missing / failed to format / is
+        not one value (a list, a dict...). A row with a missing value is
+        ``text_missing_value``, else ``text_not_scalar``, else ``text_format_error``.
     long_text : {"error", "truncate", "split"}
         Texts over 160 characters: a ``text_too_long`` reason; cut to 157 characters plus
         ``...``; or kept whole and sent as ``parts`` messages (see :func:`split_text`).
@@ -345,8 +357,11 @@ def check_texts(
     code[control] = _CODE[CONTROL]
     code[blank] = _CODE[EMPTY]
     code[null] = _CODE[MISSING_VALUE]
+    settled = missing if missing is not None else np.zeros(n, dtype=bool)
     if failed is not None:
-        code[null & failed & ~(missing if missing is not None else False)] = _CODE[FORMAT_ERROR]
+        code[null & failed & ~settled] = _CODE[FORMAT_ERROR]
+    if not_scalar is not None:
+        code[null & not_scalar & ~settled] = _CODE[NOT_SCALAR]
     # Most texts fit one SMS whatever they contain: the most units a text can take is
     # twice its GSM-7 length (every character an escape pair) or, for UCS-2, its length
     # plus one unit per 4-byte character (each 3 bytes over). Only texts whose most

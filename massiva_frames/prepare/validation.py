@@ -1,16 +1,16 @@
 """``validate``: phones and texts checked on whole columns, one outcome per row.
 
 A bad row never raises: it gets ``valid=False``, a ``state`` and a stable ``reason`` code
-(:class:`Reason`). A wrong argument (not a DataFrame, empty frame, missing column, unknown
-template field) raises :class:`~massiva_frames.errors.InputError` naming it.
+(:class:`Reason`). A wrong argument (not a DataFrame, empty frame, repeated index labels,
+missing column, a template field that is not a plain column name) raises
+:class:`~massiva_frames.errors.InputError` naming it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from ..errors import InputError
 from . import phones as _phones
 from . import templates as _templates
 from . import texts as _texts
+from .reasons import Reason
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -39,67 +40,14 @@ STATES = ("ready", "invalid", "suppressed")
 STATE_DTYPE = pd.CategoricalDtype(list(STATES))
 ENCODING_DTYPE = pd.CategoricalDtype(["GSM-7", "UCS-2"])
 DEDUPE_MODES = ("phone+text", "phone")
+BLANK_MODES = ("missing", "keep")
+#: Repeated index labels named in the error, at most.
+SHOWN_LABELS = 5
 FAILURE_COLUMNS = ["index", "column", "reason", "message", "value"]
 VALUE_CHARS = 80
 #: From this many rows, phones and texts are checked in two threads.
 PARALLEL_ROWS = 20_000
 
-
-class Reason(StrEnum):
-    """Stable reason codes for rows that will not be sent; ``.message`` explains each."""
-
-    PHONE_MISSING = "phone_missing"
-    PHONE_NOT_A_NUMBER = "phone_not_a_number"
-    PHONE_TRUNCATED = "phone_truncated"
-    PHONE_WRONG_LENGTH = "phone_wrong_length"
-    PHONE_UNKNOWN_COUNTRY = "phone_unknown_country"
-    PHONE_OTHER_COUNTRY = "phone_other_country"
-    PHONE_LANDLINE = "phone_landline"
-    PHONE_UNKNOWN_OPERATOR = "phone_unknown_operator"
-    PHONE_TOO_LONG = "phone_too_long"
-    TEXT_MISSING_VALUE = "text_missing_value"
-    TEXT_FORMAT_ERROR = "text_format_error"
-    TEXT_EMPTY = "text_empty"
-    TEXT_CONTROL_CHARS = "text_control_chars"
-    TEXT_SEPARATOR = "text_separator"
-    TEXT_TOO_LONG = "text_too_long"
-    URL_TOO_LONG = "url_too_long"
-    OPTED_OUT = "opted_out"
-    DUPLICATE = "duplicate"
-
-    @property
-    def message(self) -> str:
-        """A one-line English explanation."""
-        return _MESSAGES[self]
-
-    @property
-    def state(self) -> str:
-        """``suppressed`` for opt-outs and duplicates, else ``invalid``."""
-        return "suppressed" if self in (Reason.OPTED_OUT, Reason.DUPLICATE) else "invalid"
-
-
-_MESSAGES: dict[Reason, str] = {
-    Reason.PHONE_MISSING: "no phone number",
-    Reason.PHONE_NOT_A_NUMBER: "the phone is not a number",
-    Reason.PHONE_TRUNCATED: "the phone was stored in scientific notation and lost digits "
-    "(e.g. 5.84141E+11 from Excel): the full number cannot be recovered",
-    Reason.PHONE_WRONG_LENGTH: "the phone has the wrong number of digits",
-    Reason.PHONE_UNKNOWN_COUNTRY: "the international prefix is not a country calling code",
-    Reason.PHONE_OTHER_COUNTRY: "a number of another country (allow_international=False)",
-    Reason.PHONE_LANDLINE: "a landline number: it cannot receive SMS",
-    Reason.PHONE_UNKNOWN_OPERATOR: "the operator code is not one of the accepted mobile codes",
-    Reason.PHONE_TOO_LONG: "the number does not fit in the API's 12 characters",
-    Reason.TEXT_MISSING_VALUE: "a value used by the text is missing",
-    Reason.TEXT_FORMAT_ERROR: "a value used by the template cannot be formatted as asked",
-    Reason.TEXT_EMPTY: "the text is empty or blank",
-    Reason.TEXT_CONTROL_CHARS: "the text contains control characters (only newlines are allowed)",
-    Reason.TEXT_SEPARATOR: "the text contains '|', the API's text separator",
-    Reason.TEXT_TOO_LONG: "the text is longer than 160 characters "
-    "(long_text='truncate' or 'split' to send it)",
-    Reason.URL_TOO_LONG: "a GET request for this row alone would exceed 2048 characters",
-    Reason.OPTED_OUT: "the phone is on the suppression (opt-out) list",
-    Reason.DUPLICATE: "the same message to the same phone appears earlier in the frame",
-}
 
 # One int16 code space for every reason: 0 = none, then phone, text, suppression.
 _ALL = [r.value for r in Reason]
@@ -141,7 +89,11 @@ def _suppression_phones(
             "suppress: expected phones (Series, list), a DataFrame with a 'phone' column or a "
             f"parquet path; got {type(suppress).__name__}"
         )
-    normal = _phones.normalize_phones(values, country=country, operators=operators)
+    # Every number the list holds, whatever validate() accepts: an opt-out abroad stays
+    # an opt-out when the send is allowed abroad.
+    normal = _phones.normalize_phones(
+        values, country=country, operators=operators, allow_international=True
+    )
     return pa.array(normal["phone"].dropna().array)
 
 
@@ -151,6 +103,41 @@ def _suppression_column(table: pd.DataFrame) -> pd.Series:
     if len(table.columns) == 1:
         return table.iloc[:, 0]
     raise InputError("suppress: the suppression frame needs a 'phone' column")
+
+
+def _check_index(index: pd.Index) -> None:
+    """Results join back by index label: a repeated label would multiply rows."""
+    if index.is_unique:
+        return
+    repeated = index[index.duplicated()].unique()
+    shown = ", ".join(repr(label) for label in repeated[:SHOWN_LABELS])
+    more = f" and {len(repeated) - SHOWN_LABELS} more" if len(repeated) > SHOWN_LABELS else ""
+    raise InputError(
+        f"df: the index repeats labels ({shown}{more}): results join back to the input by "
+        "index label, so each row needs its own; use df.reset_index() (or "
+        "df.reset_index(drop=True)) and check df.index.is_unique"
+    )
+
+
+def _keep_blank(blank: Any, columns: pd.Index, used: list[Hashable]) -> frozenset[Hashable]:
+    """The template columns whose blank strings are rendered as empty."""
+    if isinstance(blank, str):
+        if blank not in BLANK_MODES:
+            raise InputError(f"blank: expected 'missing' or 'keep', got {blank!r}")
+        return frozenset(used) if blank == "keep" else frozenset()
+    if not isinstance(blank, Mapping):
+        raise InputError(
+            "blank: expected 'missing', 'keep' or a dict {column: 'missing' or 'keep'}, "
+            f"got {type(blank).__name__}"
+        )
+    for column, mode in blank.items():
+        if column not in columns:
+            raise InputError(f"blank: no column {column!r} in the frame")
+        if mode not in BLANK_MODES:
+            raise InputError(
+                f"blank: column {column!r}: expected 'missing' or 'keep', got {mode!r}"
+            )
+    return frozenset(column for column, mode in blank.items() if mode == "keep")
 
 
 def _string(arr: pa.Array, index: pd.Index) -> pd.Series:
@@ -192,28 +179,40 @@ def validate(
     phone: Hashable = "phone",
     text: Hashable | None = None,
     template: str | None = None,
+    blank: str | Mapping[Hashable, str] = "missing",
     country: str | int = _phones.DEFAULT_COUNTRY,
     operators: Iterable[str | int] = _phones.DEFAULT_OPERATORS,
     long_text: str = "error",
     transliterate: bool = False,
     dedupe: str | None = "phone+text",
     suppress: Any = None,
-    allow_international: bool = True,
+    allow_international: bool = False,
 ) -> pd.DataFrame:
     """Check every row's phone and text; keep every row, column and the index.
 
     Parameters
     ----------
     df : DataFrame
-        The input rows.
+        The input rows. Its index labels must be unique: results join back by them.
     phone : column label, default ``"phone"``
         The column with phones in any common format (see :mod:`massiva_frames.prepare.phones`).
     text : column label, optional
         A column with each row's text. Exactly one of ``text`` and ``template``.
     template : str, optional
-        A ``str.format`` template filled from columns, e.g.
-        ``"Hola {nombre}, su saldo es {saldo:,.2f}"``. A missing value in a used column
-        makes the row invalid (``text_missing_value``), never the word ``nan`` in an SMS.
+        A template filled from columns, e.g. ``"Hola {nombre}, su saldo es {saldo:,.2f}"``.
+        Each field is a column name with an optional ``str.format`` spec; attribute
+        access (``{nombre.upper}``), indexing (``{x[0]}``), conversions (``{x!r}``),
+        nested specs and positional fields (``{}``, ``{0}``) raise InputError before any
+        row is rendered. A missing value in a used column makes the row invalid
+        (``text_missing_value``), never the word ``nan`` in an SMS; a cell that is not
+        one value (a list, a dict...) makes it ``text_not_scalar``, never its ``repr``.
+    blank : {"missing", "keep"} or dict, default ``"missing"``
+        What an empty or whitespace-only string in a template column means: missing
+        (the row is ``text_missing_value``: no ``"Hola , ..."``), or, with ``"keep"``, an
+        empty value rendered as empty text. A dict decides per column, e.g.
+        ``blank={"nota": "keep"}`` for an optional field; other columns stay
+        ``"missing"``. With ``text=``, a blank text is ``text_empty`` either way (an SMS
+        cannot be empty).
     country : str, default ``"58"``
         Calling code of numbers written without ``+``/``00``.
     operators : iterable of str
@@ -231,8 +230,11 @@ def validate(
         Phones that must not be texted (opt-outs): rows with these phones are
         ``suppressed`` with reason ``opted_out``. A DataFrame or parquet file needs a
         ``phone`` column (or a single column). Phones are normalised the same way.
-    allow_international : bool, default True
-        Accept numbers of other countries that fit in the API's 12 characters.
+    allow_international : bool, default False
+        The provider documents 12-digit Venezuelan mobiles only: a valid number of
+        another country is ``phone_international``. True accepts numbers of other
+        countries that fit in the API's 12 characters (for an account the provider lets
+        send abroad).
 
     Returns
     -------
@@ -247,10 +249,10 @@ def validate(
     Notes
     -----
     One reason per row, first that applies: the phone's, then the text's (missing value,
-    format error, empty, control characters, ``|``, too long), then ``opted_out``, then
-    ``duplicate``. Texts may hold newlines (GSM-7 has LF and CR); other C0/C1 control
-    characters are refused. Values and texts are trimmed. Phones and texts are checked
-    side by side on two threads for large frames.
+    not a single value, format error, empty, control characters, ``|``, too long), then
+    ``opted_out``, then ``duplicate``. Texts may hold newlines (GSM-7 has LF and CR);
+    other C0/C1 control characters are refused. Values and texts are trimmed. Phones and
+    texts are checked side by side on two threads for large frames.
 
     Examples
     --------
@@ -265,8 +267,16 @@ def validate(
         raise InputError(f"df: expected a pandas DataFrame, got {type(df).__name__}")
     if len(df) == 0:
         raise InputError("df: the frame is empty (no rows to validate)")
+    _check_index(df.index)
     if (text is None) == (template is None):
         raise InputError("give exactly one of text= (a column) or template= (a str)")
+    keep_blank: frozenset[Hashable] = frozenset()
+    if template is not None:
+        # The whole template is checked before any row is rendered.
+        _, fields = _templates.template_fields(template, df.columns)
+        keep_blank = _keep_blank(blank, df.columns, [f.column for f in fields])
+    else:
+        _keep_blank(blank, df.columns, [])
     if dedupe not in (*DEDUPE_MODES, None):
         raise InputError(f"dedupe: expected 'phone+text', 'phone' or None, got {dedupe!r}")
     if long_text not in _texts.LONG_TEXT_POLICIES:
@@ -298,11 +308,14 @@ def validate(
 
     def texts() -> _texts.TextCheck:
         if template is not None:
-            rendered = _templates.render_template(df, template, translit=transliterate)
+            rendered = _templates.render_template(
+                df, template, translit=transliterate, keep_blank=keep_blank
+            )
             return _texts.check_texts(
                 rendered.text,
                 missing=rendered.missing_at >= 0,
                 failed=rendered.failed_at >= 0,
+                not_scalar=rendered.odd_at >= 0,
                 long_text=long_text,
                 facts=rendered.facts,
             )
@@ -311,6 +324,7 @@ def validate(
             piece.text,
             missing=piece.missing,
             failed=piece.failed,
+            not_scalar=piece.odd,
             long_text=long_text,
             facts=piece.facts,
         )
@@ -351,7 +365,9 @@ def validate(
         ok &= ~opted
     if dedupe is not None:
         code[_duplicates(phone_arr, checked.text, ok, dedupe)] = _INDEX[Reason.DUPLICATE]
-    return _assemble(df, renames, normal, phone_arr, checked, code, phone, text, template)
+    out = _assemble(df, renames, normal, phone_arr, checked, code, phone, text, template)
+    out.attrs["massiva"]["keep_blank"] = sorted(keep_blank, key=repr)
+    return out
 
 
 def _assemble(
@@ -407,7 +423,7 @@ def _shown(value: Any) -> str:
     elif value is None or value is pd.NA or isinstance(value, int | float | np.generic):
         text = str(value)
     else:
-        text = repr(value)
+        text = " ".join(repr(value).split())  # a frame's or an array's repr spans lines
     return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
 
 
@@ -456,7 +472,7 @@ def failure_cases(validated: pd.DataFrame) -> pd.DataFrame:
     template = meta.get("template")
     field_of: dict[Any, Hashable] = {}
     if template is not None:
-        field_of = _fields_at_fault(failing, template)
+        field_of = _fields_at_fault(failing, template, meta.get("keep_blank", ()))
     for label, reason, phone_value, text_value in zip(
         failing.index,
         failing["reason"].to_numpy(dtype=object),
@@ -464,22 +480,24 @@ def failure_cases(validated: pd.DataFrame) -> pd.DataFrame:
         failing["text"].to_numpy(dtype=object),
         strict=True,
     ):
-        code = Reason(reason)
-        message = code.message
-        if code.value.startswith("phone") or code in (Reason.OPTED_OUT, Reason.DUPLICATE):
+        code = Reason(reason) if reason in _INDEX else None
+        message = code.message if code is not None else str(reason)
+        text_column = text_name if text_src is not None else "text"
+        if code is None:
+            column, value = text_column, text_value
+        elif code.value.startswith("phone") or code in (Reason.OPTED_OUT, Reason.DUPLICATE):
             column, value = phone_name, phone_value
-        elif code in (Reason.TEXT_MISSING_VALUE, Reason.TEXT_FORMAT_ERROR):
+        elif code in _FIELD_REASONS:
             if template is not None and label in field_of:
                 column = field_of[label]
                 value = failing.at[label, column] if failing.index.is_unique else None
                 message = f"{message} (column {column!r})"
             else:
-                column = text_name if text_src is not None else "text"
+                column = text_column
                 value = failing.at[label, text_src] if text_src in failing else text_value
         else:
-            column = text_name if text_src is not None else "text"
-            value = text_value
-        rows.append((label, column, code.value, message, _shown(value)))
+            column, value = text_column, text_value
+        rows.append((label, column, str(reason), message, _shown(value)))
     out = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
     out["reason"] = out["reason"].astype("string")
     out["message"] = out["message"].astype("string")
@@ -487,13 +505,16 @@ def failure_cases(validated: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _fields_at_fault(failing: pd.DataFrame, template: str) -> dict[Any, Hashable]:
-    """For text_missing_value/format_error rows: the first template column at fault."""
-    wanted = (
-        failing["reason"]
-        .isin([Reason.TEXT_MISSING_VALUE.value, Reason.TEXT_FORMAT_ERROR.value])
-        .to_numpy(dtype=bool)
-    )
+#: Reasons that come from one template field's value.
+_FIELD_REASONS = (Reason.TEXT_MISSING_VALUE, Reason.TEXT_NOT_SCALAR, Reason.TEXT_FORMAT_ERROR)
+
+
+def _fields_at_fault(
+    failing: pd.DataFrame, template: str, keep_blank: Iterable[Hashable]
+) -> dict[Any, Hashable]:
+    """For rows failing on a field's value: the first template column with that fault."""
+    reasons = failing["reason"].astype("string")
+    wanted = reasons.isin([r.value for r in _FIELD_REASONS]).to_numpy(dtype=bool)
     sub = failing[wanted]
     if len(sub) == 0 or not sub.index.is_unique:
         return {}
@@ -501,11 +522,23 @@ def _fields_at_fault(failing: pd.DataFrame, template: str) -> dict[Any, Hashable
         _, fields = _templates.template_fields(template, sub.columns)
     except InputError:
         return {}
+    kept = set(keep_blank)
+    sub_reasons = reasons[wanted].to_numpy(dtype=object)
     found: dict[Any, Hashable] = {}
     pending = np.ones(len(sub), dtype=bool)
     for field in fields:
-        _, missing, failed = _templates.column_text(sub[field.column], field)
-        hit = pending & (missing | failed)
+        piece = _templates.column_text(
+            sub[field.column], field, blank_is_missing=field.column not in kept
+        )
+        fault = np.select(
+            [
+                sub_reasons == Reason.TEXT_MISSING_VALUE.value,
+                sub_reasons == Reason.TEXT_NOT_SCALAR.value,
+            ],
+            [piece.missing, piece.odd],
+            default=piece.failed,
+        )
+        hit = pending & fault
         for label in sub.index[hit]:
             found[label] = field.column
         pending &= ~hit

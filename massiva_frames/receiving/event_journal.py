@@ -6,8 +6,10 @@ transaction, commits (one fsync for the whole group), then releases every ticket
 then does the receiver answer 200. The compactor (:mod:`.store`) later moves committed
 rows into the parquet dataset and deletes them here.
 
-The journal lives in ``LOGDIR/_journal/events.db``; the leading underscore keeps pyarrow's
-dataset discovery away from it.
+Each receiver instance writes its own journal, ``LOGDIR/_journal/<instance>.db``
+(``events.db`` for a single receiver; :mod:`.instances` says who owns which); the leading
+underscore keeps pyarrow's dataset discovery away from them. Readers take every
+instance's journal.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .fields import INBOUND_FIELDS, KINDS, STATUS_FIELDS
+from .instances import claim, journal_path, journals, readable
 
 __all__ = [
     "COLUMNS",
@@ -87,11 +90,6 @@ def make_dirs(directory: Path) -> None:
         sync_dir(path.parent)  # a new directory is lost with its parent's entry
 
 
-def journal_path(logdir: str | Path) -> Path:
-    """Path of the SQLite journal inside ``logdir``."""
-    return Path(logdir) / "_journal" / "events.db"
-
-
 def connect_journal(path: Path, *, create: bool = False) -> sqlite3.Connection:
     """Open the journal read-write (creating it when ``create``), WAL and synchronous=FULL."""
     if create:
@@ -136,36 +134,51 @@ def _connect_reader(path: Path) -> sqlite3.Connection | None:
         return connect_journal(path)
 
 
+def _each_journal(logdir: str | Path) -> Iterator[sqlite3.Connection]:
+    """A reading connection to each instance's journal this process may open now."""
+    for path in journals(logdir):
+        with readable(path) as allowed:
+            if not allowed:
+                continue  # live on another machine: read once compacted
+            try:
+                conn = _connect_reader(path)
+            except FileNotFoundError:
+                conn = None
+            if conn is None:
+                continue
+            try:
+                yield conn
+            finally:
+                conn.close()
+
+
 def read_journal(logdir: str | Path, kind: str) -> list[Row]:
-    """Every committed, not yet compacted row of ``kind`` (in arrival order)."""
-    conn = _connect_reader(journal_path(logdir))
-    if conn is None:
-        return []
-    try:
-        cols = ", ".join(COLUMNS[kind])
-        rows: list[Row] = conn.execute(
-            f"SELECT received_us, event_key, {cols} FROM {kind} ORDER BY seq"
-        ).fetchall()
-        return rows
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):  # created but the schema not yet committed
-            return []
-        raise
-    finally:
-        conn.close()
+    """Every committed, not yet compacted row of ``kind``: each instance's journal in
+    turn, each in arrival order."""
+    cols = ", ".join(COLUMNS[kind])
+    rows: list[Row] = []
+    for conn in _each_journal(logdir):
+        try:
+            rows += conn.execute(
+                f"SELECT received_us, event_key, {cols} FROM {kind} ORDER BY seq"
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):  # created, the schema not yet committed
+                raise
+    return rows
 
 
 def pending_rows(logdir: str | Path) -> int:
-    """How many committed events wait in the journal for compaction."""
-    conn = _connect_reader(journal_path(logdir))
-    if conn is None:
-        return 0
-    try:
-        return sum(int(conn.execute(f"SELECT count(*) FROM {k}").fetchone()[0]) for k in KINDS)
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
+    """How many committed events wait for compaction, in every instance's journal."""
+    total = 0
+    for conn in _each_journal(logdir):
+        try:
+            total += sum(
+                int(conn.execute(f"SELECT count(*) FROM {k}").fetchone()[0]) for k in KINDS
+            )
+        except sqlite3.OperationalError:
+            pass
+    return total
 
 
 class _Ticket:
@@ -185,6 +198,7 @@ class NullLog:
     """Answers without storing: only for measuring the HTTP ceiling (``store=False``)."""
 
     durable = False
+    instance = ""
     stored = 0
     commits = 0
     failures = 0
@@ -202,12 +216,18 @@ class NullLog:
 
 
 class DurableLog:
-    """The group-commit writer over the SQLite journal of ``logdir``.
+    """The group-commit writer over this instance's SQLite journal in ``logdir``.
 
     Parameters
     ----------
     logdir : str or Path
         The callback log directory.
+    instance : str or None
+        The instance's name, or None for the first journal no live receiver holds
+        (see :mod:`.instances`). Its owner lock is held until :meth:`close`.
+    claim_timeout : float
+        Seconds to wait for a named instance's journal (a compaction elsewhere may hold
+        it a moment); then ``InputError``: another live receiver has that name.
     max_batch : int
         Most events committed in one transaction.
     wait_timeout : float
@@ -221,9 +241,23 @@ class DurableLog:
     """
 
     def __init__(
-        self, logdir: str | Path, *, max_batch: int = 2000, wait_timeout: float = 30.0
+        self,
+        logdir: str | Path,
+        *,
+        instance: str | None = None,
+        claim_timeout: float = 60.0,
+        max_batch: int = 2000,
+        wait_timeout: float = 30.0,
     ) -> None:
-        self._conn = connect_journal(journal_path(logdir), create=True)
+        make_dirs(Path(logdir) / "_journal")
+        self.instance, self._owner = claim(logdir, instance, timeout=claim_timeout)
+        #: this instance's journal file
+        self.path = journal_path(logdir, self.instance)
+        try:
+            self._conn = connect_journal(self.path, create=True)
+        except BaseException:
+            self._owner.release()
+            raise
         #: read back from the live connection: the WAL is synced at every commit
         self.durable = is_durable(self._conn)
         if not self.durable:
@@ -325,3 +359,6 @@ class DurableLog:
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self._conn.close()
+            # Only now may another process write or adopt the journal; a writer still
+            # running keeps it held until the process ends.
+            self._owner.release()

@@ -45,15 +45,18 @@ STATUS_NAMES: dict[str, str] = {"1": "delivered", "2": "failed"}
 #: longest value accepted, in characters (an inbound SMS of 10 concatenated parts is ~1,530)
 MAX_VALUE = 2000
 
-_ID = re.compile(r"\d{1,18}")  # fits an int64
+# ASCII digits only: in a str pattern \d also matches other scripts' digits ('١٢'), which
+# int() would then read as a message id.
+_ID = re.compile(r"[0-9]{1,18}")  # fits an int64
 # docs/protocol.md §2 says "YYYY-mm-dd hh:mm:ss"; the provider's own table writes
 # "YYYY-mm--dd", so a doubled dash is tolerated, and so are a "T", missing seconds and
 # fractional seconds.
 _FECHA = re.compile(
-    r"(\d{4})-{1,2}(\d{1,2})-{1,2}(\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?)?"
+    r"(\d{4})-{1,2}(\d{1,2})-{1,2}(\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?)?",
+    re.ASCII,
 )
-_PHONE_LIKE = re.compile(r"\+?[\d \-.()]{3,32}")
-_NON_DIGITS = re.compile(r"\D")
+_PHONE_LIKE = re.compile(r"\+?[\d \-.()]{3,32}", re.ASCII)
+_NON_DIGITS = re.compile(r"\D", re.ASCII)
 
 
 class CallbackRejected(Exception):

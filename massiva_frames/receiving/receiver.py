@@ -15,6 +15,12 @@ Answers::
     415             a POST body that is not form-encoded
     503             storage failing or shutting down: the provider should retry later
     GET /health     200 {"status": "ok", ...}; 503 when the last commit failed
+
+Connections (see :mod:`.server`): each has ``request_timeout`` seconds (10) to deliver a
+complete request, and at ``connection_limit`` (500) open connections the one that has
+waited longest for its request makes room for the newcomer, so idle or slow sockets
+cannot lock callbacks out. TLS and per-address rate limits belong to a reverse proxy
+(``deploy/nginx/massiva-receiver.conf``).
 """
 
 from __future__ import annotations
@@ -28,12 +34,20 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from ..errors import InputError, mask
 from .event_journal import DurableLog, NullLog, StorageUnavailable, make_dirs, pending_rows
 from .fields import CallbackRejected, classify, decode_form, event_key
+from .instances import check_instance
+from .server import (
+    DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_REQUEST_TIMEOUT,
+    GuardedServer,
+    fd_room,
+    poll_once,
+)
 from .store import compact
 
 __all__ = ["CallbackApp", "Receiver", "receiver"]
@@ -42,6 +56,8 @@ logger = logging.getLogger("massiva_frames.receiving")
 
 MAX_URL = 8 * 1024
 MAX_BODY = 64 * 1024
+#: request line and headers: a URL up to MAX_URL must reach the app (which answers 414)
+MAX_HEADERS = 32 * 1024
 TOKEN_HEADER = "HTTP_X_MASSIVA_TOKEN"
 
 StartResponse = Callable[..., Any]
@@ -49,6 +65,7 @@ StartResponse = Callable[..., Any]
 
 class _Log(Protocol):
     durable: bool
+    instance: str
     stored: int
     commits: int
     failures: int
@@ -188,6 +205,7 @@ class CallbackApp:
         healthy = self.log.last_error is None  # reset by the next successful commit
         info = {
             "status": "ok" if healthy else "failing",
+            "instance": self.log.instance,
             "durable": self.log.durable,
             "stored": self.log.stored,
             "commits": self.log.commits,
@@ -229,14 +247,35 @@ class Receiver:
     path : str
         The path the provider calls.
     threads : int
-        waitress worker threads.
+        waitress worker threads. They serve complete requests only, so idle or slow
+        connections never hold one; 8 keep up with the disk's group commit.
     store : bool
         False answers without storing anything: only to measure the HTTP ceiling.
     compact_interval : float
         Seconds between background compactions.
+    connection_limit : int
+        Open connections at most (default 500). At the limit the connection that has
+        waited longest for its request is closed to make room, so the limit bounds
+        memory (up to ~100 KiB per connection while its request arrives) and file
+        descriptors, not who gets served; lowered, with a warning, when ``ulimit -n``
+        cannot hold it. Size it for the provider's concurrent callbacks plus the idle
+        connections you tolerate: 500 is ~50 MB at worst.
+    request_timeout : float
+        Seconds a connection has to deliver each complete request, headers and body,
+        from its accept or its previous answer (default 10): a connection that sends
+        nothing, or a byte a second, is closed then. A callback takes milliseconds;
+        keep it well above the provider's worst network round trip.
+    instance : str or None
+        This receiver's name among several serving ``logdir`` (letters, digits, ``_.-``):
+        its journal is ``logdir/_journal/<instance>.db``, continued by a restart under
+        the same name. None takes a journal no live receiver holds (``events``, a
+        single receiver's) or a new one. A journal whose receiver died is compacted by
+        any other; two live receivers with one name are refused (``InputError``).
 
     Attributes
     ----------
+    instance : str
+        The instance id (with ``store=False``, empty).
     url : str
         The callback URL to register with the provider (with ``?token=`` when set).
     """
@@ -252,9 +291,29 @@ class Receiver:
         threads: int = 8,
         store: bool = True,
         compact_interval: float = 5.0,
+        connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        instance: str | None = None,
     ) -> None:
-        from waitress.server import create_server
-
+        if instance is not None:
+            check_instance(instance)
+        if isinstance(connection_limit, bool) or not isinstance(connection_limit, int):
+            raise InputError(f"connection_limit must be an integer, got {connection_limit!r}")
+        if connection_limit < 1:
+            raise InputError(f"connection_limit must be >= 1, got {connection_limit!r}")
+        if isinstance(request_timeout, bool) or not (
+            isinstance(request_timeout, int | float) and request_timeout > 0
+        ):
+            raise InputError(f"request_timeout must be positive seconds, got {request_timeout!r}")
+        limit = fd_room(connection_limit)
+        if limit < connection_limit:
+            logger.warning(
+                "connection_limit lowered from %d to %d: the open-file limit (ulimit -n) "
+                "cannot hold more",
+                *(connection_limit, limit),
+            )
+        self.connection_limit = limit
+        self.request_timeout = float(request_timeout)
         self.logdir = Path(logdir)
         try:
             make_dirs(self.logdir)
@@ -263,22 +322,26 @@ class Receiver:
         self._token = token or None
         self._store = store
         self._compact_interval = compact_interval
-        self._log: _Log = DurableLog(self.logdir) if store else NullLog()
+        self._log: _Log = DurableLog(self.logdir, instance=instance) if store else NullLog()
+        self.instance = self._log.instance
         self.app = CallbackApp(self._log, path=path, token=self._token, logdir=self.logdir)
         socket_map: dict[int, Any] = {}
         try:
-            self._server: Any = cast(
-                Any,
-                create_server(
-                    self.app,
-                    map=socket_map,
-                    host=host,
-                    port=port,
-                    threads=threads,
-                    ident="massiva-frames",
-                    max_request_body_size=MAX_BODY,
-                ),
+            server: Any = GuardedServer(
+                self.app,
+                request_timeout=self.request_timeout,
+                map=socket_map,
+                host=host,
+                port=port,
+                threads=threads,
+                ident="massiva-frames",
+                max_request_body_size=MAX_BODY,
+                max_request_header_size=MAX_HEADERS,
+                connection_limit=limit,
+                cleanup_interval=1,  # the request deadline is checked every second
+                asyncore_use_poll=True,  # select() stops at 1,024 descriptors
             )
+            self._server: Any = server  # waitress's attributes, typed loosely by its stubs
         except BaseException:
             from waitress import wasyncore
 
@@ -335,7 +398,7 @@ class Receiver:
         server = self._server
         try:
             while not self._stop.is_set():
-                wasyncore.loop(timeout=0.5, map=server._map, count=1)
+                poll_once(server._map, 0.5)
             self._drain(wasyncore)
         finally:
             self._finish()
@@ -356,7 +419,7 @@ class Receiver:
             )
             if not busy:
                 break
-            wasyncore.loop(timeout=0.05, map=server._map, count=1)
+            poll_once(server._map, 0.05)
 
     def _finish(self) -> None:
         from waitress import wasyncore
@@ -425,6 +488,9 @@ def receiver(
     threads: int = 8,
     store: bool = True,
     compact_interval: float = 5.0,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    instance: str | None = None,
 ) -> Receiver:
     """Start a callback receiver in this process; use it as a context manager.
 
@@ -446,4 +512,7 @@ def receiver(
         threads=threads,
         store=store,
         compact_interval=compact_interval,
+        connection_limit=connection_limit,
+        request_timeout=request_timeout,
+        instance=instance,
     ).start()

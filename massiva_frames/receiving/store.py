@@ -2,9 +2,9 @@
 
 Layout of a log directory::
 
-    LOGDIR/_journal/events.db                      durable log (SQLite, see .journal)
-    LOGDIR/status/day=YYYY-MM-DD/part-<uuid>.parquet
-    LOGDIR/inbound/day=YYYY-MM-DD/part-<uuid>.parquet
+    LOGDIR/_journal/<instance>.db                  durable logs (SQLite, see .event_journal)
+    LOGDIR/status/day=YYYY-MM-DD/part-<instance>-<uuid>.parquet
+    LOGDIR/inbound/day=YYYY-MM-DD/part-<instance>-<uuid>.parquet
 
 ``day`` is the UTC date the callback was received (hive partitioning, so
 ``pyarrow.dataset.dataset(LOGDIR/"status", partitioning="hive")`` and DuckDB's
@@ -15,6 +15,13 @@ it, renames it into place (readers never see half a file), fsyncs its directory 
 parent of every directory it created) and only then deletes the rows from the journal.
 A crash between the two leaves an event in both places: a repeat, with the same
 ``event_key``, which :func:`read_callbacks` and the next merge drop.
+
+Several instances (see :mod:`.instances`): a compaction moves the journals written by a
+receiver of its own process and adopts those no live process holds (under their owner
+lock); a journal another live process writes is left to that process's compaction. Runs
+are serialised by ``_journal/compact.lock``, so no two move the same rows or merge the
+same files. A part's name carries the instance whose journal it came from (``merged``
+for merges) and a random UUID: no two instances write the same name.
 
 Parquet columns (status): ``event_key``, ``received_at`` (UTC), ``message_id`` (int64),
 ``status`` ("delivered"/"failed"), ``updated_at`` (the provider's local wall-clock time,
@@ -27,8 +34,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
-import sys
-import threading
 import time
 import uuid
 import zoneinfo
@@ -48,12 +53,12 @@ from .event_journal import (
     COLUMNS,
     Row,
     connect_journal,
-    journal_path,
     make_dirs,
     read_journal,
     sync_dir,
 )
 from .fields import KINDS, STATUS_NAMES, derive_inbound, derive_status
+from .instances import OwnerLock, held_here, journals, try_flock, unflock
 
 __all__ = [
     "SCHEMAS",
@@ -124,12 +129,14 @@ def rows_to_table(kind: str, rows: Sequence[Row]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _write_part(table: pa.Table, directory: Path) -> Path:
-    """Write ``table`` as a new part file in ``directory``, atomically and durably."""
+def _write_part(table: pa.Table, directory: Path, source: str) -> Path:
+    """Write ``table`` as a new part file in ``directory``, atomically and durably;
+    ``source`` (the instance, or ``merged``) goes into its name."""
     make_dirs(directory)
-    name = f"part-{uuid.uuid4().hex}.parquet"
+    unique = uuid.uuid4().hex
+    name = f"part-{source}-{unique}.parquet"
     # A hidden name: pyarrow ignores '.'-prefixed files and '*.parquet' globs skip '.tmp'.
-    tmp = directory / f".{name}.tmp"
+    tmp = directory / f".part-{unique}.parquet.tmp"
     pq.write_table(table, tmp)
     fd = os.open(tmp, os.O_RDONLY)
     try:
@@ -171,27 +178,7 @@ class CompactionStats:
     files_merged: int = 0
 
 
-if sys.platform == "win32":  # pragma: no cover - no flock: serialise within the process
-    _PROCESS_LOCK = threading.Lock()
-
-    def _try_lock(fd: int) -> bool:
-        return _PROCESS_LOCK.acquire(blocking=False)
-
-    def _unlock(fd: int) -> None:
-        _PROCESS_LOCK.release()
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+_try_lock, _unlock = try_flock, unflock
 
 
 def _lock(logdir: Path, timeout: float) -> int:
@@ -208,7 +195,7 @@ def _lock(logdir: Path, timeout: float) -> int:
     return fd
 
 
-def _move(logdir: Path, conn: sqlite3.Connection, kind: str) -> tuple[int, int]:
+def _move(logdir: Path, conn: sqlite3.Connection, kind: str, source: str) -> tuple[int, int]:
     moved = files = 0
     cols = ", ".join(COLUMNS[kind])
     while True:
@@ -225,7 +212,7 @@ def _move(logdir: Path, conn: sqlite3.Connection, kind: str) -> tuple[int, int]:
                 seen.add(row[2])
                 by_day.setdefault(row[1] // _DAY_US, []).append(row[1:])
         for day, day_rows in sorted(by_day.items()):
-            _write_part(rows_to_table(kind, day_rows), _day_dir(logdir, kind, day))
+            _write_part(rows_to_table(kind, day_rows), _day_dir(logdir, kind, day), source)
             files += 1
         # Only now that the parquet files are durable. Rows added since the SELECT have a
         # larger seq (the rows read still exist), so this deletes exactly the rows read.
@@ -236,6 +223,32 @@ def _move(logdir: Path, conn: sqlite3.Connection, kind: str) -> tuple[int, int]:
     return moved, files
 
 
+def _move_journal(root: Path, path: Path) -> tuple[int, int]:
+    """Move one instance's journal, if this process writes it or nobody does."""
+    with held_here(path) as ours:
+        if ours:
+            return _move_all(root, path)
+    adopted = OwnerLock.take(path)
+    if adopted is None:
+        return 0, 0  # a live receiver in another process writes it: its own to move
+    try:
+        return _move_all(root, path) if path.exists() else (0, 0)
+    finally:
+        adopted.release()
+
+
+def _move_all(root: Path, path: Path) -> tuple[int, int]:
+    moved = files = 0
+    conn = connect_journal(path, create=True)
+    try:
+        for kind in KINDS:
+            m, f = _move(root, conn, kind, path.stem)
+            moved, files = moved + m, files + f
+    finally:
+        conn.close()
+    return moved, files
+
+
 def _merge(day_dir: Path, kind: str, max_small_files: int, small_file_bytes: int) -> int:
     for stray in day_dir.glob(".part-*.tmp"):  # left by a crash; we hold the lock
         stray.unlink(missing_ok=True)
@@ -243,7 +256,7 @@ def _merge(day_dir: Path, kind: str, max_small_files: int, small_file_bytes: int
     if len(small) <= max_small_files:
         return 0
     table = ds.dataset([str(p) for p in small], schema=SCHEMAS[kind], format="parquet")
-    _write_part(_dedupe(table.to_table()), day_dir)
+    _write_part(_dedupe(table.to_table()), day_dir, "merged")
     # A crash before these unlinks leaves repeats, which readers and the next merge drop.
     for p in small:
         p.unlink(missing_ok=True)
@@ -259,11 +272,14 @@ def compact(
     small_file_bytes: int = 32 << 20,
     timeout: float = 60.0,
 ) -> CompactionStats:
-    """Move committed callbacks from the journal into the parquet dataset; merge small files.
+    """Move committed callbacks from the journals into the parquet dataset; merge small files.
 
-    Safe to call while a receiver runs, from any process: runs are serialised by a lock
+    Safe to call while receivers run, from any process: runs are serialised by a lock
     file, and a crash at any point loses nothing (at worst it leaves repeats, which
     :func:`read_callbacks` drops). The receiver calls it every few seconds and at shutdown.
+    It moves the journals of this process's receivers and those no live receiver holds
+    (a stopped or killed instance's: adopted under its owner lock); a receiver running
+    in another process compacts its own.
 
     Parameters
     ----------
@@ -291,15 +307,9 @@ def compact(
     fd = _lock(root, timeout)
     try:
         moved = files = merged = 0
-        path = journal_path(root)
-        if path.exists():
-            conn = connect_journal(path, create=True)
-            try:
-                for kind in KINDS:
-                    m, f = _move(root, conn, kind)
-                    moved, files = moved + m, files + f
-            finally:
-                conn.close()
+        for path in journals(root):
+            m, f = _move_journal(root, path)
+            moved, files = moved + m, files + f
         if merge:
             for kind in KINDS:
                 for day_dir in sorted((root / kind).glob("day=*")):

@@ -9,6 +9,7 @@
         ...
         sb.wait_callbacks(10)
         sb.messages()      # DataFrame of every accepted message and its final status
+        sb.contacts()      # the phones each request's ``grupo`` saved
 
 It is a real HTTP server (waitress, 16 threads) serving ``/webservices/SendSms`` and
 ``/webservices/obtenerCreditoDisponible`` over GET and POST, with accounts, company and
@@ -47,6 +48,11 @@ Where the provider's document is silent, the sandbox decides (docs/protocol.md ย
   answered ``414`` (the provider's stated limit); ``max_url_length=None`` lifts it.
 - **Credit query**: works with an inactive plan; ``-1`` with a message for missing
   fields or failed authentication.
+- **Contact groups** (``grupo``, docs/protocol.md ยง1.1): each account has one address
+  book. An accepted phone that is not in it yet is saved to the request's ``grupo``
+  (stripped; ``CONTACTOS`` when missing or blank); a phone already saved keeps its first
+  group. Rejected phones and refused requests save nothing. :meth:`Sandbox.contacts`
+  lists the book (``group``, ``phone``, ``usuario``, ``added_at``, ``request_no``).
 - **Callbacks**: each accepted message's fate (fails with ``fail_ratio``, line, reply
   with ``reply_ratio`` when delivered) is drawn from ``random.Random(seed)`` in
   acceptance order. ``detalle`` is ``+58414...`` (the dispatching line) or ``ERROR EN

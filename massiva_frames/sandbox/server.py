@@ -368,6 +368,40 @@ class Sandbox:
         """
         return self._state.messages_frame()
 
+    def contacts(self, group: str | None = None, *, usuario: str | None = None) -> pd.DataFrame:
+        """The contact groups: every phone a SendSms request saved (docs/protocol.md §1.1).
+
+        Each accepted phone that is not yet in its account's address book is saved to the
+        request's ``grupo`` (``CONTACTOS`` without one); a phone already saved keeps its
+        group. Rejected phones and refused requests save nothing.
+
+        Parameters
+        ----------
+        group : str, optional
+            Only this group's contacts.
+        usuario : str, optional
+            Only this account's contacts (default: every account's).
+
+        Returns
+        -------
+        DataFrame
+            One row per saved phone, in the order they were saved: ``group``, ``phone``,
+            ``usuario`` (the account), ``added_at`` (UTC), ``request_no`` (the request
+            that saved it, see :meth:`requests`).
+
+        Examples
+        --------
+        >>> client.send_batch(["584141234567"], "Hola", "clientes")  # doctest: +SKIP
+        >>> sb.contacts("clientes")["phone"].tolist()  # doctest: +SKIP
+        ['584141234567']
+        """
+        frame = self._state.contacts_frame()
+        if group is not None:
+            frame = frame[frame["group"] == group]
+        if usuario is not None:
+            frame = frame[frame["usuario"] == usuario]
+        return frame.reset_index(drop=True)
+
     def requests(self) -> pd.DataFrame:
         """Every HTTP request received, in order (the password is never recorded).
 

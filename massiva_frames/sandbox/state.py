@@ -1,4 +1,4 @@
-"""The sandbox's books: accounts, credits, accepted messages and the request log.
+"""The sandbox's books: accounts, credits, contact groups, accepted messages, the request log.
 
 Everything here is guarded by one lock, so the WSGI threads, the callback dispatcher
 and the test thread can read and write at once. The send rules (docs/protocol.md §1) are
@@ -229,6 +229,10 @@ class SandboxState:
         self._records: dict[int, _Record] = {}
         self._finals: dict[int, tuple[str, datetime]] = {}  # id -> (final, updated_at)
         self._requests: list[RequestRecord] = []
+        # docs/protocol.md §1.1: each account's address book, phone -> (group, added_at,
+        # request_no); a phone is saved once, in the group of the first request that
+        # sent to it.
+        self._contacts: dict[str, dict[str, tuple[str, datetime, int]]] = {}
 
     # -- accounts ------------------------------------------------------------------
     def add_account(self, usuario: str, clave: str, credits: int) -> None:
@@ -324,6 +328,8 @@ class SandboxState:
             fail_ratio, reply_ratio = self.fail_ratio, self.reply_ratio
             n_lines, n_replies = len(LINES), len(REPLIES)
             records = self._records
+            contact = (grupo, now, request_no)
+            add_contact = self._contacts.setdefault(usuario, {}).setdefault
             new_tuple = tuple.__new__
             cels_list: list[Celular] = []
             add_cel = cels_list.append
@@ -338,6 +344,7 @@ class SandboxState:
                 sid = phone + stamp
                 add_cel(new_tuple(Celular, (mid, sid, 0, phone, text)))
                 add_accepted(mid)
+                add_contact(phone, contact)  # a phone already in the book keeps its group
                 # Always draw the same four numbers per message (fails, line, replies,
                 # reply), so changing one ratio does not reshuffle the other fates.
                 # random() rather than randrange(): a quarter of the cost, the same
@@ -360,6 +367,29 @@ class SandboxState:
                     reply if replies and not fails else None,
                 )
             return SendOutcome(n_ok, _SUCCESS, tuple(cels_list), tuple(accepted))
+
+    def contacts_frame(self) -> pd.DataFrame:
+        """Every account's address book as a DataFrame (see ``Sandbox.contacts``)."""
+        import pandas as pd
+
+        with self.lock:
+            rows = [
+                (group, phone, usuario, added_at, request_no)
+                for usuario, book in self._contacts.items()
+                for phone, (group, added_at, request_no) in book.items()
+            ]
+        rows.sort(key=lambda r: r[4])  # stable: request order, then order in the request
+        cols = ("group", "phone", "usuario", "added_at", "request_no")
+        data = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+        return pd.DataFrame(
+            {
+                "group": pd.Series(data["group"], dtype="string"),
+                "phone": pd.Series(data["phone"], dtype="string"),
+                "usuario": pd.Series(data["usuario"], dtype="string"),
+                "added_at": pd.Series(data["added_at"], dtype="datetime64[us, UTC]"),
+                "request_no": pd.Series(data["request_no"], dtype="int64"),
+            }
+        )
 
     def _take_id(self) -> int:
         mid = self._next_id

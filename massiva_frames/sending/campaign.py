@@ -18,13 +18,16 @@ for a failed request, the error)::
                 ``not_sent_authentication_failed``, ``not_sent_no_active_plan``,
                 ``not_sent_insufficient_credits``, ``not_sent_account_error``; and
                 ``run_stopped`` (its turn never came)
+    cancelled   taken out of the outbox by :func:`~massiva_frames.sending.cancelling.cancel`
+                before it was sent: ``cancelled``; never sent afterwards
     accepted    the provider accepted it (celular status 0): ``message_id``, ``sid``
     rejected    the provider refused it: ``provider_rejected`` (celular status 2, or a
                 status-0 answer without entries), ``missing_fields``, ``api_error``
     unknown     the request may have reached the provider: ``in_doubt_no_response``
                 (timeout, connection lost), ``in_doubt_http_status`` (HTTP 5xx),
                 ``in_doubt_bad_response`` (not the expected XML), ``in_doubt_mismatch``
-                (the entries did not match the phones), ``in_doubt_process_stopped``
+                (the entries did not match the phones), ``in_doubt_inconsistent`` (they
+                contradict each other or the status), ``in_doubt_process_stopped``
                 (the process died mid-request), ``in_doubt_error`` (anything else)
 
 A row split into parts (``long_text="split"``) is ``accepted`` only when every part is;
@@ -50,7 +53,9 @@ import pandas as pd
 from ..errors import InputError
 from .due import SendOptions, make_clock, mark_too_long_for_get, send_due
 from .journal.backend import JournalBackend
-from .journal.sqlite import Journal, results_from_journal
+from .journal.postgres_url import is_postgres_url
+from .journal.sqlite import Journal
+from .journal.sqlite import results_from_journal as _results_from_file
 from .loop import ProgressArg
 from .results import STATES, index_meta
 from .rows import own_results, pending_of, prepare_rows, stored_rows
@@ -83,14 +88,22 @@ def _default_client(method: str | None, *, required: bool) -> MassivaClient | No
 
 
 def _open(journal: str | os.PathLike[str] | None, dry_run: bool) -> JournalBackend:
-    """The journal of a run (the one place its backend is chosen): a SQLite file, or one
-    in memory without ``journal=``."""
+    """The journal of a run (the one place its backend is chosen): a SQLite file, a
+    PostgreSQL URL (``postgresql://``), or one in memory without ``journal=`` (nor
+    ``MASSIVA_JOURNAL``)."""
+    if journal is None:
+        journal = os.environ.get("MASSIVA_JOURNAL") or None
     if journal is None:
         return Journal(None)
+    if is_postgres_url(journal):
+        from .journal.postgres import open_postgres
+
+        return open_postgres(str(journal), dry_run=dry_run)
     if dry_run:  # plan on a throw-away copy: a dry run writes nothing
         if not os.path.exists(journal):
             return Journal(None)
         with Journal(journal, readonly=True) as real:
+            real.verify()
             return real.snapshot()
     return Journal(journal)
 
@@ -137,15 +150,18 @@ def send(
     Parameters
     ----------
     df : DataFrame
-        The rows to send; its index is kept in the results.
+        The rows to send; its index is kept in the results, so its labels must be unique
+        (:class:`~massiva_frames.errors.InputError` otherwise, before anything is sent).
     client : MassivaClient, optional
         Defaults to one built from ``MASSIVA_USUARIO``/``MASSIVA_CLAVE``/``MASSIVA_BASE_URL``.
     phone, text, template, **validate_options
         Passed to :func:`~massiva_frames.prepare.validation.validate` (``text`` is a column,
-        ``template`` a ``str.format`` template over the columns).
+        ``template`` a template of column names with format specs; options such as
+        ``blank="keep"``, ``allow_international=True``, ``long_text``, ``suppress``).
     journal : str or path, optional
-        SQLite journal: makes the send idempotent, resumable and schedulable. Without
-        one, an in-memory journal is used and forgotten.
+        The journal that makes the send idempotent, resumable and schedulable: a SQLite
+        file, or a ``postgresql://`` URL (a journal several workers share). Defaults to
+        ``MASSIVA_JOURNAL``; without either, an in-memory journal is used and forgotten.
     campaign : str, optional
         Part of every row's stable key (campaign + phone + text): the same phone and
         text in another campaign is another message.
@@ -256,44 +272,67 @@ def send(
     )
     jr = _open(journal, dry_run)
     try:
-        if not dry_run:
-            jr.lock()
-        recovered = jr.recover()
-        if recovered:
-            logger.warning(
-                "%d messages were in flight when an earlier run stopped: they are unknown "
-                "and will not be resent (resend_unknown=True opts in)",
-                recovered,
-            )
-        run = jr.start_run("dry_run" if dry_run else "send")
-        with jr.transaction():  # the rows and their messages commit together
-            stored = stored_rows(rows, df.index)
-            sending, others = stored.records()
-            meta = {"index": index_meta(df.index), "settings": settings}
-            jr.replace_rows(others, meta, sending=sending)
-            first, added = jr.insert_messages(
-                *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
-                campaign=campaign_key,
-            )
-        fresh = added == len(messages) and not resend_unknown
-        if resend_unknown:
-            jr.requeue(set(rows["row_key"].dropna()), states=("unknown",))
-        pending = pending_of(jr, messages, rows, first if fresh else None)
-        summary, stop, answered = send_due(jr, pending, rows, opts)
-        summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
-        if fresh and not (stored.parts > 1).any():
-            results = own_results(jr, stored, messages, first, df.index, answered)
-        else:
-            results = jr.results(index=df.index)
-        results = _finish(jr, run, summary, results)
-        if stop is not None:
-            stop.results = results  # type: ignore[attr-defined]
-            raise stop
-        return results
+        with jr:  # closed on exit; its storage errors leave as JournalError
+            if not dry_run:
+                jr.lock()
+            jr.verify()  # a damaged journal refuses before anything is written
+            # One commit for the recovery, the run and the rows with their messages: a
+            # journal whose key index misses an added message rolls it all back.
+            with jr.transaction():
+                recovered = jr.recover()
+                run = jr.start_run("dry_run" if dry_run else "send")
+                stored = stored_rows(rows, df.index)
+                sending, others = stored.records()
+                meta = {"index": index_meta(df.index), "settings": settings}
+                jr.replace_rows(others, meta, sending=sending)
+                first, added = jr.insert_messages(
+                    *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
+                    campaign=campaign_key,
+                )
+            if recovered:
+                logger.warning(
+                    "%d messages were in flight when an earlier run stopped: they are unknown "
+                    "and will not be resent (resend_unknown=True opts in)",
+                    recovered,
+                )
+            fresh = added == len(messages) and not resend_unknown
+            if resend_unknown:
+                jr.requeue(set(rows["row_key"].dropna()), states=("unknown",))
+            pending = pending_of(jr, messages, rows, first if fresh else None)
+            summary, stop, answered = send_due(jr, pending, rows, opts)
+            summary.update(rows=len(df), new_messages=added, recovered_unknown=recovered)
+            if fresh and not (stored.parts > 1).any():
+                results = own_results(jr, stored, messages, first, df.index, answered)
+            else:
+                results = jr.results(index=df.index)
+            results = _finish(jr, run, summary, results)
+            if stop is not None:
+                stop.results = results  # type: ignore[attr-defined]
+                raise stop
+            return results
     finally:
-        jr.close()
         if own_client and client is not None:
             client.close()
+
+
+def results_from_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Rebuild the results frame of the latest send from its journal alone.
+
+    ``path`` is a SQLite file or a ``postgresql://`` URL. The frame is the one ``send``
+    returned (same index labels and dtypes), updated with everything sent since (by a
+    re-run or ``dispatch``). Messages whose process died mid-request read as
+    ``unknown``. The journal is opened read-only.
+
+    Examples
+    --------
+    >>> results = results_from_journal("sends.db")  # doctest: +SKIP
+    >>> results["state"].value_counts()  # doctest: +SKIP
+    """
+    if is_postgres_url(path):
+        from .journal.postgres import postgres_results
+
+        return postgres_results(str(path))
+    return _results_from_file(path)
 
 
 def dispatch(
@@ -319,42 +358,49 @@ def dispatch(
     >>> results = dispatch("sends.db")  # doctest: +SKIP
     >>> results.attrs["send"]["requests"]  # doctest: +SKIP
     """
-    if not os.path.exists(journal):
+    if is_postgres_url(journal):
+        from .journal.postgres import require_journal
+
+        require_journal(str(journal))
+    elif not os.path.exists(journal):
         raise InputError(f"journal not found: {os.fspath(journal)}")
     own_client = client is None
     jr = _open(journal, dry_run=False)
     try:
-        jr.lock()
-        settings: dict[str, Any] = jr.get_meta("settings") or {}
-        conc = int(concurrency or settings.get("concurrency") or 4)
-        _check_options(conc, int(settings.get("max_phones") or 500))
-        if client is None:
-            client = _default_client(settings.get("method"), required=True)
-        assert client is not None
-        opts = SendOptions(
-            client=client,
-            method=str(settings.get("method") or client.method).upper(),
-            max_phones=int(settings.get("max_phones") or 500),
-            group=settings.get("group"),
-            window=parse_window(settings.get("window")),
-            clock=make_clock(now),
-            concurrency=conc,
-            rate=rate if rate is not None else settings.get("rate"),
-            message_rate=message_rate if message_rate is not None else settings.get("message_rate"),
-            progress=progress,
-            allow_partial=allow_partial,
-            dry_run=False,
-        )
-        recovered = jr.recover()
-        run = jr.start_run("dispatch")
-        summary, stop, _ = send_due(jr, jr.pending(), None, opts)
-        summary.update(recovered_unknown=recovered)
-        results = _finish(jr, run, summary, jr.results())
-        if stop is not None:
-            stop.results = results  # type: ignore[attr-defined]
-            raise stop
-        return results
+        with jr:  # closed on exit; its storage errors leave as JournalError
+            jr.lock()
+            jr.verify()  # a damaged journal refuses before anything is written
+            settings: dict[str, Any] = jr.get_meta("settings") or {}
+            conc = int(concurrency or settings.get("concurrency") or 4)
+            _check_options(conc, int(settings.get("max_phones") or 500))
+            if client is None:
+                client = _default_client(settings.get("method"), required=True)
+            assert client is not None
+            opts = SendOptions(
+                client=client,
+                method=str(settings.get("method") or client.method).upper(),
+                max_phones=int(settings.get("max_phones") or 500),
+                group=settings.get("group"),
+                window=parse_window(settings.get("window")),
+                clock=make_clock(now),
+                concurrency=conc,
+                rate=rate if rate is not None else settings.get("rate"),
+                message_rate=message_rate
+                if message_rate is not None
+                else settings.get("message_rate"),
+                progress=progress,
+                allow_partial=allow_partial,
+                dry_run=False,
+            )
+            recovered = jr.recover()
+            run = jr.start_run("dispatch")
+            summary, stop, _ = send_due(jr, jr.pending(), None, opts)
+            summary.update(recovered_unknown=recovered)
+            results = _finish(jr, run, summary, jr.results())
+            if stop is not None:
+                stop.results = results  # type: ignore[attr-defined]
+                raise stop
+            return results
     finally:
-        jr.close()
         if own_client and client is not None:
             client.close()

@@ -8,8 +8,12 @@ How an answer or an error becomes message states (docs/protocol.md §1, §5):
 
 - an answer: its ``<celular>`` entries are matched to the batch's phones by position
   and checked (same digits); a mismatch makes the whole batch ``unknown``
-  (``in_doubt_mismatch``), never misassigned. Entry status 0 = ``accepted``, else
-  ``rejected`` (``provider_rejected``); status 0 without entries rejects every message.
+  (``in_doubt_mismatch``), never misassigned. An answer that contradicts itself (entries
+  sharing an id, a negative or non-numeric id, a ``status`` that disagrees with the
+  entries: :func:`~massiva_frames.wire.protocol.contradiction`, raised by the client as
+  ResponseMismatchError) makes it ``unknown`` too (``in_doubt_inconsistent``). Entry
+  status 0 = ``accepted``, else ``rejected`` (``provider_rejected``); status 0 without
+  entries rejects every message.
 - an error that proves the request never reached the provider (ConnectError,
   RateLimitedError, URLTooLongError, InputError) or that the account refused it
   (AccountError): the messages stay pending (``scheduled``) with a ``not_sent_*`` reason.
@@ -45,8 +49,10 @@ from ..errors import (
     NoActivePlanError,
     ProtocolError,
     RateLimitedError,
+    ResponseMismatchError,
     URLTooLongError,
 )
+from ..wire.protocol import contradiction
 from .journal.backend import JournalBackend, now_us
 from .journal.writes import Answered, Fate
 from .scheduling import RateLimiter, Window, next_open
@@ -146,6 +152,8 @@ def outcomes(
             reason = "in_doubt_http_status"
         elif isinstance(exc, AmbiguousSendError):
             reason = "in_doubt_no_response"
+        elif isinstance(exc, ResponseMismatchError):
+            reason = "in_doubt_inconsistent"
         elif isinstance(exc, ProtocolError):
             reason = "in_doubt_bad_response"
         else:
@@ -167,15 +175,16 @@ def outcomes(
             if not _same_phone(num, phone):
                 problem = f"entry {i} is for {num!r}, the request's phone is {phone!r}"
                 break
+    reason = "in_doubt_mismatch"
+    if problem is None:
+        # The client checks this too; a client of another make may not have.
+        contradicts = contradiction(resp)
+        if contradicts is not None:
+            problem, reason = f"it contradicts itself: {contradicts}", "in_doubt_inconsistent"
     if problem is not None:
         detail = f"response did not match the request: {problem}"
         logger.warning("batch %d: %s; its %d rows are unknown", batch.number, detail, n)
-        return (
-            every("unknown", "in_doubt_mismatch", detail, requested_at),
-            "unknown",
-            resp.status,
-            "in_doubt_mismatch",
-        )
+        return every("unknown", reason, detail, requested_at), "unknown", resp.status, reason
     mids = list(resp.ids)
     sids = list(resp.sids)
     accepted = [status == 0 for status in resp.statuses]
@@ -290,7 +299,7 @@ def run_batches(
                 stats.not_sent += len(fate.ids)
         if batch_state != "not_sent":
             stats.messages_sent += len(batch.ids)
-        if detail == "in_doubt_mismatch":
+        if detail in ("in_doubt_mismatch", "in_doubt_inconsistent"):
             stats.mismatches += 1
         if exc is not None:
             stats.errors.append(short_error(exc))

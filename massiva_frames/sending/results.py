@@ -32,6 +32,7 @@ STATES: tuple[str, ...] = (
     "invalid",
     "suppressed",
     "scheduled",
+    "cancelled",
     "accepted",
     "rejected",
     "unknown",
@@ -212,7 +213,15 @@ def rebuild_index(meta: dict[str, Any], labels: list[str]) -> pd.Index:
 
 
 #: message states of the journal, in the order of the codes the journal reads them as.
-JOURNAL_STATES: tuple[str, ...] = ("pending", "inflight", "accepted", "rejected", "unknown")
+#: ``cancelled``: a pending message that ``cancel`` took out of the outbox (never sent).
+JOURNAL_STATES: tuple[str, ...] = (
+    "pending",
+    "inflight",
+    "accepted",
+    "rejected",
+    "unknown",
+    "cancelled",
+)
 
 #: encodings, in the order of the codes the journal reads them as.
 ENCODINGS: tuple[str, ...] = ("GSM-7", "UCS-2")
@@ -224,6 +233,7 @@ _FROM_JOURNAL = {
     "accepted": "accepted",
     "rejected": "rejected",
     "unknown": "unknown",
+    "cancelled": "cancelled",
 }
 
 _STATE_CODE = {s: i for i, s in enumerate(STATES)}
@@ -303,9 +313,15 @@ def results_frame(
         n_unknown = multi["n_unknown"].astype(np.int64)
         n_rejected = multi["n_rejected"].astype(np.int64)
         n_accepted = multi["n_accepted"].astype(np.int64)
+        n_cancelled = multi.get("n_cancelled", np.zeros(len(at), dtype=object)).astype(np.int64)
         agg = np.select(
-            [n_unknown > 0, n_rejected > 0, n_accepted == n_parts],
-            [_STATE_CODE["unknown"], _STATE_CODE["rejected"], _STATE_CODE["accepted"]],
+            [n_unknown > 0, n_rejected > 0, n_accepted == n_parts, n_cancelled > 0],
+            [
+                _STATE_CODE["unknown"],
+                _STATE_CODE["rejected"],
+                _STATE_CODE["accepted"],
+                _STATE_CODE["cancelled"],
+            ],
             _STATE_CODE["scheduled"],
         )
         differs = agg != state[at]

@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import ssl
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from email.utils import parsedate_to_datetime
@@ -20,7 +19,6 @@ from urllib.parse import quote_plus, urlsplit
 
 import requests
 import urllib3.exceptions as u3
-from requests.adapters import HTTPAdapter
 from requests.utils import default_user_agent
 from urllib3.util.retry import Retry
 
@@ -34,10 +32,13 @@ from ..errors import (
     MassivaError,
     ProtocolError,
     RateLimitedError,
+    ResponseMismatchError,
     URLTooLongError,
     error_for_status,
     mask,
 )
+from .deadline import DeadlineAdapter, Exchange
+from .masking import _install_log_mask, _MaskedBody, _MaskedText, _Secret
 from .protocol import (
     CREDIT_PATH,
     DEFAULT_BASE_URL,
@@ -48,6 +49,7 @@ from .protocol import (
     body_excerpt,
     build_credit_params,
     build_send_params,
+    contradiction,
     encode_query,
     parse_credit_response,
     parse_send_response,
@@ -72,85 +74,6 @@ _INVALID_REQUEST = (
 )
 _CHUNK = 64 * 1024
 _IANA_CHARSETS = {"iso8859-1": "iso-8859-1", "cp1252": "windows-1252"}
-# urllib3 logs request lines, URL included, at DEBUG (and retries at WARNING): a GET
-# carries the password in its query string, so these loggers get a masking filter.
-_URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager")
-
-
-class _Secret(str):
-    """A password: a plain ``str`` to every API, ``'***'`` to ``repr`` and ``vars``."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-
-# Debuggers and error trackers (Sentry captures frame locals by default, and its scrubber
-# knows "password", not "clave") repr every local of every frame of a traceback. The
-# encoded request travels through requests, urllib3 and http.client as the very object
-# built here (tests/test_secret_locals.py), so its repr is all they can show of it.
-class _MaskedText(str):
-    """An encoded query or GET URL: a plain ``str`` to every API, masked to ``repr``."""
-
-    secrets: tuple[str, ...] = ()
-
-    def __new__(cls, text: str, secrets: tuple[str, ...] = ()) -> _MaskedText:
-        self = super().__new__(cls, text)
-        self.secrets = secrets
-        return self
-
-    def __repr__(self) -> str:
-        return repr(mask(str(self), self.secrets))
-
-
-class _MaskedBody(bytes):
-    """A POST body, encoded from ``text``: plain ``bytes`` on the wire, masked to ``repr``."""
-
-    secrets: tuple[str, ...] = ()
-
-    def __new__(cls, text: str, secrets: tuple[str, ...] = ()) -> _MaskedBody:
-        self = super().__new__(cls, text, "ascii")
-        self.secrets = secrets
-        return self
-
-    def __repr__(self) -> str:
-        return repr(mask(self.decode("ascii"), self.secrets).encode("ascii"))
-
-
-class _MaskingFilter(logging.Filter):
-    """Masks the registered secrets in the records of the loggers it is attached to."""
-
-    secrets: frozenset[str] = frozenset()  # swapped whole, so never mutated mid-read
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            try:
-                message = record.getMessage()
-            except Exception:
-                # logging would print the raw format and arguments to stderr: mask them.
-                try:
-                    message = f"unformattable log record: {record.msg!r} % {record.args!r}"
-                except Exception:
-                    message = "unformattable log record"
-                record.msg, record.args = mask(message, self.secrets), None
-                return True
-            masked = mask(message, self.secrets)
-            if masked != message:
-                record.msg, record.args = masked, None
-        return True
-
-
-_LOG_MASK = _MaskingFilter()
-_LOG_MASK_LOCK = threading.Lock()
-
-
-def _install_log_mask(secret: str) -> None:
-    with _LOG_MASK_LOCK:
-        if not _LOG_MASK.secrets:
-            for name in _URLLIB3_LOGGERS:
-                logging.getLogger(name).addFilter(_LOG_MASK)
-        _LOG_MASK.secrets = _LOG_MASK.secrets | {str(secret)}
 
 
 def _setting(value: str | None, env: str, what: str) -> str:
@@ -192,6 +115,14 @@ class MassivaClient:
         How batches are sent; POST keeps credentials out of URLs (docs/protocol.md §5).
     timeout : float or (connect, read) tuple
         Applied to every request; the read part also bounds reading a whole body.
+    deadline : float or None
+        The most one HTTP exchange may take, from connect to the last body byte, headers
+        included (default 60 s; None: no bound beyond ``timeout``). When it passes the
+        connection is shut down and the exchange raises
+        :class:`~massiva_frames.errors.AmbiguousSendError`: the request may have been
+        received, so its messages are ``unknown``, never resent. It bounds each exchange;
+        waits for a 429 come between exchanges. Enforced at the socket on the client's own
+        session; with a ``session`` passed in it is checked as the body arrives.
     connect_retries, backoff_factor
         Connect-phase failures (the request never left) are retried this many times,
         waiting ``backoff_factor * 2**n`` seconds; nothing else is retried blindly.
@@ -226,6 +157,7 @@ class MassivaClient:
         *,
         method: str = "POST",
         timeout: float | tuple[float, float] = (3.05, 30),
+        deadline: float | None = 60.0,
         connect_retries: int = 3,
         backoff_factor: float = 0.2,
         max_refusals: int = 5,
@@ -255,6 +187,11 @@ class MassivaClient:
             self.timeout = (float(timeout), float(timeout))
         if not all(t > 0 for t in self.timeout):
             raise InputError(f"timeout must be positive seconds, got {timeout!r}")
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline > 0
+        ):
+            raise InputError(f"deadline must be positive seconds or None, got {deadline!r}")
+        self.deadline = None if deadline is None else float(deadline)
         for name, value in (("connect_retries", connect_retries), ("max_refusals", max_refusals)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be an integer >= 0, got {value!r}")
@@ -303,7 +240,8 @@ class MassivaClient:
             raise_on_redirect=False,
             respect_retry_after_header=False,
         )
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=retry)
+        # DeadlineAdapter: plain HTTPAdapter whose sockets the exchange's deadline watches.
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=retry)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
@@ -339,7 +277,11 @@ class MassivaClient:
         """Send one batch: one text to every phone, or one text per phone (docs/protocol.md §1).
 
         Returns the parsed response when ``status >= 0`` (status 0: every phone was
-        rejected; see ``resp.celulares``). Raises the mapped
+        rejected; see ``resp.celulares``). Raises
+        :class:`~massiva_frames.errors.ResponseMismatchError` for an answer that
+        contradicts itself (entries sharing an id, a negative or non-numeric id, a
+        ``status`` that disagrees with the entries: see
+        :func:`~massiva_frames.wire.protocol.contradiction`), the mapped
         :class:`~massiva_frames.errors.APIError` for ``status < 0``, and a
         :class:`~massiva_frames.errors.TransportError`,
         :class:`~massiva_frames.errors.ProtocolError` or
@@ -357,6 +299,15 @@ class MassivaClient:
         n_phones = params["telefonos"].count(";") + 1
         status, body = self._exchange(verb, self.send_url, params, n_phones=n_phones)
         resp = parse_send_response(body, http_status=status, secrets=(self._clave,))
+        problem = contradiction(resp)
+        if problem is not None:
+            # Checked before the status: an error status beside accepted entries must not
+            # read as "nothing sent" (a re-run would send those messages again).
+            raise ResponseMismatchError(
+                f"the answer contradicts itself: {problem}; its messages may or may not "
+                "have gone out",
+                http_status=status,
+            )
         if resp.status < 0:
             raise error_for_status(resp.status, resp.mensaje)
         return resp
@@ -461,25 +412,28 @@ class MassivaClient:
         path: str,
         n_phones: int,
     ) -> tuple[int, bytes, str | None]:
-        """One HTTP exchange (plus urllib3's connect retries); body read with bounds."""
+        """One HTTP exchange (plus urllib3's connect retries) within the deadline; body
+        read with bounds."""
         start = time.monotonic()
         failure: BaseException | None = None
         error: MassivaError | None = None
+        exchange = Exchange(self.deadline)
         try:
-            resp = self._session.request(
-                method,
-                target,
-                data=data,
-                headers=headers,
-                timeout=self.timeout,
-                stream=True,
-                # A redirected POST would lose its body or carry the password elsewhere.
-                allow_redirects=False,
-            )
-            try:
-                body = self._read_body(resp)
-            finally:
-                resp.close()
+            with exchange:
+                resp = self._session.request(
+                    method,
+                    target,
+                    data=data,
+                    headers=headers,
+                    timeout=self.timeout,
+                    stream=True,
+                    # A redirected POST would lose its body or carry the password elsewhere.
+                    allow_redirects=False,
+                )
+                try:
+                    body = self._read_body(resp, exchange)
+                finally:
+                    resp.close()
         except (requests.RequestException, u3.HTTPError, OSError) as exc:
             # A GET's URL (password included) is in the urllib3 messages: neither chained
             # nor left in this frame's locals.
@@ -487,6 +441,10 @@ class MassivaClient:
             error = self._translate(exc, method, path)
         except MassivaError as exc:  # the body broke one of _read_body's bounds
             error = exc
+        if exchange.expired and not isinstance(error, ConnectError):
+            # Shut down mid-exchange: whatever came back (an error, or a body that ended
+            # when the socket did) is no answer. Never resent: it may have been received.
+            error = self._expired(method, path)
         elapsed = time.monotonic() - start
         if error is not None:
             logger.debug(
@@ -500,7 +458,13 @@ class MassivaClient:
         )
         return resp.status_code, body, resp.headers.get("Retry-After")
 
-    def _read_body(self, resp: requests.Response) -> bytes:
+    def _expired(self, method: str, path: str) -> AmbiguousSendError:
+        return AmbiguousSendError(
+            f"{method} {path}: no complete answer within the deadline of {self.deadline:g} s; "
+            "the request may have been processed"
+        )
+
+    def _read_body(self, resp: requests.Response, exchange: Exchange) -> bytes:
         # The read timeout bounds each socket read; this bounds a body that trickles in.
         deadline = time.monotonic() + self.timeout[1]
         declared = resp.headers.get("Content-Length", "")
@@ -525,6 +489,8 @@ class MassivaClient:
                     f"the response took longer than {self.timeout[1]} s to arrive",
                     http_status=resp.status_code,
                 )
+            if exchange.expired:  # with a session passed in, nothing shut the socket
+                break  # _once raises the deadline's error
             chunks.append(chunk)
         return b"".join(chunks)
 

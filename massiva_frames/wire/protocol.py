@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from lxml import etree
 
-from ..errors import InputError, ProtocolError, error_for_status, mask
+from ..errors import InputError, ProtocolError, ResponseMismatchError, error_for_status, mask
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -30,6 +30,7 @@ __all__ = [
     "build_credit_params",
     "body_excerpt",
     "build_send_params",
+    "contradiction",
     "encode_query",
     "parse_credit_response",
     "parse_send_response",
@@ -281,8 +282,10 @@ class _Body:
         self.http_status = http_status
         self.secrets = tuple(str(s) for s in secrets if s)
 
-    def error(self, message: str, *, excerpt: bool = True) -> ProtocolError:
-        return ProtocolError(
+    def error(
+        self, message: str, *, excerpt: bool = True, cls: type[ProtocolError] = ProtocolError
+    ) -> ProtocolError:
+        return cls(
             mask(message, self.secrets),
             http_status=self.http_status,
             excerpt=self.excerpt() if excerpt else "",
@@ -378,6 +381,27 @@ def _all_ints(values: list[str], what: str, body: _Body) -> list[int]:
     return [_int(v, what, body) for v in values]
 
 
+def _ids(values: list[str], body: _Body) -> list[int]:
+    """The entries' ids as integers; one that is not a number makes the answer unusable.
+
+    docs/protocol.md §2: a status callback names its message by this id alone, so an
+    answer whose id cannot be one says nothing reliable about which message went out.
+    """
+    if not values or _DIGIT_LINES.fullmatch("\n".join(values) + "\n"):
+        return list(map(int, values))
+    ids = []
+    for value in values:
+        text = value.strip()
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+            raise body.error(
+                f"the answer contradicts itself: a celular id is not a number: {text[:40]!r}",
+                cls=ResponseMismatchError,
+            )
+        ids.append(int(text))
+    return ids
+
+
 def _with_none(values: list[str | None], given: list[int]) -> list[int | None]:
     """``values`` with the missing ones as None, the others from ``given`` in order."""
     rest = iter(given)
@@ -425,7 +449,7 @@ def parse_send_response(
     ids, sids, statuses, numbers, texts = ([n.get(a) for n in nodes] for a in _CELULAR)
     # docs/protocol.md §1: sid may be 'N/A' for a rejected phone; so, defensively, id.
     given = [v for v in ids if v not in _MISSING]
-    parsed = _all_ints(given, "celular id", raw)
+    parsed = _ids(given, raw)
     return SendResponse(
         status=status,
         mensaje=mensaje,
@@ -435,6 +459,40 @@ def parse_send_response(
         numbers=tuple([v or "" for v in numbers]),
         texts=tuple([v or "" for v in texts]),
     )
+
+
+def contradiction(resp: SendResponse) -> str | None:
+    """How a SendSms answer contradicts itself, or None when it does not.
+
+    docs/protocol.md §1: every entry names its own message by ``id`` (a status callback,
+    §2, carries the same id), and a ``status`` above 0 is how many entries were accepted.
+    So two entries sharing an id, a negative id, or an overall ``status`` that disagrees
+    with the entries' statuses (an error or 0 beside accepted entries, a count that is not
+    theirs) leave it unknown which messages went out: such an answer is never taken as
+    an acceptance (the send loop makes its rows ``unknown``, ``in_doubt_inconsistent``).
+
+    Examples
+    --------
+    >>> contradiction(SendResponse(1, "ok", ids=(7, 7), statuses=(0, 2)))
+    'entries 0 and 1 share the id 7'
+    >>> contradiction(SendResponse(2, "ok", ids=(7, 8), statuses=(0, 0))) is None
+    True
+    """
+    seen: dict[int, int] = {}
+    for i, mid in enumerate(resp.ids):
+        if mid is None:
+            continue
+        if mid < 0:
+            return f"entry {i} has a negative id ({mid})"
+        if mid in seen:
+            return f"entries {seen[mid]} and {i} share the id {mid}"
+        seen[mid] = i
+    accepted = resp.statuses.count(0)
+    if resp.status > 0 and accepted != resp.status:
+        return f"the status says {resp.status} accepted, the entries say {accepted}"
+    if resp.status <= 0 and accepted:
+        return f"status {resp.status} beside {accepted} accepted entries"
+    return None
 
 
 def parse_credit_response(

@@ -8,7 +8,6 @@ line, where other users could read them in the process list); the base URL from
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ...errors import MassivaError
     from ...wire.client import MassivaClient
-    from ..cli import EXIT_FAILURE, EXIT_OK
+    from ..cli import EXIT_OK, error
 
     try:
         with MassivaClient(
@@ -50,7 +49,5 @@ def run(args: argparse.Namespace) -> int:
             print(client.credits())
     except MassivaError as exc:
         # Messages are built from masked values: safe to show, one line, no traceback.
-        message = " ".join(str(exc).split())
-        print(f"massiva-frames credits: {type(exc).__name__}: {message}", file=sys.stderr)
-        return EXIT_FAILURE
+        return error("credits", exc)
     return EXIT_OK

@@ -34,20 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every accepted message got its delivery callback, else 3."""
-    from ...errors import MassivaError
-    from ..cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
-    from ..demo import run_demo
+    from ..cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, error
 
     if args.rows is not None and args.rows < 1:
-        print("massiva-frames demo: --rows must be at least 1")
-        return EXIT_USAGE
+        return error("demo", "--rows must be at least 1", EXIT_USAGE)
+
+    from ...errors import MassivaError
+    from ..demo import run_demo
+
     try:
         report = run_demo(args.out, rows=args.rows, callback_timeout=args.timeout)
-    except MassivaError as exc:
-        print(f"massiva-frames demo: {type(exc).__name__}: {exc}")
-        return EXIT_FAILURE
+    except (MassivaError, OSError) as exc:
+        return error("demo", exc)
     pending = int((report.delivery["state"] == "accepted").sum())
     if pending:
-        print(f"massiva-frames demo: {pending} message(s) still without a delivery callback")
+        print(f"needs a look (exit 3): {pending} message(s) still without a delivery callback")
         return EXIT_PARTIAL
     return EXIT_OK

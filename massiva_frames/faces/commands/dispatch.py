@@ -3,13 +3,16 @@
 Rows scheduled by ``send`` (``send_at``, quiet-hours window) whose time has come, and
 rows an earlier run could not send (connection failed, credits short), go out with the
 settings of the send that journalled them. Rows in doubt (``unknown``) are never resent.
-Exit codes: 0 everything due was accepted (or nothing was due), 3 some of it was
-rejected, is in doubt or could not be sent, 1 failure (one line on stderr).
+Exit codes: the table of :data:`massiva_frames.faces.cli.EXIT_CODES`, as for ``send``:
+0 everything due was accepted (or nothing was due), 3 some of what this run sent was
+rejected, is in doubt or could not be sent, 1 error (one line on stderr). The results
+file has the send's ``input_line`` column when the send came from the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -22,7 +25,14 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``dispatch`` options to ``parser``."""
-    parser.add_argument("--journal", required=True, metavar="PATH", help="the send journal")
+    default = os.environ.get("MASSIVA_JOURNAL") or None
+    parser.add_argument(
+        "--journal",
+        required=default is None,
+        default=default,
+        metavar="PATH|URL",
+        help="the send journal: a SQLite file or a postgresql:// URL (default: $MASSIVA_JOURNAL)",
+    )
     parser.add_argument(
         "--out", metavar="FILE", help="write the journal's results (.parquet or .csv)"
     )
@@ -48,14 +58,24 @@ def run(args: argparse.Namespace) -> int:
     >>> main(["dispatch", "--journal", "sends.db"])  # doctest: +SKIP
     0
     """
-    from ...errors import MassivaError
+    from ..cli import EXIT_USAGE, error, one_line
+    from ..outputs import suffix_problem
+
+    problem = suffix_problem(args.out, "--out")
+    if problem is not None:
+        return error("dispatch", problem, EXIT_USAGE)
+
     from ...sending.campaign import dispatch
-    from ..cli import EXIT_OK, EXIT_PARTIAL
-    from .send import _FAILURE_ERRORS, fail, make_client, print_summary, write_table
+    from ..cli import failure_errors
+    from ..outputs import check_output, write_table
+    from .send import exit_code, make_client, print_summary
 
     out = None if args.out is None else Path(args.out)
+    errors = failure_errors()
     client = None
     try:
+        if out is not None:
+            check_output(out, "--out")
         client = make_client(args, required=True)
         results = dispatch(
             args.journal,
@@ -67,20 +87,27 @@ def run(args: argparse.Namespace) -> int:
             progress=bool(args.progress),
             allow_partial=args.allow_partial,
         )
-        if out is not None:
-            write_table(results, out)
-    except MassivaError as exc:
+    except errors as exc:
         partial = getattr(exc, "results", None)
         if partial is not None and out is not None:
-            write_table(partial, out)
-        return fail("dispatch", exc)
-    except _FAILURE_ERRORS as exc:
-        return fail("dispatch", exc)
+            try:
+                write_table(partial, out)
+            except errors as write_exc:
+                error("dispatch", f"cannot write --out {out}: {one_line(write_exc)}")
+        return error("dispatch", exc)
     finally:
         if client is not None:
             client.close()
+    try:
+        if out is not None:
+            write_table(results, out)
+    except errors as exc:
+        print_summary(results, out=None)
+        return error(
+            "dispatch",
+            f"cannot write --out {out}: {one_line(exc)}; nothing is lost: the results are in the "
+            f"journal {args.journal}: load them with "
+            f"mf.results_from_journal({str(args.journal)!r})",
+        )
     print_summary(results, out=out)
-    figures = results.attrs.get("send", {})
-    due = int(figures.get("messages_due", 0))
-    accepted = int(figures.get("accepted", 0))
-    return EXIT_OK if accepted == due else EXIT_PARTIAL
+    return exit_code(results.attrs.get("send", {}))

@@ -11,6 +11,9 @@ HELP = (
     "Serve the callback receiver: status and inbound callbacks (GET or form POST on one "
     "path) are stored durably before the 200, then compacted into parquet under --dir."
 )
+# receiving.server's defaults, repeated: importing it would load waitress for every command.
+DEFAULT_CONNECTION_LIMIT = 500
+DEFAULT_REQUEST_TIMEOUT = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +29,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $MASSIVA_RECEIVER_TOKEN)",
     )
     parser.add_argument("--path", default="/recepcionsms", help="callback path")
-    parser.add_argument("--threads", type=int, default=8, help="worker threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=8,
+        help="worker threads; they serve complete requests only (default: 8)",
+    )
+    parser.add_argument(
+        "--connection-limit",
+        type=int,
+        default=DEFAULT_CONNECTION_LIMIT,
+        metavar="N",
+        help="open connections at most; at the limit the one that has waited longest for "
+        "its request is closed to make room, so this bounds memory (~100 KiB each at "
+        "worst) and file descriptors, not who is served (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds a connection has to deliver each complete request, from its "
+        "accept or its previous answer; idle and trickling connections are closed then "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="this receiver's name when several serve one --dir behind a load balancer: "
+        "its own journal (--dir/_journal/NAME.db), continued after a restart; a dead "
+        "instance's journal is compacted by the others (default: a journal no running "
+        "receiver holds, or a new one)",
+    )
     parser.add_argument(
         "--compact-interval",
         type=float,
@@ -40,15 +74,17 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; a clean stop commits and compacts everything."""
     import logging
     import signal
-    import sys
 
     from ...errors import InputError
     from ...receiving.receiver import Receiver
-    from ..cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from ..cli import EXIT_OK, EXIT_USAGE, error
 
     if args.compact_interval <= 0 or args.threads < 1:
-        print("--compact-interval must be > 0 and --threads >= 1", file=sys.stderr)
-        return EXIT_USAGE
+        return error("receive", "--compact-interval must be > 0 and --threads >= 1", EXIT_USAGE)
+    if args.connection_limit < 1 or not args.request_timeout > 0:
+        return error(
+            "receive", "--connection-limit must be >= 1 and --request-timeout > 0", EXIT_USAGE
+        )
     if not logging.getLogger().handlers:  # a program, not a library: show our warnings
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         # waitress warns "Task queue depth is N" for every request that waits for a thread:
@@ -63,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
             path=args.path,
             threads=args.threads,
             compact_interval=args.compact_interval,
+            connection_limit=args.connection_limit,
+            request_timeout=args.request_timeout,
+            instance=args.instance,
         )
     except (InputError, OSError) as exc:
-        print(f"cannot start the receiver: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return error("receive", f"cannot start the receiver: {' '.join(str(exc).split())}")
 
     def _stop(signum: int, frame: object) -> None:
         rc.stop()
@@ -75,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     token_note = " (token required)" if args.token else ""
     print(f"receiving callbacks at {rc.base_url}{rc.app.path}{token_note}", flush=True)
-    print(f"health: {rc.base_url}/health  logs: {rc.logdir}", flush=True)
+    print(f"health: {rc.base_url}/health  logs: {rc.logdir}  instance: {rc.instance}", flush=True)
     rc.serve_forever()
     print("receiver stopped; every acknowledged callback is stored", flush=True)
     return EXIT_OK

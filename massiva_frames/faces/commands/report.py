@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,16 +58,9 @@ def _read_results(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     if path.suffix.lower() == ".csv":
-        # a results CSV written by DataFrame.to_csv carries its index first
+        # a results CSV carries its index (or the send's ``input_line``) first
         return pd.read_csv(path, index_col=0)
     return pd.read_parquet(path)
-
-
-def _write(frame: pd.DataFrame, path: Path) -> None:
-    if path.suffix.lower() == ".csv":
-        frame.to_csv(path)
-    else:
-        frame.to_parquet(path)
 
 
 def _table_text(summary: pd.DataFrame) -> str:
@@ -87,18 +79,36 @@ def _table_text(summary: pd.DataFrame) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the delivery report; 0 on success, 1 on a missing or unreadable input."""
+    from ..cli import EXIT_OK, EXIT_USAGE, error
+    from ..outputs import suffix_problem
+
+    outputs = (
+        (args.png, "--png", (".png",)),
+        (args.output, "--output", (".parquet", ".pq", ".csv")),
+        (args.opt_outs, "--opt-outs", (".csv",)),
+    )
+    for path, option, suffixes in outputs:
+        problem = suffix_problem(path, option, suffixes)
+        if problem is not None:
+            return error("report", problem, EXIT_USAGE)
+
     from ...errors import MassivaError
-    from ..cli import EXIT_FAILURE, EXIT_OK
+    from ..outputs import check_output, write_atomic, write_table
 
     def fail(message: str) -> int:
-        print(f"massiva-frames report: error: {message}", file=sys.stderr)
-        return EXIT_FAILURE
+        return error("report", message)
 
     results_path, logdir = Path(args.results), Path(args.logs)
     if not results_path.is_file():
         return fail(f"no results file at {str(results_path)!r}")
     if not logdir.is_dir():
         return fail(f"no callback log directory at {str(logdir)!r}")
+    try:
+        for path, option, _ in outputs:
+            if path is not None:
+                check_output(path, option)
+    except MassivaError as exc:
+        return error("report", exc)
 
     from ...analytics.delivery import attach_delivery
     from ...analytics.inbound import opt_outs, replies
@@ -140,13 +150,13 @@ def run(args: argparse.Namespace) -> int:
             from ...analytics.plots import delivery_report_figure
 
             figure = delivery_report_figure(final, tz=args.tz)
-            figure.savefig(args.png, dpi=100)
+            write_atomic(args.png, lambda temp: figure.savefig(temp, dpi=100, format="png"))
             print(f"wrote {args.png}")
         if args.output:
-            _write(final, Path(args.output))
+            write_table(final, args.output)
             print(f"wrote {args.output}")
         if args.opt_outs:
-            suppress.to_csv(args.opt_outs, index=False)
+            write_atomic(args.opt_outs, lambda temp: suppress.to_csv(temp, index=False))
             print(f"wrote {args.opt_outs}")
     except (OSError, ValueError) as exc:
         return fail(f"cannot write: {type(exc).__name__}: {exc}")

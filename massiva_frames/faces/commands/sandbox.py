@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; returns an exit code."""
     from ...errors import InputError
     from ...sandbox import Sandbox
-    from ..cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from ..cli import EXIT_OK, EXIT_USAGE, error
 
     try:
         sb = Sandbox(
@@ -63,13 +63,11 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     except InputError as exc:
-        print(f"massiva-frames sandbox: {exc}")
-        return EXIT_USAGE
+        return error("sandbox", exc, EXIT_USAGE)
     try:
         sb.start()
     except OSError as exc:
-        print(f"massiva-frames sandbox: cannot listen on {args.host}:{args.port}: {exc}")
-        return EXIT_FAILURE
+        return error("sandbox", f"cannot listen on {args.host}:{args.port}: {exc}")
 
     stop = threading.Event()
 

@@ -1,10 +1,11 @@
 """What a journal backend must provide: the operations the sending stage calls, and its clock.
 
 :class:`JournalBackend` is the storage seam. ``send``, ``dispatch``, the request loop and
-the results read back program against it; the SQLite journal
+the results read back program against it. The SQLite journal
 (:class:`~massiva_frames.sending.journal.sqlite.Journal`, the embedded default) is one
-backend, and another (a server database shared by several workers) would provide the
-same operations with the same guarantees:
+backend; the PostgreSQL journal
+(:class:`~massiva_frames.sending.journal.postgres.PostgresJournal`, shared by many
+workers) is the other, with the same operations and guarantees:
 
 - every write is committed (durable) when its method returns, and :meth:`transaction`
   groups several writes into one commit;
@@ -12,7 +13,14 @@ same operations with the same guarantees:
   batch found in flight by :meth:`recover` makes its messages ``unknown``, never resent;
 - a message is keyed by ``(row_key, part)`` and survives every re-run: adding it again
   leaves it untouched, which is what stops a phone from being texted twice;
-- only one process sends from a journal at a time (:meth:`lock`).
+- a message is sent by one process only: on SQLite one process sends at a time
+  (:meth:`lock`); on PostgreSQL :meth:`lock` registers a worker, and each worker sends
+  only the messages it has claimed (what :meth:`pending` returns to it);
+- a journal that can no longer tell what was sent refuses before the first write
+  (:meth:`verify`), and adding messages never adds one already there, even when the
+  storage is damaged (the SQLite journal checks it before committing);
+- the storage's own errors leave the ``with`` block of a journal as the
+  ``JournalError`` subclass that says their cause.
 
 Times are integer microseconds since the epoch, UTC (:func:`now_us`); ids are the
 journal's own message ids.
@@ -23,7 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,11 +56,23 @@ class JournalBackend(Protocol):
 
     # -- lifecycle --
 
+    def __enter__(self) -> Self:
+        """The journal itself: leaving the block closes it."""
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Close the journal; an error of the storage raised in the block leaves as the
+        ``JournalError`` subclass that says its cause (full, read-only, busy, damaged)."""
+
     def close(self) -> None:
         """Release the storage and the lock."""
 
     def lock(self) -> None:
-        """Take the journal's exclusive sending lock, or raise ``JournalBusyError``."""
+        """Take the journal's sending lock (SQLite: exclusive, else ``JournalBusyError``;
+        PostgreSQL: shared, this process registered as a worker with a lease)."""
+
+    def verify(self) -> None:
+        """Before the first write of a send or dispatch: raise ``JournalCorruptError``
+        unless the journal can still tell which messages were sent."""
 
     def transaction(self) -> AbstractContextManager[object]:
         """One commit for every write inside it (re-entrant)."""
@@ -116,6 +136,16 @@ class JournalBackend(Protocol):
 
     def next_batch_number(self) -> int:
         """One more than the highest batch number ever used."""
+
+    def cancel_pending(
+        self,
+        *,
+        campaign: str | None,
+        before: int | None,
+        row_keys: Sequence[str] | None,
+        labels: Sequence[Any] | None,
+    ) -> dict[str, int]:
+        """Make the matching pending messages ``cancelled``; their states before, counted."""
 
     # -- the request loop --
 

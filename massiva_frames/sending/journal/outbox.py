@@ -1,7 +1,8 @@
 """The outbox on SQLite: the rows and messages of a send, what is pending, the results.
 
 Before any request, a send replaces the input rows and adds its messages (one
-transaction, :meth:`Outbox.replace_rows` and :meth:`Outbox.insert_messages`); the
+transaction, :meth:`Outbox.replace_rows` and :meth:`Outbox.insert_messages`, which
+checks that no message it added was already there: :func:`.checks.check_added`); the
 messages not due or not affordable wait ``pending`` with a reason; the results frame and
 a send's own outcomes are read back from the rows and messages alone (the SQL is in
 :mod:`.schema`). The request loop's writes and the recovery of a dead process's
@@ -18,9 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...errors import JournalError
 from ..results import ENCODINGS, decode_codes, range_index, rebuild_index, results_frame
+from . import checks
 from .backend import now_us
 from .connection import SQLiteConnection
+from .failures import corrupt
 from .schema import FLYING_IDS, MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, effective_state
 
 # Internal to the SQLite journal (massiva_frames.sending.journal.sqlite).
@@ -85,11 +89,15 @@ class Outbox(SQLiteConnection):
         """
         constants = {"state": "pending", "created_at": now_us()}
         with self.transaction() as conn:
+            first = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()[0])
             before = conn.total_changes
             self._insert_many(
                 "INSERT OR IGNORE INTO messages", _MESSAGE_COLUMNS, messages, constants
             )
-            return conn.total_changes - before
+            added = conn.total_changes - before
+            if added:
+                checks.check_added(conn, self.label, first)
+            return added
 
     def insert_messages(
         self,
@@ -107,7 +115,7 @@ class Outbox(SQLiteConnection):
         added)``: when ``added`` is the number of messages given, every one is new,
         pending, and its id is known without reading it back.
         """
-        parts = list(part)
+        keys, parts = list(row_key), list(part)
         created = int(now_us())
         # Constants as literals, not bound per message: the creation time (an int of
         # ours) and, in the common case, the part number.
@@ -121,14 +129,24 @@ class Outbox(SQLiteConnection):
                 f"VALUES (?, ?, ?, ?, ?, 'pending', {created}, {'1' if one_part else '?'})",
                 zip(
                     itertools.count(first),
-                    row_key,
+                    keys,
                     phone,
                     text,
                     itertools.repeat(campaign),
                     *(() if one_part else (parts,)),
                 ),
             )
-            return first, conn.total_changes - before
+            added = conn.total_changes - before
+            if added:
+                # Before the commit: a key the index missed rolls the whole call back.
+                new: Iterable[tuple[str, int]]
+                if added == len(keys):
+                    new = zip(keys, parts, strict=True)
+                else:  # the ids of those added say which they are
+                    ids = conn.execute("SELECT id FROM messages WHERE id >= ?", (first,))
+                    new = ((keys[i - first], parts[i - first]) for (i,) in ids)
+                checks.check_added(conn, self.label, first, new)
+            return first, added
 
     def _insert_many(
         self,
@@ -231,8 +249,18 @@ class Outbox(SQLiteConnection):
         """The results frame of the latest call, built from the journal alone.
 
         ``index`` replaces the labels decoded from the journal (``send`` passes the
-        input's own index).
+        input's own index). Rows that cannot be decoded (damage SQLite cannot see: a
+        label or index description that no longer parses) raise
+        :class:`~massiva_frames.errors.JournalCorruptError`.
         """
+        try:
+            return self._results(index)
+        except JournalError:
+            raise
+        except ValueError as exc:  # JSON, UTF-8, labels that do not match the rows
+            raise corrupt(self.label, f"its rows cannot be read back: {exc}") from exc
+
+    def _results(self, index: pd.Index | None) -> pd.DataFrame:
         columns = self._columns(RESULTS_SQL)
         n = len(columns["segments"])
         codes, other = columns.pop("encoding"), columns.pop("encoding_other")

@@ -198,6 +198,7 @@ SELECT r.position AS position,
        COUNT(*) AS n,
        SUM(m.state = 'accepted') AS n_accepted,
        SUM(m.state = 'rejected') AS n_rejected,
+       SUM(m.state = 'cancelled') AS n_cancelled,
        SUM(({effective_state("m")}) IN ('unknown', 'inflight')) AS n_unknown
 FROM rows r CROSS JOIN messages m ON m.row_key = r.row_key
 WHERE r.parts > 1

@@ -49,10 +49,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..results import REASON_PROCESS_STOPPED
+from ..results import REASON_PROCESS_STOPPED, encode_label
 from . import writes as writes
 from .backend import now_us
 from .outbox import Outbox
+from .schema import FLYING_IDS, effective_state
 from .writes import Answered, Fate
 
 # The helpers below are the sending layer's own; the public names are these.
@@ -135,6 +136,67 @@ class Journal(Outbox):
             )
         return recovered
 
+    # -- cancelling --
+
+    def cancel_pending(
+        self,
+        *,
+        campaign: str | None,
+        before: int | None,
+        row_keys: Sequence[str] | None,
+        labels: Sequence[Any] | None,
+    ) -> dict[str, int]:
+        """Make the pending messages that match every filter given ``cancelled``.
+
+        ``before``: due before this time (µs; a message with no time is due at once);
+        ``row_keys``: only these rows; ``labels``: only the latest input's rows with these
+        index labels. Messages in flight, sent or in doubt are left as
+        they are. Returns the matching messages per state *before* the change (one
+        transaction: a message cannot be sent between the count and the change).
+        """
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if campaign is not None:
+            where.append("m.campaign = ?")
+            params.append(campaign)
+        if before is not None:
+            where.append("(m.send_at IS NULL OR m.send_at < ?)")
+            params.append(before)
+        if row_keys is not None:
+            where.append("m.row_key IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(row_keys)))
+        if labels is not None:
+            # a range index stores no labels: its rows are found by position
+            meta = self.get_meta("index") or {}
+            if meta.get("kind") == "range":
+                span = range(meta["start"], meta["stop"], meta["step"])
+                numbers = (_int(v) for v in labels)
+                found = [span.index(n) for n in numbers if n is not None and n in span]
+                where.append(
+                    "m.row_key IN (SELECT r.row_key FROM rows AS r WHERE r.position IN "
+                    "(SELECT value FROM json_each(?)))"
+                )
+                params.append(json.dumps(found))
+            else:
+                where.append(
+                    "m.row_key IN (SELECT r.row_key FROM rows AS r "
+                    "WHERE r.label IN (SELECT value FROM json_each(?)))"
+                )
+                params.append(json.dumps([encode_label(v) for v in labels]))
+        match = " AND ".join(where)
+        with self.transaction() as conn:
+            counts = conn.execute(
+                f"SELECT {effective_state('m')} AS s, COUNT(*) FROM messages AS m "
+                f"WHERE {match} GROUP BY s",
+                params,
+            ).fetchall()
+            conn.execute(
+                "UPDATE messages AS m SET state = 'cancelled', reason = 'cancelled' "
+                f"WHERE m.state = 'pending' AND m.id NOT IN ({FLYING_IDS}) AND {match}",
+                params,
+            )
+        return {str(state): int(n) for state, n in counts}
+
     # -- the request loop (writes.py) --
 
     def mark_inflight(
@@ -210,6 +272,15 @@ class Journal(Outbox):
         else:
             with self.transaction() as conn:
                 writes.write_turn_statements(conn, answered, launched)
+
+
+def _int(value: Any) -> int | None:
+    """An index label as an int, or None when it is not a whole number."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number == value else None
 
 
 def results_from_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
