@@ -134,13 +134,14 @@ def test_sent_rows_are_counted_and_left_alone(
     assert (mf.results_from_journal(journal)["state"] == "accepted").all()
 
 
-def test_split_row_is_cancelled_whole(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
-    journal = tmp_path / "j.db"
+def test_split_row_is_cancelled_whole(sb: Sandbox, client: MassivaClient, journal_at: Any) -> None:
+    journal = journal_at()  # a SQLite file, then a PostgreSQL journal
     df = frame().iloc[:1].assign(nombre="x" * 300)
     planned = schedule(client, journal, df, long_text="split")
     assert mf.cancel(journal, rows=planned.index).cancelled == 2  # both parts
     done = mf.dispatch(journal, client=client, now=LATER)
     assert done["state"].astype(str).tolist() == ["cancelled"]
+    assert mf.results_from_journal(journal)["state"].astype(str).tolist() == ["cancelled"]
     assert len(sb.messages()) == 0
 
 

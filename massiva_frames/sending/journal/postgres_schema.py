@@ -208,6 +208,7 @@ SELECT r.position AS position,
        COUNT(*) AS n,
        COUNT(*) FILTER (WHERE m.state = 'accepted') AS n_accepted,
        COUNT(*) FILTER (WHERE m.state = 'rejected') AS n_rejected,
+       COUNT(*) FILTER (WHERE m.state = 'cancelled') AS n_cancelled,
        COUNT(*) FILTER (WHERE ({effective_state("m")}) IN ('unknown', 'inflight')) AS n_unknown
 FROM rows r JOIN messages m ON m.row_key = r.row_key
 WHERE r.parts > 1
