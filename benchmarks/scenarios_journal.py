@@ -1,6 +1,6 @@
 """Journal chaos: a damaged journal never sends twice; a full disk stops a send honestly.
 
-Two scenarios, each a function returning :class:`JournalFigures` (the chaos table's
+Two scenarios, each a function returning :class:`Figures` (the chaos table's
 fields: tried, sent once, unknown, lost, duplicated, crashes, hangs, leaks, seconds):
 
 1. :func:`journal_fuzz` -- a send's journal is damaged, trial after trial, and the same
@@ -39,57 +39,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JournalFigures", "full_disk", "journal_fuzz", "main", "mount_mode"]
+from chaos_scenarios.figures import Figures
+
+__all__ = ["full_disk", "journal_fuzz", "main", "mount_mode"]
 
 USUARIO, PASSWORD = "chaos@massiva.test", "Pw-$ecr3t;|&=é"
-MUST_BE_ZERO = ("lost", "duplicated", "crashes", "hangs", "leaks")
 _OPERATORS = ("412", "414", "416", "424", "426")
 _HEX = re.compile(rb"[0-9a-f]{64}")
-
-
-@dataclass
-class JournalFigures:
-    """What a scenario tried, and what it lost, sent twice, crashed, hung or leaked.
-
-    The fields of the chaos table (``None``: does not apply); ``evidence`` says the
-    scenario did what it says (trials per outcome, bytes changed, the disk filled).
-    """
-
-    scenario: str
-    tried: int = 0
-    sent_once: int | None = None
-    unknown: int | None = None
-    lost: int | None = None
-    duplicated: int | None = None
-    crashes: int | None = None
-    hangs: int | None = None
-    leaks: int | None = None
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    evidence: dict[str, int] = field(default_factory=dict)
-
-    def failing(self) -> list[str]:
-        """The must-be-zero figures that are not 0."""
-        return [name for name in MUST_BE_ZERO if (getattr(self, name) or 0) != 0]
-
-    def problem(self, text: str, limit: int = 20) -> None:
-        """Record one example of what went wrong (bounded)."""
-        if len(self.problems) < limit:
-            self.problems.append(text[:500])
-
-    def lines(self) -> list[str]:
-        """The figures, notes and problems as printable lines."""
-        names = ("tried", "sent_once", "unknown", "lost", "duplicated", "crashes", "hangs")
-        cells = [f"{n.replace('_', ' ')} {getattr(self, n)}" for n in names]
-        out = [f"{self.scenario}: " + ", ".join(cells) + f", {self.seconds:.1f} s"]
-        out += [f"  {note}" for note in self.notes]
-        out += [f"  PROBLEM {p}" for p in self.problems]
-        return out
 
 
 def campaign(rows: int, *, seed: int = 0) -> Any:
@@ -171,7 +130,7 @@ def journal_fuzz(
     rows: int = 600,
     page_size: int = 4096,
     seed: int = 0,
-) -> JournalFigures:
+) -> Figures:
     """``trials`` damaged copies of a send's journal, each followed by the same send.
 
     The journal is written by a send of ``rows`` rows (some invalid, some ``unknown``:
@@ -186,7 +145,7 @@ def journal_fuzz(
     from massiva_frames.wire.client import MassivaClient
 
     _quiet()
-    fig = JournalFigures("journal fuzz", crashes=0, duplicated=0, hangs=0)
+    fig = Figures("journal fuzz", crashes=0, duplicated=0, hangs=0)
     start = time.perf_counter()
     rng = random.Random(seed)
     df = campaign(rows, seed=seed)
@@ -331,7 +290,7 @@ def _worker_full_disk(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(fig: JournalFigures, df: Any, results: Any, messages: Any) -> None:
+def _compare(fig: Figures, df: Any, results: Any, messages: Any) -> None:
     """Rows against the sandbox's record: ``duplicated`` (phone, text) accepted twice,
     ``lost`` rows missing, accepted without a record, or recorded while their state says
     never sent."""
@@ -360,7 +319,7 @@ def full_disk(
     max_phones: int = 25,
     seed: int = 0,
     mode: str | None = None,
-) -> JournalFigures:
+) -> Figures:
     """A send whose journal's disk (``disk_bytes``) fills mid-run; then the same send
     once the disk has room. ``mode``: ``"tmpfs"`` or ``"fsize"`` (default: what works
     here, :func:`mount_mode`)."""
@@ -369,7 +328,7 @@ def full_disk(
     from massiva_frames.sandbox import sandbox
 
     mode = mode or mount_mode()
-    fig = JournalFigures(f"full disk ({mode})", crashes=0, hangs=0)
+    fig = Figures(f"full disk ({mode})", crashes=0, hangs=0)
     start = time.perf_counter()
     df = campaign(rows, seed=seed)
     data, out, disk = (

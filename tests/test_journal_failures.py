@@ -47,6 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_scenarios() -> ModuleType:
+    # the script's folder is on sys.path when it runs: it imports the chaos suite's figures
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     path = ROOT / "benchmarks" / "scenarios_journal.py"
     spec = importlib.util.spec_from_file_location("massiva_scenarios_journal", path)
     assert spec is not None and spec.loader is not None

@@ -95,6 +95,15 @@ class Figures:
         if len(self.problems) < limit:
             self.problems.append(text[:500])
 
+    def lines(self) -> list[str]:
+        """The figures, notes and problems as printable lines."""
+        names = ("tried", "sent_once", "unknown", "lost", "duplicated", "crashes", "hangs")
+        cells = [f"{n.replace('_', ' ')} {getattr(self, n)}" for n in names]
+        out = [f"{self.scenario}: " + ", ".join(cells) + f", {self.seconds:.1f} s"]
+        out += [f"  {note}" for note in self.notes]
+        out += [f"  PROBLEM {p}" for p in self.problems]
+        return out
+
 
 def format_table(figures: Sequence[Figures]) -> str:
     """The figures as a fixed-width table, notes and problems below it."""

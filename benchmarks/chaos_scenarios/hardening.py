@@ -82,26 +82,13 @@ def scenario_trickling_provider(sizes: Sizes, workdir: Path, *, seed: int = 0) -
     return fig
 
 
-def _journal_figures(journal: scenarios_journal.JournalFigures) -> Figures:
-    fig = Figures(journal.scenario)
-    for name in ("tried", "sent_once", "unknown", "lost", "duplicated", "crashes", "hangs"):
-        setattr(fig, name, getattr(journal, name))
-    fig.seconds, fig.notes, fig.problems = journal.seconds, journal.notes, journal.problems
-    fig.evidence = dict(journal.evidence)
-    return fig
-
-
 def scenario_journal_fuzz(sizes: Sizes, workdir: Path, *, seed: int = 0) -> Figures:
     """Damaged copies of a send journal (random bytes, the key index), each re-run."""
-    return _journal_figures(
-        scenarios_journal.journal_fuzz(
-            sizes.journal_trials, workdir, rows=sizes.journal_rows, seed=seed
-        )
+    return scenarios_journal.journal_fuzz(
+        sizes.journal_trials, workdir, rows=sizes.journal_rows, seed=seed
     )
 
 
 def scenario_full_disk(sizes: Sizes, workdir: Path, *, seed: int = 0) -> Figures:
     """A send whose journal's disk fills mid-run, then the same send with room."""
-    return _journal_figures(
-        scenarios_journal.full_disk(workdir, rows=sizes.full_disk_rows, seed=seed)
-    )
+    return scenarios_journal.full_disk(workdir, rows=sizes.full_disk_rows, seed=seed)
