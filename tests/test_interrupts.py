@@ -146,7 +146,7 @@ def test_ctrl_c_with_requests_in_flight(sb: Sandbox, tmp_path: Path) -> None:
 CLI = [sys.executable, "-m", "massiva_frames.faces.cli", "send"]
 
 
-def test_sigterm_with_requests_in_flight(sb: Sandbox, tmp_path: Path) -> None:
+def _cli_send(sb: Sandbox, tmp_path: Path) -> tuple[list[str], dict[str, str], Path]:
     source = tmp_path / "in.csv"
     frame().to_csv(source, index=False)
     journal = tmp_path / "j.db"
@@ -159,6 +159,13 @@ def test_sigterm_with_requests_in_flight(sb: Sandbox, tmp_path: Path) -> None:
         "MASSIVA_CLAVE": sb.clave,
         "MASSIVA_BASE_URL": sb.base_url,
     }
+    return argv, env, journal
+
+
+def test_sigterm_stops_like_ctrl_c(sb: Sandbox, tmp_path: Path) -> None:
+    """A scheduler's SIGTERM: no new request, the answers in flight awaited and recorded,
+    exit 143; the same command again sends exactly the rest."""
+    argv, env, journal = _cli_send(sb, tmp_path)
     gate = threading.Event()
     sb.inject("latency", count=1, seconds=0)  # the credit check before the send: no delay
     sb.inject("latency", seconds=30, gate=gate)
@@ -166,6 +173,51 @@ def test_sigterm_with_requests_in_flight(sb: Sandbox, tmp_path: Path) -> None:
     try:
         wait_for(lambda: proc.poll() is not None or len(send_requests(sb)) >= CONCURRENCY, 60)
         assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the process is draining: it waits for the requests in flight
+        assert proc.poll() is None
+        gate.set()  # the provider answers them
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err.decode()[-2000:]
+        assert b"stopped by SIGTERM" in err
+    finally:
+        gate.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert len(send_requests(sb)) == CONCURRENCY  # nothing new after the signal
+    results = results_from_journal(journal)
+    carried = fate_by_phone(sb)
+    in_flight = results["phone"].isin(list(carried))
+    assert in_flight.sum() == CONCURRENCY * BATCH
+    # the answers came while it drained: recorded, not in doubt
+    assert (results.loc[in_flight, "state"] == "accepted").all()
+    assert (results.loc[~in_flight, "state"] == "scheduled").all()
+    rest = results[~in_flight]
+
+    sb.clear_faults()
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = send_requests(sb)
+    assert len(after) == CONCURRENCY + len(rest) // BATCH
+    new = sb.messages().merge(after.iloc[CONCURRENCY:][["request_no"]], on="request_no")
+    assert sorted(new["phone"]) == sorted(rest["phone"])  # exactly the never-sent rows
+    assert sb.messages()["phone"].is_unique
+    assert (results_from_journal(journal)["state"] == "accepted").all()
+
+
+def test_a_second_sigterm_stops_at_once(sb: Sandbox, tmp_path: Path) -> None:
+    """Two SIGTERMs: the process ends without waiting; what was in flight is in doubt."""
+    argv, env, journal = _cli_send(sb, tmp_path)
+    gate = threading.Event()
+    sb.inject("latency", count=1, seconds=0)  # the credit check before the send: no delay
+    sb.inject("latency", seconds=30, gate=gate)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: proc.poll() is not None or len(send_requests(sb)) >= CONCURRENCY, 60)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGTERM

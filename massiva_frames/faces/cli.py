@@ -16,16 +16,21 @@ import importlib
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Sequence
 
 __all__ = [
     "EXIT_CODES",
     "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PARTIAL",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
+    "Terminated",
     "error",
     "failure_errors",
     "main",
@@ -50,7 +55,26 @@ exit codes (every command):
      opt-outs) and rows scheduled for later are by design and do not make it 3
   1  error: nothing more was done (one line on stderr: massiva-frames COMMAND: error: ...)
   2  usage: a wrong option, value or output file name
+  130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM: no new request was made, the answers
+     to the requests in flight were awaited and recorded (a second signal stops at
+     once, leaving those rows in doubt); the same command again sends the rest
 """
+
+#: exit codes of a run stopped by Ctrl-C and by SIGTERM (128 + the signal's number)
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a send stops as it does on Ctrl-C."""
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM handler: the first one stops the run cleanly (:class:`Terminated`, which
+    the request loop treats as Ctrl-C), a second one ends the process at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -146,16 +170,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     module = importlib.import_module(modules[args.command])
+    # A scheduler stops a task with SIGTERM (cron's kill, Airflow, systemd, Kubernetes):
+    # the run stops as on Ctrl-C, recording what is in flight. Commands that serve
+    # (receive, sandbox) install their own handlers.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c) if in_main else None
     try:
         code: int = module.run(args)
         sys.stdout.flush()
+    except Terminated:
+        print(
+            f"massiva-frames {args.command}: stopped by SIGTERM; what was in flight is "
+            "recorded, the same command again does the rest",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # ``massiva-frames report ... | head``: the reader left; not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return code
 
 
