@@ -25,7 +25,7 @@ from . import checks
 from .backend import now_us
 from .connection import SQLiteConnection
 from .failures import corrupt
-from .schema import FLYING_IDS, MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, effective_state
+from .schema import FLYING_IDS, OUTCOMES_SQL, effective_state, multi_sql, results_sql
 
 # Internal to the SQLite journal (massiva_frames.sending.journal.sqlite).
 __all__ = ["Outbox"]
@@ -261,14 +261,14 @@ class Outbox(SQLiteConnection):
             raise corrupt(self.label, f"its rows cannot be read back: {exc}") from exc
 
     def _results(self, index: pd.Index | None) -> pd.DataFrame:
-        columns = self._columns(RESULTS_SQL)
+        columns = self._columns(results_sql(self.has_attempts))
         n = len(columns["segments"])
         codes, other = columns.pop("encoding"), columns.pop("encoding_other")
         columns["encoding"] = decode_codes(codes, other, ENCODINGS)
         first, last, count = self.conn.execute(
             "SELECT MIN(position), MAX(position), COUNT(*) FROM rows"
         ).fetchone()
-        multi = self._columns(MULTI_SQL)
+        multi = self._columns(multi_sql(self.has_attempts))
         row = multi.pop("position").astype(np.int64)
         if count and (first, last) != (0, count - 1):  # positions not 0..n-1: map them
             positions = self._columns("SELECT position FROM rows ORDER BY position")["position"]

@@ -25,7 +25,7 @@ from ..results import ENCODINGS, decode_codes, range_index, rebuild_index, resul
 from .backend import now_us
 from .postgres_claims import Claims
 from .postgres_connection import LOCK_OUTBOX
-from .postgres_schema import FLYING_IDS, MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, effective_state
+from .postgres_schema import FLYING_IDS, OUTCOMES_SQL, effective_state, multi_sql, results_sql
 
 if TYPE_CHECKING:
     import psycopg
@@ -291,7 +291,7 @@ class PostgresOutbox(Claims):
         (the second of two sends of one frame returns the first's outcomes).
         """
         self._await_others()
-        columns = self._columns(RESULTS_SQL)
+        columns = self._columns(results_sql(self.has_attempts))
         r_phone, r_text = _unutf8(columns.pop("r_phone")), _unutf8(columns.pop("r_text"))
         m_phone, m_text = columns.pop("m_phone"), columns.pop("m_text")
         columns["phone"] = np.where(pd.isna(r_phone), m_phone, r_phone)
@@ -301,7 +301,7 @@ class PostgresOutbox(Claims):
         columns["encoding"] = decode_codes(codes, other, ENCODINGS)
         names, found = self._fetch("SELECT MIN(position), MAX(position), COUNT(*) FROM rows")
         first, last, count = found[0]
-        multi = self._columns(MULTI_SQL)
+        multi = self._columns(multi_sql(self.has_attempts))
         row = multi.pop("position").astype(np.int64)
         if count and (first, last) != (0, count - 1):  # positions not 0..n-1: map them
             positions = self._columns("SELECT position FROM rows ORDER BY position")["position"]
