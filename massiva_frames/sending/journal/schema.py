@@ -243,6 +243,7 @@ SELECT {_code(f"({effective_state('m')})", JOURNAL_STATES, "m_state", other=Fals
 FROM messages AS m WHERE m.id BETWEEN ? AND ? ORDER BY m.id
 """
 
+
 def multi_sql(attempts: bool = True) -> str:
     """Rows split into several messages: how the parts of their latest attempt fared."""
     latest = _LATEST if attempts else ""

@@ -37,6 +37,8 @@ def _message_select(journal: Any) -> str:
     if getattr(journal, "has_attempts", True):
         return MESSAGE_COLUMNS
     return MESSAGE_COLUMNS.replace("attempt, first_key", "1, NULL")
+
+
 BATCH_COLUMNS = (
     "number, state, n_messages, method, requested_at, answered_at, request_status, detail, ids"
 )
