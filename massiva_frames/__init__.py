@@ -69,6 +69,8 @@ _EXPORTS: dict[str, str] = {
     "dispatch": "massiva_frames.sending.campaign",
     "results_from_journal": "massiva_frames.sending.campaign",
     "send": "massiva_frames.sending.campaign",
+    "ResendCounts": "massiva_frames.sending.resending",
+    "resend": "massiva_frames.faces.followup",
     # transport and sandbox
     "MassivaClient": "massiva_frames.wire.client",
     "Sandbox": "massiva_frames.sandbox",
@@ -136,6 +138,7 @@ if TYPE_CHECKING:
         URLTooLongError,
     )
     from .faces.demo import load_sample_campaign, run_demo
+    from .faces.followup import resend
     from .faces.widgets import DeliveryDashboard, SendWidget
     from .prepare.batching import Batch, iter_batches, plan_batches
     from .prepare.lower_bound import minimum_requests
@@ -147,6 +150,7 @@ if TYPE_CHECKING:
     from .sandbox import Sandbox, sandbox
     from .sending.campaign import dispatch, results_from_journal, send
     from .sending.cancelling import CancelCounts, cancel
+    from .sending.resending import ResendCounts
     from .sending.results import STATES
     from .wire.client import MassivaClient
 

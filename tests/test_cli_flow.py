@@ -1,4 +1,5 @@
-"""The command line as a cron job meets it: send → re-run → dispatch, as subprocesses.
+"""The command line as a cron job meets it: send → re-run → dispatch → cancel → follow-up
+(``resend``), as subprocesses.
 
 Each step runs ``python -m massiva_frames.faces.cli`` against a real sandbox on
 127.0.0.1 and checks its exit code, its messages and what reached the sandbox. The files
@@ -9,8 +10,10 @@ space), an ``.xlsx`` written with openpyxl, and an output folder that does not e
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +163,70 @@ def test_unwritable_output_sends_nothing(sb: Sandbox, tmp_path: Path) -> None:
     )
     assert sb.requests().empty  # not even the credit query
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_send_rerun_dispatch_cancel_then_follow_up(tmp_path: Path) -> None:
+    """The exit codes of one campaign's life: send (all scheduled) → re-run → dispatch →
+    cancel → follow-up (``resend`` of the failed deliveries) → the same follow-up again."""
+    import massiva_frames as mf
+
+    source = tmp_path / "clientes.csv"
+    lines = ["cliente,telefono,nombre,cuando"]
+    lines += [f"c-0{i},0414100000{i},Cliente {i},2030-01-07 09:00" for i in range(1, 7)]
+    lines += [f"c-0{i},0414100000{i},Cliente {i},2030-01-08 09:00" for i in (7, 8)]
+    source.write_text("\n".join(lines) + "\n")
+    journal, logdir = tmp_path / "envios.db", tmp_path / "logs"
+    send = ["send", str(source), "--phone", "telefono", "--template", "Hola {nombre}"]
+    send += ["--key", "cliente", "--send-at", "cuando", "--journal", str(journal)]
+    send += ["--campaign", "enero", "--out", str(tmp_path / "r.csv"), "--no-progress"]
+    with (
+        mf.receiver(logdir) as rc,
+        sandbox(usuario=USER, clave=SECRET, credits=1_000, status_url=rc.url,
+                callback_delay=0.1, fail_ratio=0.5, seed=3) as sb,
+    ):  # fmt: skip
+        scheduled = cli(sb, *send)
+        assert scheduled.returncode == EXIT_OK, scheduled.stdout + scheduled.stderr
+        assert "8 message(s) scheduled for later" in scheduled.stdout and sends(sb) == 0
+        rerun = cli(sb, *send)
+        assert rerun.returncode == EXIT_OK and sends(sb) == 0
+
+        due = cli(sb, "dispatch", "--journal", str(journal), "--now", "2030-01-07 09:00")
+        assert due.returncode == EXIT_OK, due.stdout + due.stderr
+        assert "6 message(s) · 6 accepted" in due.stdout and sends(sb) == 1
+
+        cancelled = cli(sb, "cancel", "--journal", str(journal), "--key", "c-07")
+        assert cancelled.returncode == EXIT_OK and "cancelled 1 messages" in cancelled.stdout
+        too_late = cli(sb, "cancel", "--journal", str(journal), "--key", "c-01")
+        assert too_late.returncode == EXIT_PARTIAL  # already sent: not cancelled
+
+        assert sb.wait_callbacks(30)
+        truth = sb.messages()
+        failed = sorted(truth.loc[truth["final"] == "failed", "phone"])
+        assert 0 < len(failed) < 6
+        deadline = time.monotonic() + 20
+        while len(mf.read_callbacks(logdir)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        frozen = tmp_path / "logs-then"  # the log as the follow-up reads it
+        shutil.copytree(logdir, frozen)
+        follow = ["resend", "--journal", str(journal), "--log", str(frozen)]
+        out = tmp_path / "f.parquet"
+        resent = cli(sb, *follow, "--out", str(out))
+        assert resent.returncode == EXIT_OK, resent.stdout + resent.stderr
+        assert f"follow-up: sent again {len(failed)} row(s) ({len(failed)} failed)" in resent.stdout
+        assert sends(sb) == 2
+        assert sorted(sb.messages()["phone"].iloc[6:]) == failed
+        rows = pd.read_parquet(out)
+        assert rows["input_line"].tolist() == list(range(2, 10))
+        assert (rows["attempt"] == 2).sum() == len(failed)
+        assert rows["state"].astype(str).tolist()[6:] == ["cancelled", "scheduled"]
+
+        again = cli(sb, *follow)
+        assert again.returncode == EXIT_OK and "sent again 0 row(s)" in again.stdout
+        assert sends(sb) == 2
+        lost = cli(sb, "resend", "--journal", str(tmp_path / "nope.db"), "--log", str(frozen))
+        assert lost.returncode == EXIT_FAILURE
+        assert lost.stderr.startswith("massiva-frames resend: error: journal not found")
+
+        last = cli(sb, "dispatch", "--journal", str(journal), "--now", "2030-01-08 09:00")
+        assert last.returncode == EXIT_OK and "1 message(s) · 1 accepted" in last.stdout
+        assert sends(sb) == 3 and sb.messages()["phone"].iloc[-1] == "584141000008"

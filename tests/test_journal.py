@@ -454,23 +454,23 @@ def test_readonly_open_refuses_missing_or_foreign_files(tmp_path: Path) -> None:
 def test_journal_versions(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     with Journal(path) as journal:
-        assert journal.get_meta("schema_version") == 2
+        assert journal.get_meta("schema_version") == 3
         _fill(journal, 2)
         journal.set_meta({"schema_version": 1})  # as massiva-frames 0.1.0 wrote it
     assert len(results_from_journal(path)) == 2  # read as it is
     with Journal(path, readonly=True) as journal:
         assert journal.get_meta("schema_version") == 1
     with Journal(path) as journal:  # opened for writing: marked with this version
-        assert journal.get_meta("schema_version") == 2
-        journal.set_meta({"schema_version": 3})
+        assert journal.get_meta("schema_version") == 3
+        journal.set_meta({"schema_version": 4})
     for readonly in (True, False):
-        with pytest.raises(InputError, match=r"newer massiva-frames \(journal version 3; "):
+        with pytest.raises(InputError, match=r"newer massiva-frames \(journal version 4; "):
             Journal(path, readonly=readonly)
     with pytest.raises(InputError, match="upgrade massiva-frames"):
         results_from_journal(path)
     # refused before anything was written, and no lock left behind
     con = sqlite3.connect(path)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     con.close()
 
 

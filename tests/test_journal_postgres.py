@@ -104,7 +104,7 @@ def test_tables_are_created_once_and_a_newer_journal_is_refused(
     schema = Location.parse(pg_url).schema
     for _ in range(2):
         PostgresJournal(pg_url).close()
-    assert _versions(pg_server, schema) == [1]
+    assert _versions(pg_server, schema) == [1, 2]
     _sql(pg_server, f'INSERT INTO "{schema}".journal_version VALUES (99, 0)')
     with pytest.raises(InputError, match="newer massiva-frames") as info:
         PostgresJournal(pg_url)
@@ -114,15 +114,15 @@ def test_tables_are_created_once_and_a_newer_journal_is_refused(
 def test_forward_migrations_run_in_order_once(
     pg_server: Cluster, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    PostgresJournal(pg_url).close()  # version 1
-    steps = {**postgres_connection.MIGRATIONS, 2: ["ALTER TABLE runs ADD COLUMN note text"]}
+    PostgresJournal(pg_url).close()  # version 2
+    steps = {**postgres_connection.MIGRATIONS, 3: ["ALTER TABLE runs ADD COLUMN note text"]}
     monkeypatch.setattr(postgres_connection, "MIGRATIONS", steps)
-    monkeypatch.setattr(postgres_connection, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(postgres_connection, "SCHEMA_VERSION", 3)
     for _ in range(2):
         with PostgresJournal(pg_url) as journal:
             journal.start_run("send")
     schema = Location.parse(pg_url).schema
-    assert _versions(pg_server, schema) == [1, 2]
+    assert _versions(pg_server, schema) == [1, 2, 3]
     notes = _sql(pg_server, f'SELECT note FROM "{schema}".runs')
     assert notes == [(None,), (None,)]
 

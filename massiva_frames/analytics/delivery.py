@@ -22,7 +22,7 @@ from ..errors import InputError
 from .duckdb_engine import final_status_log, use_duckdb
 from .shapes import DEFAULT_TZ, as_state, read_log, require, resolution, to_utc, utc_numpy
 
-__all__ = ["attach_delivery"]
+__all__ = ["attach_delivery", "final_statuses"]
 
 #: States of rows the provider accepted: the only ones a status callback may change.
 _PROVIDER_ACCEPTED = ("accepted", "delivered", "failed")
@@ -94,6 +94,35 @@ def _final_events(log: pd.DataFrame, tz: str) -> tuple[_Final, dict[str, Any]]:
     )
     stats["messages"] = len(chosen)
     return final, stats
+
+
+def final_statuses(
+    status_log: pd.DataFrame | str | os.PathLike[str], *, tz: str = DEFAULT_TZ
+) -> pd.Series:
+    """Each message's final status: ``"delivered"`` or ``"failed"``, by ``message_id``.
+
+    The event that wins is the one :func:`attach_delivery` takes (the provider's latest,
+    docs/protocol.md §2); events without a usable id or status are left out.
+
+    Parameters
+    ----------
+    status_log : DataFrame or path
+        A status log (``read_callbacks(..., kind="status")``) or the receiver's LOGDIR.
+    tz : str
+        The zone of naive ``updated_at`` values.
+
+    Returns
+    -------
+    Series
+        ``"delivered"``/``"failed"`` (object), indexed by the int64 message id.
+
+    Examples
+    --------
+    >>> final_statuses("callback-logs").value_counts()  # doctest: +SKIP
+    """
+    final, _ = _final_events(read_log(status_log, "status", tz), tz)
+    values = np.where(final.delivered, "delivered", "failed").astype(object)
+    return pd.Series(values, index=pd.Index(final.ids, name="message_id"), name="status")
 
 
 def attach_delivery(

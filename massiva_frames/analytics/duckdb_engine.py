@@ -344,7 +344,7 @@ def summary_groups(
         A results frame (delivery attached), or a parquet file, directory or glob of one.
     keys : list
         ``delivery_summary``'s ``by`` keys: columns, ``operator``, ``prefix``, ``hour``,
-        ``date`` (a frame's ``campaign`` attribute is constant: not a SQL group).
+        ``date``, ``attempt`` (a frame's ``campaign`` attribute is constant: not a SQL group).
 
     Returns
     -------
@@ -378,6 +378,11 @@ def summary_groups(
                 local = f"timezone($tz, {_utc('sent_at', types['sent_at'])})"
                 groups.append(f"hour({local})" if key == "hour" else f"CAST({local} AS DATE)")
                 sample["sent_at"] = _utc("sent_at", types["sent_at"])
+            elif key == "attempt":  # no such column: first attempts only (as in pandas)
+                if "message_id" not in columns:
+                    raise InputError("the frame has no column 'message_id'")
+                groups.append("CASE WHEN message_id IS NULL THEN NULL ELSE 1 END")
+                sample["message_id"] = '"message_id"'
             # campaign (no such column) and unknown keys: the pandas key function decides
         seconds = (
             _latency_seconds(source, types["latency"]) if "latency" in columns else "NULL::DOUBLE"

@@ -106,6 +106,10 @@ def _group_key(frame: pd.DataFrame, key: Hashable, tz: str) -> pd.Series:
             local.dt.hour.astype("Int64") if key == "hour" else local.dt.date
         ).rename(key)
         return derived
+    if key == "attempt":  # results written before follow-up sends: first attempts only
+        require(frame, ("message_id",), "the frame")
+        first = pd.Series(1, index=frame.index, dtype="Int64", name="attempt")
+        return first.where(frame["message_id"].notna().to_numpy(dtype=bool))
     if key == "campaign":
         send_info = frame.attrs.get("send")
         name = frame.attrs.get("campaign")
@@ -115,7 +119,8 @@ def _group_key(frame: pd.DataFrame, key: Hashable, tz: str) -> pd.Series:
             return pd.Series(str(name), index=frame.index, name="campaign")
         raise InputError("cannot group by 'campaign': the frame has no 'campaign' column")
     raise InputError(
-        f"cannot group by {key!r}: not a column, nor one of operator, prefix, hour, date"
+        f"cannot group by {key!r}: not a column, nor one of operator, prefix, hour, date, "
+        "attempt, campaign"
     )
 
 
@@ -206,7 +211,9 @@ def delivery_summary(
         ``"campaign"`` (a ``campaign`` column, else ``frame.attrs["campaign"]`` or
         ``frame.attrs["send"]["campaign"]``),
         ``"hour"`` (hour of day of ``sent_at`` in ``tz``, 0-23), ``"date"`` (local day
-        of ``sent_at``), or any column name. A column of that name always wins. A list
+        of ``sent_at``), ``"attempt"`` (1 for a row's first send, N after N - 1
+        follow-up sends: ``resend``; a frame without the column has first attempts
+        only), or any column name. A column of that name always wins. A list
         groups by several keys; ``None`` gives one overall row.
     tz : str, default "America/Caracas"
         Zone for ``hour`` and ``date``.

@@ -84,6 +84,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "send": ("massiva_frames.faces.commands.send", "validate and send a CSV/parquet file"),
     "dispatch": ("massiva_frames.faces.commands.dispatch", "send what is due in a journal"),
     "cancel": ("massiva_frames.faces.commands.cancel", "cancel scheduled rows of a journal"),
+    "resend": (
+        "massiva_frames.faces.commands.resend",
+        "send again the rows whose delivery failed (follow-up)",
+    ),
     "credits": ("massiva_frames.faces.commands.credits", "print the account's credits"),
     "receive": ("massiva_frames.faces.commands.receive", "serve the callback receiver"),
     "report": ("massiva_frames.faces.commands.report", "delivery report from results and logs"),

@@ -4,7 +4,12 @@ The results frame has one row per input row, the input's index, and only these c
 (docs/architecture.md), so ``df.join(results)`` never collides with the input's own columns::
 
     phone, text, state, reason, batch, message_id, sid, request_status, api_message,
-    sent_at, encoding, segments
+    sent_at, encoding, segments, attempt, first_message_id
+
+``attempt`` is 1 for a row sent once and N after N - 1 follow-up sends
+(:func:`~massiva_frames.sending.resending.resend`); the message columns are those of the
+latest attempt, and ``first_message_id`` is the first attempt's ``message_id`` (the link
+to its callbacks). Rows without a message (invalid, suppressed) have neither.
 
 Index labels are stored in the journal JSON-encoded (tagged for what JSON lacks:
 tuples, timestamps, NaN...), with the index's kind, names and dtype beside them, so
@@ -53,6 +58,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "sent_at",
     "encoding",
     "segments",
+    "attempt",
+    "first_message_id",
 )
 
 #: dtypes of the results frame, in column order.
@@ -69,6 +76,8 @@ RESULT_DTYPES: dict[str, Any] = {
     "sent_at": pd.DatetimeTZDtype("us", "UTC"),
     "encoding": pd.StringDtype(),
     "segments": pd.Int64Dtype(),
+    "attempt": pd.Int64Dtype(),
+    "first_message_id": pd.Int64Dtype(),
 }
 
 #: reason given to messages of a batch found in flight (the sending process died).
@@ -338,6 +347,14 @@ def results_frame(
         column: np.ndarray[Any, Any] = np.where(ready, raw[name], _NONE)
         return column
 
+    # Without the journal's attempt columns (a send's own new messages): first attempts.
+    if "attempt" not in raw:
+        has_message = np.asarray(m_state != -1, dtype=bool)
+        raw = {
+            **raw,
+            "attempt": np.where(has_message, 1, _NONE),
+            "first_message_id": raw["message_id"],
+        }
     sent_at = pd.to_datetime(_ints(sent("sent_at")), unit="us", utc=True)
     out = pd.DataFrame(
         {
@@ -353,6 +370,8 @@ def results_frame(
             "sent_at": pd.Series(sent_at).astype(RESULT_DTYPES["sent_at"]).array,
             "encoding": _strings(raw["encoding"]),
             "segments": _ints(raw["segments"]),
+            "attempt": _ints(sent("attempt")),
+            "first_message_id": _ints(sent("first_message_id")),
         },
         index=index,
     )

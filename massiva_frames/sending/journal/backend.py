@@ -116,6 +116,16 @@ class JournalBackend(Protocol):
     ) -> tuple[int, int]:
         """Add the messages not yet in the outbox (ids ``first + i``); ``(first, added)``."""
 
+    def add_attempts(self, messages: Iterable[Sequence[Any]]) -> int:
+        """Add ``(row_key, part, phone, text, campaign, attempt, first_key)`` follow-up
+        messages not yet in the outbox (pending); returns how many were added."""
+
+    def attempt_messages(self, campaign: str | None) -> pd.DataFrame:
+        """Every message (of ``campaign``, or all) with its state, attempt and first key."""
+
+    def campaigns(self) -> list[str]:
+        """The campaigns of the messages in the outbox."""
+
     def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
         """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""
 

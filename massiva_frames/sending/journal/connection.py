@@ -27,15 +27,32 @@ import pandas as pd
 from ...errors import InputError, JournalVersionError
 from . import checks, writes
 from .failures import busy, corrupt, journal_error, not_a_journal
-from .schema import SCHEMA
+from .schema import ATTEMPTS_INDEX, SCHEMA
 
 # Internal to the SQLite journal (massiva_frames.sending.journal.sqlite).
-__all__ = ["SCHEMA_VERSION", "SQLiteConnection"]
+__all__ = ["SCHEMA_VERSION", "SQLiteConnection", "migrate_attempts"]
 
 #: 1: massiva-frames 0.1.0 (the messages of a batch in flight carried 'inflight');
-#: 2: the batch row alone records a request under way. Version 1 journals are read as
-#: they are and marked 2 when opened for writing; a newer journal is refused.
-SCHEMA_VERSION = 2
+#: 2: the batch row alone records a request under way;
+#: 3: messages carry their ``attempt`` and, from the second on, ``first_key`` (follow-up
+#: sends). Older journals are read as they are and migrated forward when opened for
+#: writing; a newer journal is refused.
+SCHEMA_VERSION = 3
+
+
+def migrate_attempts(conn: sqlite3.Connection) -> None:
+    """Give the messages of a journal written before version 3 their ``attempt`` (1: every
+    message so far is a first attempt) and ``first_key`` columns, and the attempts index.
+
+    Each step is its own statement and is skipped when already done, so a process that
+    stops half-way leaves a journal the next open finishes.
+    """
+    have = {str(row[1]) for row in conn.execute("PRAGMA table_info(messages)")}
+    if "attempt" not in have:
+        conn.execute("ALTER TABLE messages ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
+    if "first_key" not in have:
+        conn.execute("ALTER TABLE messages ADD COLUMN first_key TEXT")
+    conn.execute(ATTEMPTS_INDEX)
 
 
 class SQLiteConnection:
@@ -131,9 +148,15 @@ class SQLiteConnection:
         self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: big sends stay in memory
         if not readonly:
             self.conn.executescript(SCHEMA)
+            migrate_attempts(self.conn)
             writes.prepare(self.conn)
             if version != SCHEMA_VERSION:
                 self.set_meta({"schema_version": SCHEMA_VERSION})
+        #: whether the messages carry their attempt (False: a journal written before
+        #: version 3, read as it is: every message is a first attempt)
+        self.has_attempts = any(
+            row[1] == "attempt" for row in self.conn.execute("PRAGMA table_info(messages)")
+        )
 
     # -- lifecycle --
 
@@ -224,6 +247,8 @@ class SQLiteConnection:
         copy = type(self)(None, page_size=size)
         copy.label = self.label
         self.conn.backup(copy.conn)
+        migrate_attempts(copy.conn)  # a copy of a journal read as an older version wrote it
+        copy.has_attempts = True
         return copy
 
     # -- meta --

@@ -25,7 +25,7 @@ from . import checks
 from .backend import now_us
 from .connection import SQLiteConnection
 from .failures import corrupt
-from .schema import FLYING_IDS, MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, effective_state
+from .schema import FLYING_IDS, OUTCOMES_SQL, effective_state, multi_sql, results_sql
 
 # Internal to the SQLite journal (massiva_frames.sending.journal.sqlite).
 __all__ = ["Outbox"]
@@ -162,6 +162,45 @@ class Outbox(SQLiteConnection):
         extra = tuple(constants.values())
         self.conn.executemany(f"{head} ({names}) VALUES ({marks})", ((*r, *extra) for r in rows))
 
+    def add_attempts(self, messages: Iterable[Sequence[Any]]) -> int:
+        """Add follow-up attempts not yet in the outbox (an existing ``(row_key, part)`` is
+        left untouched: a second follow-up adds nothing); they start ``pending``.
+
+        Each is ``(row_key, part, phone, text, campaign, attempt, first_key)``. Returns how
+        many were added.
+        """
+        constants = {"state": "pending", "created_at": now_us()}
+        columns = ("row_key", "part", "phone", "text", "campaign", "attempt", "first_key")
+        with self.transaction() as conn:
+            first = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()[0])
+            before = conn.total_changes
+            self._insert_many("INSERT OR IGNORE INTO messages", columns, messages, constants)
+            added = conn.total_changes - before
+            if added:
+                checks.check_added(conn, self.label, first)
+            return added
+
+    def attempt_messages(self, campaign: str | None) -> pd.DataFrame:
+        """Every message (of ``campaign``, or all), for a follow-up send to choose from.
+
+        Columns: ``row_key, part, phone, text, campaign, state`` (``inflight`` while its
+        batch is), ``message_id, sent_at`` (µs), ``attempt`` and ``first_key`` (the row's
+        first key: its own for a first attempt).
+        """
+        where, params = ("WHERE m.campaign = ?", (campaign,)) if campaign is not None else ("", ())
+        return self._frame(
+            "SELECT m.row_key, m.part, m.phone, m.text, m.campaign, "
+            f"{effective_state('m')} AS state, m.message_id, m.sent_at, m.attempt, "
+            "COALESCE(m.first_key, m.row_key) AS first_key "
+            f"FROM messages AS m {where} ORDER BY m.id",
+            params,
+        )
+
+    def campaigns(self) -> list[str]:
+        """The campaigns of the messages in the outbox, sorted."""
+        rows = self.conn.execute("SELECT DISTINCT campaign FROM messages ORDER BY campaign")
+        return [str(c) for (c,) in rows]
+
     def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
         """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""
         marks = ",".join("?" for _ in states)
@@ -261,14 +300,14 @@ class Outbox(SQLiteConnection):
             raise corrupt(self.label, f"its rows cannot be read back: {exc}") from exc
 
     def _results(self, index: pd.Index | None) -> pd.DataFrame:
-        columns = self._columns(RESULTS_SQL)
+        columns = self._columns(results_sql(self.has_attempts))
         n = len(columns["segments"])
         codes, other = columns.pop("encoding"), columns.pop("encoding_other")
         columns["encoding"] = decode_codes(codes, other, ENCODINGS)
         first, last, count = self.conn.execute(
             "SELECT MIN(position), MAX(position), COUNT(*) FROM rows"
         ).fetchone()
-        multi = self._columns(MULTI_SQL)
+        multi = self._columns(multi_sql(self.has_attempts))
         row = multi.pop("position").astype(np.int64)
         if count and (first, last) != (0, count - 1):  # positions not 0..n-1: map them
             positions = self._columns("SELECT position FROM rows ORDER BY position")["position"]

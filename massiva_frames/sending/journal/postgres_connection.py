@@ -84,6 +84,9 @@ class PostgresConnection:
     def _setup(self) -> None:
         """Create or migrate the tables (or, read-only, check them)."""
         version = self._version()
+        #: whether the messages carry their attempt (False: a version 1 journal read as
+        #: it is, every message a first attempt)
+        self.has_attempts = not self.readonly or version is None or version >= 2
         if version is not None and version > SCHEMA_VERSION:
             raise InputError(
                 f"journal {self.path} was written by a newer massiva-frames (journal version "

@@ -25,7 +25,7 @@ from ..results import ENCODINGS, decode_codes, range_index, rebuild_index, resul
 from .backend import now_us
 from .postgres_claims import Claims
 from .postgres_connection import LOCK_OUTBOX
-from .postgres_schema import FLYING_IDS, MULTI_SQL, OUTCOMES_SQL, RESULTS_SQL, effective_state
+from .postgres_schema import FLYING_IDS, OUTCOMES_SQL, effective_state, multi_sql, results_sql
 
 if TYPE_CHECKING:
     import psycopg
@@ -197,6 +197,48 @@ class PostgresOutbox(Claims):
         if added >= 1000:
             conn.execute("ANALYZE messages")
 
+    def add_attempts(self, messages: Iterable[Sequence[Any]]) -> int:
+        """Add follow-up attempts not yet in the outbox, unclaimed (as
+        :meth:`.sqlite.Journal.add_attempts`); returns how many were added."""
+        given = list(messages)
+        created = now_us()
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            self._advisory(LOCK_OUTBOX)
+            row = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()
+            first = int(row[0]) if row else 1
+            added = 0
+            with conn.cursor() as cur:
+                for i, (key, part, phone, text, campaign, attempt, first_key) in enumerate(given):
+                    cur.execute(
+                        "INSERT INTO messages (id, row_key, part, phone, text, campaign, state, "
+                        "created_at, attempt, first_key) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s, %s, %s) "
+                        "ON CONFLICT (row_key, part) DO NOTHING",
+                        (first + i, key, part, phone, text, campaign, created, attempt, first_key),
+                    )
+                    added += max(cur.rowcount, 0)
+            return added
+
+        return self._run(work, retry=False, doing="writing the follow-up messages")
+
+    def attempt_messages(self, campaign: str | None) -> pd.DataFrame:
+        """Every message (of ``campaign``, or all), as
+        :meth:`.sqlite.Journal.attempt_messages`."""
+        where = "WHERE m.campaign = %(campaign)s" if campaign is not None else ""
+        return self._frame(
+            "SELECT m.row_key, m.part, m.phone, m.text, m.campaign, "
+            f"{effective_state('m')} AS state, m.message_id, m.sent_at, m.attempt, "
+            "COALESCE(m.first_key, m.row_key) AS first_key "
+            f"FROM messages AS m {where} ORDER BY m.id",
+            {"campaign": campaign},
+        )
+
+    def campaigns(self) -> list[str]:
+        """The campaigns of the messages in the outbox, sorted."""
+        names, rows = self._fetch("SELECT DISTINCT campaign FROM messages ORDER BY campaign")
+        return [str(c) for (c,) in rows]
+
     def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
         """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""
         keys = list(row_keys)
@@ -291,7 +333,7 @@ class PostgresOutbox(Claims):
         (the second of two sends of one frame returns the first's outcomes).
         """
         self._await_others()
-        columns = self._columns(RESULTS_SQL)
+        columns = self._columns(results_sql(self.has_attempts))
         r_phone, r_text = _unutf8(columns.pop("r_phone")), _unutf8(columns.pop("r_text"))
         m_phone, m_text = columns.pop("m_phone"), columns.pop("m_text")
         columns["phone"] = np.where(pd.isna(r_phone), m_phone, r_phone)
@@ -301,7 +343,7 @@ class PostgresOutbox(Claims):
         columns["encoding"] = decode_codes(codes, other, ENCODINGS)
         names, found = self._fetch("SELECT MIN(position), MAX(position), COUNT(*) FROM rows")
         first, last, count = found[0]
-        multi = self._columns(MULTI_SQL)
+        multi = self._columns(multi_sql(self.has_attempts))
         row = multi.pop("position").astype(np.int64)
         if count and (first, last) != (0, count - 1):  # positions not 0..n-1: map them
             positions = self._columns("SELECT position FROM rows ORDER BY position")["position"]

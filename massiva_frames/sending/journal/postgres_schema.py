@@ -25,6 +25,10 @@ Every message is written twice: added, then given its outcome. Half of each page
 (measured: a batch's outcomes in ~35% less time); keys compare byte-wise (``COLLATE
 "C"``), whatever the database's locale.
 
+``messages`` also carry their ``attempt`` and, from the second on, ``first_key`` (a
+follow-up send: :mod:`massiva_frames.sending.resending`), as on SQLite; version 2 added
+them, and the partial index that finds a row's latest attempt.
+
 ``journal_version`` holds one row per migration applied. Opening a journal applies the
 missing ones in order, under an advisory lock (several workers may open a new journal at
 once), and refuses a journal written by a newer version of the package.
@@ -46,6 +50,8 @@ __all__ = [
     "RESULTS_SQL",
     "SCHEMA_VERSION",
     "VERSION_TABLE",
+    "multi_sql",
+    "results_sql",
 ]
 
 #: The server's clock in integer microseconds since the epoch, UTC (leases use the
@@ -137,8 +143,16 @@ CREATE TABLE workers (
 )""",
 )
 
+# Follow-up sends: every message written so far is a first attempt (a constant default:
+# PostgreSQL adds the column without rewriting the table).
+_VERSION_2 = (
+    "ALTER TABLE messages ADD COLUMN attempt bigint NOT NULL DEFAULT 1",
+    'ALTER TABLE messages ADD COLUMN first_key text COLLATE "C"',
+    "CREATE INDEX messages_attempts ON messages (first_key, attempt) WHERE attempt > 1",
+)
+
 #: version -> the statements that bring a journal from the version before to it.
-MIGRATIONS: dict[int, Sequence[str]] = {1: _VERSION_1}
+MIGRATIONS: dict[int, Sequence[str]] = {1: _VERSION_1, 2: _VERSION_2}
 
 #: The newest journal version this package writes (and the newest it reads).
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -178,21 +192,48 @@ def _code(expr: str, values: Sequence[str], name: str, *, other: bool = True) ->
     return f"{code} AS {name}, {rest} AS {name}_other"
 
 
-# One row per input row, in order; message columns from each row's first part. A ready
-# one-part row keeps its phone and text in its message (m_phone, m_text); the others in
-# the row (bytea, decoded by the reader). Codes as in the SQLite journal's schema.
-RESULTS_SQL = f"""
+# A row's latest attempt and its first attempt's message_id (as in the SQLite journal's
+# schema: only rows sent again are in the attempts index).
+_LATEST = """LEFT JOIN (SELECT a.first_key AS first_key, MAX(a.attempt) AS attempt,
+       (SELECT f.message_id FROM messages AS f WHERE f.row_key = a.first_key AND f.part = 1)
+           AS first_id
+    FROM messages AS a WHERE a.attempt > 1 AND a.part = 1 GROUP BY a.first_key) AS t
+  ON t.first_key = r.row_key"""
+
+# The key of a row's latest attempt (mirrors sending.resending.attempt_key).
+_LATEST_KEY = "CASE WHEN t.attempt IS NULL THEN r.row_key ELSE r.row_key || '#' || t.attempt END"
+
+
+def results_sql(attempts: bool = True) -> str:
+    """One row per input row, in order; message columns from the first part of each row's
+    latest attempt. A ready one-part row keeps its phone and text in its message
+    (m_phone, m_text); the others in the row (bytea, decoded by the reader). Codes as in
+    the SQLite journal's schema. ``attempts=False``: a journal of version 1 read as it is.
+    """
+    latest = _LATEST if attempts else ""
+    key = _LATEST_KEY if attempts else "r.row_key"
+    attempt = "m.attempt" if attempts else "CASE WHEN m.id IS NULL THEN NULL ELSE 1 END"
+    first = (
+        "CASE WHEN t.attempt IS NULL THEN m.message_id ELSE t.first_id END"
+        if attempts
+        else "m.message_id"
+    )
+    return f"""
 SELECT r.phone AS r_phone, r.text AS r_text, m.phone AS m_phone, m.text AS m_text,
        NULLIF(r.input_state, 'ready') AS input_state,
        CASE WHEN r.input_state = 'ready' THEN m.reason ELSE r.reason END AS reason,
        {_code(f"({effective_state('m')})", JOURNAL_STATES, "m_state", other=False)},
        {_code("r.encoding", ENCODINGS, "encoding")},
        r.segments, {_batch("m")} AS batch, m.message_id, m.sid, m.request_status,
-       m.api_message, m.sent_at
+       m.api_message, m.sent_at, {attempt} AS attempt, {first} AS first_message_id
 FROM rows r
-LEFT JOIN messages m ON m.row_key = r.row_key AND m.part = 1
+{latest}
+LEFT JOIN messages m ON m.row_key = {key} AND m.part = 1
 ORDER BY r.position
 """
+
+
+RESULTS_SQL = results_sql()
 
 # The same message columns, read by id range (a send's own new messages).
 OUTCOMES_SQL = f"""
@@ -202,16 +243,25 @@ SELECT {_code(f"({effective_state('m')})", JOURNAL_STATES, "m_state", other=Fals
 FROM messages AS m WHERE m.id BETWEEN %s AND %s ORDER BY m.id
 """
 
-# Rows split into several messages: how their parts fared.
-MULTI_SQL = f"""
+
+def multi_sql(attempts: bool = True) -> str:
+    """Rows split into several messages: how the parts of their latest attempt fared."""
+    latest = _LATEST if attempts else ""
+    key = _LATEST_KEY if attempts else "r.row_key"
+    return f"""
 SELECT r.position AS position,
        COUNT(*) AS n,
        COUNT(*) FILTER (WHERE m.state = 'accepted') AS n_accepted,
        COUNT(*) FILTER (WHERE m.state = 'rejected') AS n_rejected,
        COUNT(*) FILTER (WHERE m.state = 'cancelled') AS n_cancelled,
        COUNT(*) FILTER (WHERE ({effective_state("m")}) IN ('unknown', 'inflight')) AS n_unknown
-FROM rows r JOIN messages m ON m.row_key = r.row_key
+FROM rows r
+{latest}
+JOIN messages m ON m.row_key = {key}
 WHERE r.parts > 1
 GROUP BY r.position
 ORDER BY r.position
 """
+
+
+MULTI_SQL = multi_sql()

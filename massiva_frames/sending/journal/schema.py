@@ -10,7 +10,17 @@ from collections.abc import Sequence
 from ..results import ENCODINGS, JOURNAL_STATES
 
 # Internal to the SQLite journal (its outbox and writes; effective_state too, imported by name).
-__all__ = ["FLYING_IDS", "MULTI_SQL", "OUTCOMES_SQL", "RESULTS_SQL", "SCHEMA", "TURN_SQL"]
+__all__ = [
+    "ATTEMPTS_INDEX",
+    "FLYING_IDS",
+    "MULTI_SQL",
+    "OUTCOMES_SQL",
+    "RESULTS_SQL",
+    "SCHEMA",
+    "TURN_SQL",
+    "multi_sql",
+    "results_sql",
+]
 
 
 SCHEMA = """
@@ -47,6 +57,8 @@ CREATE TABLE IF NOT EXISTS messages (
     api_message TEXT,
     sent_at INTEGER,
     created_at INTEGER NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    first_key TEXT,
     UNIQUE (row_key, part)
 );
 CREATE TABLE IF NOT EXISTS batches (
@@ -68,6 +80,17 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT
 );
 """
+
+
+# A follow-up send (massiva_frames.sending.resending) adds attempt N >= 2 of a row as new
+# messages keyed "<first key>#N" with first_key the row's key: the index finds a row's
+# latest attempt, and holds nothing for first attempts (the common case costs nothing).
+# Journals written before attempts existed get both columns and the index when opened for
+# writing (connection.migrate_attempts).
+ATTEMPTS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS messages_attempts ON messages (first_key, attempt) "
+    "WHERE attempt > 1"
+)
 
 
 # The ids of the messages whose request is under way: a batch is committed 'inflight'
@@ -169,20 +192,48 @@ def _code(expr: str, values: Sequence[str], name: str, *, other: bool = True) ->
     return f"{code} AS {name}, {rest} AS {name}_other"
 
 
-# One row per input row, in order; message columns from each row's first part. States
-# and encodings come as small integer codes (see _code), the rest as stored.
-RESULTS_SQL = f"""
+# A row's latest attempt (None when only its first was sent): its number and the first
+# attempt's message_id, read from the attempts index alone (only rows sent again are in it).
+_LATEST = """LEFT JOIN (SELECT a.first_key AS first_key, MAX(a.attempt) AS attempt,
+       (SELECT f.message_id FROM messages AS f WHERE f.row_key = a.first_key AND f.part = 1)
+           AS first_id
+    FROM messages AS a WHERE a.attempt > 1 AND a.part = 1 GROUP BY a.first_key) AS t
+  ON t.first_key = r.row_key"""
+
+# The key of a row's latest attempt (mirrors sending.resending.attempt_key).
+_LATEST_KEY = "CASE WHEN t.attempt IS NULL THEN r.row_key ELSE r.row_key || '#' || t.attempt END"
+
+
+def results_sql(attempts: bool = True) -> str:
+    """One row per input row, in order; message columns from the first part of each row's
+    latest attempt. States and encodings come as small integer codes (see _code), the
+    rest as stored. ``attempts=False``: for a journal read as written before attempts
+    existed (read-only, not migrated), where every message is a first attempt.
+    """
+    latest = _LATEST if attempts else ""
+    key = _LATEST_KEY if attempts else "r.row_key"
+    attempt = "m.attempt" if attempts else "CASE WHEN m.id IS NULL THEN NULL ELSE 1 END"
+    first = (
+        "CASE WHEN t.attempt IS NULL THEN m.message_id ELSE t.first_id END"
+        if attempts
+        else "m.message_id"
+    )
+    return f"""
 SELECT COALESCE(r.phone, m.phone) AS phone, COALESCE(r.text, m.text) AS text,
        NULLIF(r.input_state, 'ready') AS input_state,
        CASE WHEN r.input_state = 'ready' THEN m.reason ELSE r.reason END AS reason,
        {_code(f"({effective_state('m')})", JOURNAL_STATES, "m_state", other=False)},
        {_code("r.encoding", ENCODINGS, "encoding")},
        r.segments, {_batch("m")} AS batch, m.message_id, m.sid, m.request_status,
-       m.api_message, m.sent_at
+       m.api_message, m.sent_at, {attempt} AS attempt, {first} AS first_message_id
 FROM rows r
-LEFT JOIN messages m ON m.row_key = r.row_key AND m.part = 1
+{latest}
+LEFT JOIN messages m ON m.row_key = {key} AND m.part = 1
 ORDER BY r.position
 """
+
+
+RESULTS_SQL = results_sql()
 
 # The same message columns, read by id range (a send's own new messages).
 OUTCOMES_SQL = f"""
@@ -192,16 +243,25 @@ SELECT {_code(f"({effective_state('m')})", JOURNAL_STATES, "m_state", other=Fals
 FROM messages AS m WHERE m.id BETWEEN ? AND ? ORDER BY m.id
 """
 
-# Rows split into several messages: how their parts fared.
-MULTI_SQL = f"""
+
+def multi_sql(attempts: bool = True) -> str:
+    """Rows split into several messages: how the parts of their latest attempt fared."""
+    latest = _LATEST if attempts else ""
+    key = _LATEST_KEY if attempts else "r.row_key"
+    return f"""
 SELECT r.position AS position,
        COUNT(*) AS n,
        SUM(m.state = 'accepted') AS n_accepted,
        SUM(m.state = 'rejected') AS n_rejected,
        SUM(m.state = 'cancelled') AS n_cancelled,
        SUM(({effective_state("m")}) IN ('unknown', 'inflight')) AS n_unknown
-FROM rows r CROSS JOIN messages m ON m.row_key = r.row_key
+FROM rows r
+{latest}
+CROSS JOIN messages m ON m.row_key = {key}
 WHERE r.parts > 1
 GROUP BY r.position
 ORDER BY r.position
 """
+
+
+MULTI_SQL = multi_sql()

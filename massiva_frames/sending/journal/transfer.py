@@ -27,8 +27,18 @@ ROW_COLUMNS = (
 )
 MESSAGE_COLUMNS = (
     "id, row_key, part, phone, text, campaign, state, reason, send_at, batch, message_id, "
-    "sid, request_status, api_message, sent_at, created_at"
+    "sid, request_status, api_message, sent_at, created_at, attempt, first_key"
 )
+
+
+def _message_select(journal: Any) -> str:
+    """The messages' columns as read from ``journal``: a journal read as written before
+    attempts existed gives every message attempt 1 and no first key."""
+    if getattr(journal, "has_attempts", True):
+        return MESSAGE_COLUMNS
+    return MESSAGE_COLUMNS.replace("attempt, first_key", "1, NULL")
+
+
 BATCH_COLUMNS = (
     "number, state, n_messages, method, requested_at, answered_at, request_status, detail, ids"
 )
@@ -51,7 +61,7 @@ def _read_sqlite(journal: Journal) -> Tables:
     return {
         "meta": rows("SELECT key, value FROM meta WHERE key <> 'schema_version' ORDER BY key"),
         "rows": rows(f"SELECT {ROW_COLUMNS} FROM rows ORDER BY position"),
-        "messages": rows(f"SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id"),
+        "messages": rows(f"SELECT {_message_select(journal)} FROM messages ORDER BY id"),
         "batches": batches,
         "runs": rows(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY number"),
     }
@@ -84,7 +94,7 @@ def _read_postgres(journal: Any) -> Tables:
         return {
             "meta": rows("SELECT key, value FROM meta ORDER BY key"),
             "rows": text,
-            "messages": rows(f"SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id"),
+            "messages": rows(f"SELECT {_message_select(journal)} FROM messages ORDER BY id"),
             "batches": [
                 (*b[:-1], None if b[-1] is None else [int(i) for i in b[-1]])
                 for b in rows(f"SELECT {BATCH_COLUMNS} FROM batches ORDER BY number")

@@ -1,0 +1,197 @@
+"""``massiva-frames resend``: send again, as a new attempt, the rows whose delivery failed.
+
+Reads each message's final status from the receiver's log (``--log LOGDIR``), and sends
+again the rows of the journal's campaign whose latest attempt failed (``--states failed``,
+the default; ``rejected`` too when asked), and with ``--pending-after 2h`` the rows
+accepted that long ago without a final status. A delivered row is never sent again; a
+row in doubt (unknown) only with ``--resend-unknown``. Running the same follow-up twice
+sends each row once. Exit codes (:data:`massiva_frames.faces.cli.EXIT_CODES`): 0 done
+(also when there was nothing to send again), 3 some of what this run sent was rejected,
+is in doubt or could not be sent, 1 error (one line on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = (
+    "Send again, as a new attempt of the same campaign, the rows of a send journal whose "
+    "delivery failed (read from the receiver's log). Delivered rows are never sent again. "
+    "Credentials come from the MASSIVA_USUARIO and MASSIVA_CLAVE environment variables."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``resend`` options to ``parser``."""
+    default = os.environ.get("MASSIVA_JOURNAL") or None
+    parser.add_argument(
+        "--journal",
+        required=default is None,
+        default=default,
+        metavar="PATH|URL",
+        help="the send journal: a SQLite file or a postgresql:// URL (default: $MASSIVA_JOURNAL)",
+    )
+    parser.add_argument(
+        "--log", required=True, metavar="LOGDIR", help="the receiver's log directory"
+    )
+    parser.add_argument(
+        "--campaign", metavar="NAME", help="the campaign to follow up (default: the latest send's)"
+    )
+    parser.add_argument(
+        "--states",
+        nargs="+",
+        choices=("failed", "rejected"),
+        default=["failed"],
+        metavar="STATE",
+        help="the outcomes to send again: failed (the default), rejected",
+    )
+    parser.add_argument(
+        "--pending-after",
+        metavar="DURATION",
+        help="also send again rows accepted this long ago (e.g. 2h) with no final status",
+    )
+    parser.add_argument(
+        "--resend-unknown",
+        action="store_true",
+        help="also send again rows in doubt (they may be received twice)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="report what would be sent; send and write nothing"
+    )
+    parser.add_argument(
+        "--out", metavar="FILE", help="write the journal's results (.parquet or .csv)"
+    )
+    parser.add_argument(
+        "--now", metavar="TIME", help="take this as the current time (America/Caracas)"
+    )
+    parser.add_argument("--concurrency", type=int, help="requests in flight (the send's)")
+    parser.add_argument("--rate", type=float, help="most requests per second")
+    parser.add_argument("--message-rate", type=float, help="most messages per second")
+    parser.add_argument(
+        "--allow-partial", action="store_true", help="credits short: send the rows that fit"
+    )
+    parser.add_argument("--base-url", help="API base URL (default: $MASSIVA_BASE_URL)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="read timeout, s (30)")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+
+
+def _duration_problem(value: str | None) -> str | None:
+    """Why ``--pending-after`` is not a duration of 0 or more (None when it is)."""
+    if value is None:
+        return None
+    import pandas as pd
+
+    try:
+        span = pd.Timedelta(value)
+    except (TypeError, ValueError):
+        return f"--pending-after {value!r} is not a duration (e.g. 2h, 90min, 1d)"
+    if pd.isna(span) or span < pd.Timedelta(0):
+        return f"--pending-after {value!r} must be a duration of 0 or more"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resend; print the summary and what was decided; exit 0, 3, 1 or 2.
+
+    Examples
+    --------
+    >>> main(["resend", "--journal", "sends.db", "--log", "logs"])  # doctest: +SKIP
+    0
+    """
+    from ..cli import EXIT_USAGE, error, one_line
+    from ..outputs import suffix_problem
+
+    problem = suffix_problem(args.out, "--out") or _duration_problem(args.pending_after)
+    if problem is not None:
+        return error("resend", problem, EXIT_USAGE)
+
+    from ..cli import failure_errors
+    from ..followup import resend
+    from ..outputs import check_output, write_table
+    from .send import exit_code, make_client, print_summary
+
+    out = None if args.out is None else Path(args.out)
+    errors = failure_errors()
+    client = None
+    try:
+        if out is not None:
+            check_output(out, "--out")
+        client = make_client(args, required=not args.dry_run)
+        results = resend(
+            args.journal,
+            args.log,
+            client=client,
+            campaign=args.campaign,
+            states=args.states,
+            pending_after=args.pending_after,
+            now=args.now,
+            dry_run=args.dry_run,
+            resend_unknown=args.resend_unknown,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            message_rate=args.message_rate,
+            progress=bool(args.progress),
+            allow_partial=args.allow_partial,
+        )
+    except errors as exc:
+        partial = getattr(exc, "results", None)
+        if partial is not None and out is not None:
+            try:
+                write_table(partial, out)
+            except errors as write_exc:
+                error("resend", f"cannot write --out {out}: {one_line(write_exc)}")
+        return error("resend", exc)
+    finally:
+        if client is not None:
+            client.close()
+    try:
+        if out is not None:
+            write_table(results, out)
+    except errors as exc:
+        print_summary(results, out=None)
+        return error(
+            "resend",
+            f"cannot write --out {out}: {one_line(exc)}; nothing is lost: the results are in the "
+            f"journal {args.journal}: load them with "
+            f"mf.results_from_journal({str(args.journal)!r})",
+        )
+    print_summary(results, out=out)
+    print(decided_line(results.attrs.get("resend", {}), dry_run=args.dry_run), flush=True)
+    return exit_code(results.attrs.get("send", {}))
+
+
+def decided_line(counts: dict[str, int], *, dry_run: bool) -> str:
+    """What the follow-up decided, in rows, in one line."""
+    verb = "would send again" if dry_run else "sent again"
+    chosen = [
+        f"{counts.get(k, 0)} {label}"
+        for k, label in (
+            ("failed", "failed"),
+            ("overdue", "without a final status past --pending-after"),
+            ("rejected", "rejected"),
+            ("unknown", "in doubt"),
+        )
+        if counts.get(k)
+    ]
+    line = f"follow-up: {verb} {counts.get('resent', 0)} row(s)"
+    if chosen:
+        line += f" ({', '.join(chosen)})"
+    left = [
+        f"{counts.get(k, 0)} {label}"
+        for k, label in (
+            ("queued", "queued by an earlier follow-up"),
+            ("delivered", "delivered"),
+            ("awaiting", "awaiting a final status"),
+            ("not_chosen", "in a state not asked for"),
+            ("in_doubt", "in doubt (--resend-unknown sends them again)"),
+            ("elsewhere", "scheduled, cancelled or in flight"),
+        )
+        if counts.get(k)
+    ]
+    if left:
+        line += "; " + ", ".join(left)
+    return line
