@@ -409,3 +409,40 @@ def test_the_resend_command(world: tuple[Sandbox, MassivaClient, Path], tmp_path
     assert again.returncode == EXIT_OK, again.stdout
     assert "follow-up: sent again 0 row(s)" in again.stdout
     assert len(sb.messages()) == 12 + n_failed
+
+
+def test_a_split_row_goes_out_again_whole_and_copies_keep_attempts(
+    tmp_path: Path, pg_url: str
+) -> None:
+    with (
+        sandbox(callback_delay=600, credits=1_000) as sb,
+        MassivaClient(sb.usuario, sb.clave, sb.base_url) as client,
+    ):
+        journal = tmp_path / "j.db"
+        df = campaign(3)
+        df["msg"] = ["Hola", " ".join(f"palabra{i}" for i in range(40)), "Chao"]
+        first = mf.send(df, client=client, phone="tel", text="msg", long_text="split",
+                        journal=journal, progress=False)  # fmt: skip
+        parts = sb.messages().query("phone == @first.phone.iloc[1]")["id"].tolist()
+        assert len(parts) > 1 and len(sb.messages()) == len(parts) + 2  # the long text split
+        statuses = {i: "delivered" for i in parts[:1]} | {i: "failed" for i in parts[1:]}
+        statuses[int(first["message_id"].iloc[2])] = "failed"
+        partly = resend_messages(journal, statuses, client=client)
+        assert partly.attrs["resend"]["resent"] == 1  # a part delivered: the row is left
+        assert partly.attrs["resend"]["not_chosen"] == 1
+        statuses[parts[0]] = "failed"
+        n = len(sb.messages())
+        done = resend_messages(journal, statuses, client=client)
+        assert done.attrs["resend"]["resent"] == 1 and len(sb.messages()) == n + len(parts)
+        new = sb.messages().iloc[n:]
+        assert new["phone"].tolist() == [first["phone"].iloc[1]] * len(parts)
+        assert done["attempt"].tolist() == [1, 2, 2]
+        assert done["state"].astype(str).tolist() == ["accepted"] * 3
+        assert done["first_message_id"].iloc[1] == parts[0]
+
+    assert mf.faces.cli.main(["journal", "copy", str(journal), pg_url]) == 0
+    copied = mf.results_from_journal(pg_url)
+    pd.testing.assert_frame_equal(copied, done)
+    back = tmp_path / "back.db"
+    assert mf.faces.cli.main(["journal", "copy", pg_url, str(back)]) == 0
+    pd.testing.assert_frame_equal(mf.results_from_journal(back), done)

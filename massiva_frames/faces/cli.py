@@ -51,8 +51,9 @@ exit codes (every command):
      rows it sent that came back rejected, in doubt (unknown) or could not be sent
      (connection failed, credits short with --allow-partial); validate: rows invalid;
      demo: accepted messages without a delivery callback; cancel: matching rows already
-     sent or in doubt, so not cancelled. Suppressed rows (duplicates,
-     opt-outs) and rows scheduled for later are by design and do not make it 3
+     sent or in doubt, so not cancelled; resend: as send, for the rows it sent again.
+     Suppressed rows (duplicates, opt-outs), rows scheduled for later and rows a
+     follow-up leaves alone (delivered, awaiting a status) are by design: not 3
   1  error: nothing more was done (one line on stderr: massiva-frames COMMAND: error: ...)
   2  usage: a wrong option, value or output file name
   130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM: no new request was made, the answers

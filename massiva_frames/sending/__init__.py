@@ -2,6 +2,7 @@
 
 - :mod:`.campaign` -- ``send`` and ``dispatch``, the public verbs;
 - :mod:`.cancelling` -- ``cancel``: pending messages taken out of the outbox, never sent;
+- :mod:`.resending` -- follow-up sends: the rows whose delivery failed, as a new attempt;
 - :mod:`.due` -- what both share: the due messages timed, checked against credits, planned, sent;
 - :mod:`.rows` -- the rows of a send: stable keys, stored values, outcomes mapped back;
 - :mod:`.loop` -- the request loop: threads, pacing, outcome of each answer;

@@ -2,7 +2,9 @@
 
 The results frame has one row per input row, the input's index, and only the result
 columns (``phone, text, state, reason, batch, message_id, sid, request_status,
-api_message, sent_at, encoding, segments``), so ``df.join(results)`` never collides.
+api_message, sent_at, encoding, segments, attempt, first_message_id``), so
+``df.join(results)`` never collides. ``attempt`` is 1 until a follow-up send
+(:mod:`.resending`) sends a row again.
 
 States and reasons (``reason`` is a stable code; ``api_message`` the provider's text or,
 for a failed request, the error)::
@@ -203,7 +205,9 @@ def send(
     -------
     DataFrame
         ``phone, text, state, reason, batch, message_id, sid, request_status,
-        api_message, sent_at, encoding, segments``; the run's figures are in
+        api_message, sent_at, encoding, segments, attempt, first_message_id``
+        (``attempt`` 1 and ``first_message_id`` the ``message_id`` for a row sent
+        once: see ``resend``); the run's figures are in
         ``results.attrs["send"]``. A row split into parts shows its first part's
         ``message_id``/``sid`` and is ``accepted`` only if every part was.
 

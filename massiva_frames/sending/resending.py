@@ -121,7 +121,8 @@ def _statuses(statuses: Mapping[Any, Any] | pd.Series) -> pd.Series:
     bad = sorted(set(values) - {"delivered", "failed"})
     if bad:
         raise InputError(f"delivery statuses must be 'delivered' or 'failed', got {bad[0]!r}")
-    return pd.Series(values, index=index, dtype=object)
+    final = pd.Series(values, index=index, dtype=object)
+    return final[~final.index.duplicated(keep="last")]  # a message's later entry wins
 
 
 def choose(
@@ -154,6 +155,7 @@ def choose(
         rejected=state == "rejected",
         unknown=state == "unknown",
         waiting=np.isin(state, ["pending", "inflight", "cancelled"]),
+        pending=state == "pending",
         overdue=(state == "accepted")
         & pd.isna(final)
         & (overdue_before is not None)
@@ -167,7 +169,7 @@ def choose(
         unknown=("unknown", "any"),
         waiting=("waiting", "any"),
         all_overdue=("overdue", "all"),
-        pending=("state", lambda s: bool((s == "pending").any())),
+        pending=("pending", "any"),
     )
     queued = rows["pending"] & (rows["attempt"] > 1)
     elsewhere = rows["waiting"] & ~queued

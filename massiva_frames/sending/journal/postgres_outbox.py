@@ -202,23 +202,35 @@ class PostgresOutbox(Claims):
         :meth:`.sqlite.Journal.add_attempts`); returns how many were added."""
         given = list(messages)
         created = now_us()
+        columns = list(zip(*given, strict=True)) if given else [()] * 7
+        keys, parts, phones, texts, campaigns, attempts, firsts = (list(c) for c in columns)
 
         def work(conn: psycopg.Connection[Any]) -> int:
             self._advisory(LOCK_OUTBOX)
-            row = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()
-            first = int(row[0]) if row else 1
-            added = 0
+            row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+            before = int(row[0]) if row else 0
+            # One statement: the i-th message gets id before + i when it is added.
             with conn.cursor() as cur:
-                for i, (key, part, phone, text, campaign, attempt, first_key) in enumerate(given):
-                    cur.execute(
-                        "INSERT INTO messages (id, row_key, part, phone, text, campaign, state, "
-                        "created_at, attempt, first_key) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s, %s, %s) "
-                        "ON CONFLICT (row_key, part) DO NOTHING",
-                        (first + i, key, part, phone, text, campaign, created, attempt, first_key),
-                    )
-                    added += max(cur.rowcount, 0)
-            return added
+                cur.execute(
+                    "INSERT INTO messages (id, row_key, part, phone, text, campaign, state, "
+                    "created_at, attempt, first_key) "
+                    "SELECT %s + n, k, p, ph, t, c, 'pending', %s, a, f FROM unnest("
+                    "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], "
+                    "%s::bigint[], %s::text[]) WITH ORDINALITY AS x(k, p, ph, t, c, a, f, n) "
+                    "ORDER BY n ON CONFLICT (row_key, part) DO NOTHING",
+                    (
+                        before,
+                        created,
+                        keys,
+                        [int(v) for v in parts],
+                        [pg_text(v) for v in phones],
+                        [pg_text(v) for v in texts],
+                        campaigns,
+                        [int(v) for v in attempts],
+                        firsts,
+                    ),
+                )
+                return max(cur.rowcount, 0)
 
         return self._run(work, retry=False, doing="writing the follow-up messages")
 

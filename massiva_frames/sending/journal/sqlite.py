@@ -19,6 +19,9 @@ A journal is one SQLite file (WAL, ``synchronous=FULL``) with these tables:
     under way a message reads ``inflight`` (its batch says so: the row itself is
     written once, with the outcome; journals written by 0.1.0 stored ``inflight`` in
     the row, and it is still read and recovered).
+    A follow-up send (:mod:`..resending`) adds attempt N of a row as new messages
+    keyed ``"<first key>#N"``, with ``attempt`` N and ``first_key``; a first attempt has
+    ``attempt`` 1 and no ``first_key``.
 ``batches``
     One row per request, with its message ids in request order: ``inflight`` is
     committed *before* the request, ``done``/``unknown``/``not_sent``/``refused`` right
