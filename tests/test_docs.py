@@ -550,3 +550,40 @@ def test_retention_removes_old_day_partitions(tmp_path: Path) -> None:
         bad = subprocess.run(["sh", str(script), *args], capture_output=True, timeout=60)
         assert bad.returncode == 2
     assert len(list((logdir / "status").iterdir())) == 4
+
+
+# --- the errors guide ----------------------------------------------------------------
+
+
+def test_the_errors_guide_names_every_exception() -> None:
+    import inspect
+
+    from massiva_frames import errors
+
+    classes = {
+        name: cls
+        for name, cls in vars(errors).items()
+        if inspect.isclass(cls)
+        and issubclass(cls, BaseException)
+        and cls.__module__ == errors.__name__
+    }
+    text = (DOCS / "guide" / "errors.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `(\w+)` \|", text, re.MULTILINE))
+    assert rows == set(classes), (
+        f"table rows: missing {set(classes) - rows}, extra {rows - set(classes)}"
+    )
+    # the tree: every class once, under one of its bases
+    start = text.index("```text\nMassivaError") + len("```text\n")
+    tree = text[start : text.index("\n```", start)]
+    parents: list[str] = []
+    seen = set()
+    for line in tree.splitlines():
+        found = re.match(r"^((?:│   |    )*)(?:[├└]── )?(\w+)", line)
+        assert found is not None, line
+        depth = len(found[1]) // 4 + (1 if "── " in line else 0)
+        name = found[2]
+        parents[depth:] = [name]
+        seen.add(name)
+        if depth:
+            assert classes[parents[depth - 1]] in classes[name].__bases__, (name, parents)
+    assert seen == set(classes), set(classes) ^ seen

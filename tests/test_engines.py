@@ -247,3 +247,63 @@ def test_engines_validate_like_pandas_on_messy_rows(
     df = frame_of(rows)
     spark_equal(spark_session, df, partitions, text="msg", dedupe=mode)
     dask_equal(df, partitions, template="{nombre}: {msg}", dedupe=mode)
+
+
+# --- the Large audiences guide's examples ----------------------------------------------
+
+
+def guide_block(engine: str) -> str:
+    """The ``docs/guide/scale.md`` block that validates on ``engine`` (marked: run here)."""
+    from test_docs import DOCS, code_blocks
+
+    found = [
+        b.code
+        for b in code_blocks(DOCS / "guide" / "scale.md")
+        if b.not_run and "tests/test_engines.py" in b.not_run
+        if f"from massiva_frames.engines import {engine} as" in b.code
+    ]
+    assert len(found) == 1, f"scale.md: one {engine} block marked as run by test_engines.py"
+    return found[0]
+
+
+def audience(folder: Any) -> pd.DataFrame:
+    """The sample campaign as a parquet folder of two files, as a lake holds it."""
+    df = mf.load_sample_campaign(300)
+    folder.mkdir()
+    df.iloc[:170].to_parquet(folder / "part-0.parquet", index=False)
+    df.iloc[170:].to_parquet(folder / "part-1.parquet", index=False)
+    return df
+
+
+def test_the_guide_spark_example_runs(
+    spark_session: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    df = audience(tmp_path / "audience")
+    namespace: dict[str, Any] = {"spark": spark_session}
+    # the JVM resolves relative paths against its own working folder: give it ours
+    code = guide_block("spark")
+    for folder in ("audience/", "validated/"):
+        assert f'"{folder}"' in code
+        code = code.replace(f'"{folder}"', f'"{tmp_path / folder}/"')
+    exec(compile(code, "scale.md", "exec"), namespace)
+    expected = mf.validate(df, phone="telefono", template="Hola {nombre}")
+    got = namespace["checked"].groupBy("state").count().toPandas()
+    assert dict(zip(got["state"], got["count"], strict=True)) == {
+        str(k): int(v) for k, v in expected["state"].value_counts().items() if v
+    }
+    written = pd.read_parquet(tmp_path / "validated")
+    assert len(written) == len(df) and int(written["valid"].sum()) == int(expected["valid"].sum())
+
+
+def test_the_guide_dask_example_runs(
+    dask_client: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    df = audience(tmp_path / "audience")
+    namespace: dict[str, Any] = {}
+    exec(compile(guide_block("dask"), "scale.md", "exec"), namespace)
+    expected = mf.validate(df, phone="telefono", template="Hola {nombre}")
+    got = namespace["checked"].compute()
+    assert got["state"].astype(str).tolist() == expected["state"].astype(str).tolist()
+    assert len(pd.read_parquet(tmp_path / "validated-dask")) == len(df)

@@ -319,7 +319,7 @@ def test_repeated_index_labels_are_refused_naming_a_few_and_the_fix() -> None:
     assert out.index.is_unique and len(out) == 16
 
 
-def test_the_readme_join_keeps_one_row_per_input_row() -> None:
+def test_the_validation_guide_join_keeps_one_row_per_input_row() -> None:
     df = pd.DataFrame({"tel": PHONES, "msg": ["Hola"] * 4}, index=["a", "b", "c", "d"])
     results = send(df, phone="tel", text="msg", dry_run=True, progress=False)
     joined = df.join(results[["state", "reason"]])

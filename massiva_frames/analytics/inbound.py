@@ -184,7 +184,7 @@ def opt_outs(
     ----------
     inbound_log : DataFrame or path
         The inbound log (``text``, ``phone``, ``received_at``) or the LOGDIR.
-    keywords : sequence of str, default :data:`DEFAULT_OPT_OUT_KEYWORDS`
+    keywords : sequence of str, default DEFAULT_OPT_OUT_KEYWORDS
         The opt-out keywords.
     match : {"word", "start", "exact"}, default "word"
         How strict the match is (above).

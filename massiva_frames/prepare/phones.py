@@ -397,9 +397,9 @@ def normalize_phones(
     values : Series, Index, array or list
         Phones as people have them: strings in any common format, integers, floats
         from Excel, missing values, or junk. Never raises for a bad value.
-    country : str or int, default ``"58"``
+    country : str or int, default "58"
         Calling code of numbers written without ``+``/``00``.
-    operators : iterable of str, default ``("412", "414", "416", "424", "426")``
+    operators : iterable of str, default ("412", "414", "416", "424", "426")
         Venezuelan mobile operator codes accepted (docs/protocol.md §1).
     allow_international : bool, default False
         The provider documents 12-digit Venezuelan mobiles only (docs/protocol.md §1):

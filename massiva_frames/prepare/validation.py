@@ -194,7 +194,7 @@ def validate(
     ----------
     df : DataFrame
         The input rows. Its index labels must be unique: results join back by them.
-    phone : column label, default ``"phone"``
+    phone : column label, default "phone"
         The column with phones in any common format (see :mod:`massiva_frames.prepare.phones`).
     text : column label, optional
         A column with each row's text. Exactly one of ``text`` and ``template``.
@@ -206,24 +206,24 @@ def validate(
         row is rendered. A missing value in a used column makes the row invalid
         (``text_missing_value``), never the word ``nan`` in an SMS; a cell that is not
         one value (a list, a dict...) makes it ``text_not_scalar``, never its ``repr``.
-    blank : {"missing", "keep"} or dict, default ``"missing"``
+    blank : {"missing", "keep"} or dict, default "missing"
         What an empty or whitespace-only string in a template column means: missing
         (the row is ``text_missing_value``: no ``"Hola , ..."``), or, with ``"keep"``, an
         empty value rendered as empty text. A dict decides per column, e.g.
         ``blank={"nota": "keep"}`` for an optional field; other columns stay
         ``"missing"``. With ``text=``, a blank text is ``text_empty`` either way (an SMS
         cannot be empty).
-    country : str, default ``"58"``
+    country : str, default "58"
         Calling code of numbers written without ``+``/``00``.
     operators : iterable of str
         Accepted Venezuelan mobile codes (docs/protocol.md §1: 412, 414, 416, 424, 426).
-    long_text : {"error", "truncate", "split"}, default ``"error"``
+    long_text : {"error", "truncate", "split"}, default "error"
         Texts over 160 characters: invalid (``text_too_long``); cut to 157 characters plus
         ``...``; or sent as several messages (``parts``).
     transliterate : bool, default False
         Map characters GSM-7 lacks to the nearest GSM-7 letter (á->a, “->") so the SMS
         travels in 160-character segments instead of UCS-2's 70.
-    dedupe : {"phone+text", "phone", None}, default ``"phone+text"``
+    dedupe : {"phone+text", "phone", None}, default "phone+text"
         Rows repeating an earlier row's phone and text (or phone only) are ``suppressed``
         with reason ``duplicate``; the first occurrence is kept. None keeps them all.
     suppress : Series, list, DataFrame or parquet path, optional

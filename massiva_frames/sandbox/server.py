@@ -116,8 +116,10 @@ class Sandbox:
         The address to bind.
     port : int, default 0
         The port to bind; 0 takes a free one (read it back from :attr:`base_url`).
-    usuario, clave : str, default "demo@massiva.test", "demo"
-        The login and password of the sandbox's account (:meth:`add_account` adds more).
+    usuario : str, default "demo@massiva.test"
+        The login of the sandbox's account (:meth:`add_account` adds more).
+    clave : str, default "demo"
+        Its password.
     credits : int, default 1000
         The account's SMS credits; an accepted message takes one.
     company_credits : int or None, default None

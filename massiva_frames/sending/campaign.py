@@ -156,9 +156,14 @@ def send(
         (:class:`~massiva_frames.errors.InputError` otherwise, before anything is sent).
     client : MassivaClient, optional
         Defaults to one built from ``MASSIVA_USUARIO``/``MASSIVA_CLAVE``/``MASSIVA_BASE_URL``.
-    phone, text, template, **validate_options
-        Passed to :func:`~massiva_frames.prepare.validation.validate` (``text`` is a column,
-        ``template`` a template of column names with format specs; options such as
+    phone : str, default "phone"
+        The phone column, as for :func:`~massiva_frames.prepare.validation.validate`.
+    text : str, optional
+        The column holding each row's text (or ``template``).
+    template : str, optional
+        A template of column names with format specs, e.g. ``"Hola {nombre}"``.
+    **validate_options
+        Passed to :func:`~massiva_frames.prepare.validation.validate` (options such as
         ``blank="keep"``, ``allow_international=True``, ``long_text``, ``suppress``).
     journal : str or path, optional
         The journal that makes the send idempotent, resumable and schedulable: a SQLite
