@@ -69,6 +69,8 @@ _EXPORTS: dict[str, str] = {
     "dispatch": "massiva_frames.sending.campaign",
     "results_from_journal": "massiva_frames.sending.campaign",
     "send": "massiva_frames.sending.campaign",
+    "StreamSummary": "massiva_frames.sending.streaming",
+    "send_stream": "massiva_frames.sending.streaming",
     # transport and sandbox
     "MassivaClient": "massiva_frames.wire.client",
     "Sandbox": "massiva_frames.sandbox",
@@ -148,6 +150,7 @@ if TYPE_CHECKING:
     from .sending.campaign import dispatch, results_from_journal, send
     from .sending.cancelling import CancelCounts, cancel
     from .sending.results import STATES
+    from .sending.streaming import StreamSummary, send_stream
     from .wire.client import MassivaClient
 
 

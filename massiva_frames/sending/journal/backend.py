@@ -85,6 +85,9 @@ class JournalBackend(Protocol):
     def get_meta(self, key: str) -> Any:
         """The JSON value stored under ``key``, or None."""
 
+    def set_meta(self, values: dict[str, Any]) -> None:
+        """Store JSON values under their keys (never credentials)."""
+
     def start_run(self, kind: str) -> int:
         """Record the start of a send, dry run or dispatch; return its number."""
 
@@ -115,6 +118,9 @@ class JournalBackend(Protocol):
         campaign: str,
     ) -> tuple[int, int]:
         """Add the messages not yet in the outbox (ids ``first + i``); ``(first, added)``."""
+
+    def pending_counts(self, row_keys: Sequence[str]) -> dict[str, int]:
+        """Of ``row_keys``, those already in the outbox, each with its pending messages."""
 
     def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
         """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""
