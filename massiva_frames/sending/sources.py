@@ -6,6 +6,11 @@ a time with every cell as text, or any iterable of DataFrames (``pd.read_csv(...
 chunksize=...)`` is one). Only one chunk is held at a time: the reader hands the next
 one over when the sender asks for it.
 
+A send reads its source twice (a counting pass, then the sending pass). An iterator
+can be read once only: its chunks are spilled to a temporary directory as the first
+pass reads them (:func:`spill`, pickled: every dtype and index comes back as it was)
+and the second pass reads them back from there (:func:`replay`).
+
 Rows of a parquet or CSV source are labelled with their row number in the source,
 counting from 0 across its files in order (a continuing ``RangeIndex``); frames of an
 iterable keep their own index. Every chunk carries a ``where`` that error messages
@@ -27,7 +32,7 @@ import pandas as pd
 from ..errors import InputError
 
 # Internal to massiva_frames.sending.streaming.
-__all__ = ["CSV_SUFFIXES", "Chunk", "iter_chunks"]
+__all__ = ["CSV_SUFFIXES", "Chunk", "iter_chunks", "one_shot", "replay", "spill"]
 
 #: file suffixes read as CSV (every other file is read as parquet)
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
@@ -81,6 +86,29 @@ def iter_chunks(source: Any, *, chunk_rows: int) -> Iterator[Chunk]:
             yield chunk
     if not count:
         raise InputError(f"the source has no rows to send ({_name(source)})")
+
+
+def one_shot(source: Any) -> bool:
+    """Whether ``source`` is an iterator (it can be read once only)."""
+    return isinstance(source, Iterator) and not isinstance(source, pd.DataFrame)
+
+
+def spill(chunks: Iterator[Chunk], folder: Path, wheres: list[str]) -> Iterator[Chunk]:
+    """``chunks`` as they come, each written to ``folder`` first (its ``where`` appended
+    to ``wheres``) for :func:`replay`."""
+    for chunk in chunks:
+        chunk.frame.to_pickle(folder / f"{chunk.number}.pkl")
+        wheres.append(chunk.where)
+        yield chunk
+
+
+def replay(folder: Path, wheres: list[str]) -> Iterator[Chunk]:
+    """The chunks :func:`spill` wrote, in order, each file removed once read."""
+    for number, where in enumerate(wheres):
+        path = folder / f"{number}.pkl"
+        frame = pd.read_pickle(path)  # our own file, written by spill() in this run
+        path.unlink()
+        yield Chunk(number, frame, where)
 
 
 def _name(source: Any) -> str:

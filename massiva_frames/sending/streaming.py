@@ -24,8 +24,10 @@ run completed (results written, nothing pending) are skipped by the re-run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from .loop import ProgressArg
 from .results import STATES, index_meta
 from .rows import objects, own_results, pending_of, stored_rows
 from .scheduling import due_times, parse_window
-from .sources import Chunk, iter_chunks
+from .sources import Chunk, iter_chunks, one_shot, replay, spill
 
 if TYPE_CHECKING:
     from ..wire.client import MassivaClient
@@ -269,8 +271,10 @@ group, allow_partial, resend_unknown, method, max_phones, now, **validate_option
     )
     summary = StreamSummary(out=os.fspath(out), dry_run=dry_run)
     jr = open_journal(journal, dry_run)
+    spilled = ""
+    wheres: list[str] = []
     try:
-        with jr:
+        with contextlib.ExitStack() as stack, jr:
             if not dry_run:
                 jr.lock()
             jr.verify()
@@ -278,7 +282,14 @@ group, allow_partial, resend_unknown, method, max_phones, now, **validate_option
             ctx = _Context(
                 jr, opts, prepare, settings, campaign_key, key, Path(out), resend_unknown
             )
-            total = _preflight(ctx, source, chunk_rows, summary)
+            first = iter_chunks(source, chunk_rows=chunk_rows)
+            if one_shot(source) and not dry_run:  # read once: kept on disk for pass 2
+                ctx.out.mkdir(parents=True, exist_ok=True)
+                spilled = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix=".spill-", dir=ctx.out)
+                )
+                first = spill(first, Path(spilled), wheres)
+            total, chunks = _preflight(ctx, first, summary)
             if summary.credits_needed and client is not None:
                 try:
                     summary.credits_available = client.credits()
@@ -287,6 +298,7 @@ group, allow_partial, resend_unknown, method, max_phones, now, **validate_option
                         raise
             available = summary.credits_available
             if dry_run:
+                summary.rows, summary.chunks = total, chunks
                 summary.seconds = round(time.perf_counter() - started, 3)
                 return summary
             if available is not None and summary.credits_needed > available:
@@ -311,8 +323,12 @@ group, allow_partial, resend_unknown, method, max_phones, now, **validate_option
             run = jr.start_run("send")
             figures: dict[str, Any] = {"recovered_unknown": recovered, "streamed": True}
             try:
-                _send_chunks(ctx, iter_chunks(source, chunk_rows=chunk_rows), summary, total,
-                             progress)  # fmt: skip
+                second = (
+                    replay(Path(spilled), wheres)
+                    if spilled
+                    else iter_chunks(source, chunk_rows=chunk_rows)
+                )
+                _send_chunks(ctx, second, summary, total, progress)
             finally:
                 summary.seconds = round(time.perf_counter() - started, 3)
                 figures.update(
@@ -350,16 +366,17 @@ def _duplicates(ctx: _Context, rows: pd.DataFrame, record: Any) -> np.ndarray[An
     return duplicates
 
 
-def _preflight(ctx: _Context, source: Any, chunk_rows: int, summary: StreamSummary) -> int:
+def _preflight(ctx: _Context, chunks: Iterator[Chunk], summary: StreamSummary) -> tuple[int, int]:
     """Pass 1: every chunk checked and keyed; the messages still to send counted (each
-    distinct key once); returns the source's rows."""
+    distinct key once); returns the source's rows and chunks."""
     prefixes: list[np.ndarray[Any, Any]] = []
     weights: list[np.ndarray[Any, Any]] = []
     segments: list[np.ndarray[Any, Any]] = []
-    rows_seen = 0
+    rows_seen = chunks_seen = 0
     now = ctx.opts.clock()
-    for chunk in iter_chunks(source, chunk_rows=chunk_rows):
+    for chunk in chunks:
         rows_seen += len(chunk.frame)
+        chunks_seen += 1
         summary.max_chunk_rows = max(summary.max_chunk_rows, len(chunk.frame))
         record = ctx.jr.get_meta(_RECORD + _fingerprint(ctx, chunk))
         if _done(record, ctx.resend_unknown):
@@ -391,7 +408,7 @@ def _preflight(ctx: _Context, source: Any, chunk_rows: int, summary: StreamSumma
         _, first = np.unique(np.concatenate(prefixes), return_index=True)
         summary.credits_needed = int(np.concatenate(weights)[first].sum())
         summary.segments_needed = int(np.concatenate(segments)[first].sum())
-    return rows_seen
+    return rows_seen, chunks_seen
 
 
 def _fingerprint(ctx: _Context, chunk: Chunk) -> str:

@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
 
     if streams(args):
         try:
-            return run_streamed(args, _window(args.window))
+            return run_streamed(args, _window(args.window), make_client)
         except ValueError as exc:
             return error("send", exc, EXIT_USAGE)
     problem = suffix_problem(args.out, "--out")

@@ -2,7 +2,7 @@
 glob) or a CSV file sent chunk by chunk, the results written as a parquet dataset.
 
 The command streams when ``--chunk-rows`` is given, the input is a directory or a glob,
-or ``--out`` is a directory (an existing one, or a path ending with ``/``). The journal
+or ``--out`` ends with ``/`` (a directory). The journal
 is then required (``--journal`` or ``MASSIVA_JOURNAL``): a killed run resumes from it.
 Rows are labelled by their row number in the source (from 0); ``--keep`` is not offered
 (the parts hold the results columns only; join them back on the row number).
@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...wire.client import MassivaClient
 
 __all__ = ["run_streamed", "streams"]
 
@@ -24,17 +28,21 @@ def streams(args: argparse.Namespace) -> bool:
         args.chunk_rows is not None
         or os.path.isdir(source)
         or any(c in source for c in "*?[")
-        or os.path.isdir(out)
         or out.endswith(("/", os.sep))
     )
 
 
-def run_streamed(args: argparse.Namespace, window: tuple[str, str] | None) -> int:
-    """Send ``args.input`` chunk by chunk into the ``args.out`` dataset; the exit code."""
+def run_streamed(
+    args: argparse.Namespace,
+    window: tuple[str, str] | None,
+    make_client: Callable[..., MassivaClient | None],
+) -> int:
+    """Send ``args.input`` chunk by chunk into the ``args.out`` dataset; the exit code.
+
+    ``make_client(args, required=...)`` builds the client as ``send`` does."""
     from ...sending.streaming import send_stream
     from ..cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, error, failure_errors
     from ..inputs import read_phone_list
-    from .send import make_client
     from .validate import validation_options
 
     if args.journal is None and not args.dry_run:
