@@ -25,8 +25,9 @@ Then each measurement runs in its own process, so its peak memory is its own:
 Peaks are the processes' ``VmHWM`` (Linux), sampled every 0.2 s for child processes.
 
 ``--stream`` measures sending instead, each send in a child process against an embedded
-sandbox run by this process (so the sandbox's books are not counted), with the child's
-peak RSS from ``resource.getrusage``:
+sandbox (``massiva_frames.sandbox``) in a process of its own (so neither the sandbox's
+books nor this process count), with the child's peak RSS from ``resource.getrusage``
+(and its ``VmHWM`` beside it):
 
 - ``stream``: ``send_stream`` of ``--stream-rows`` audience rows (default 5,000,000) from
   the parquet directory, ``--chunk-rows`` at a time, SQLite journal, results written as
@@ -34,7 +35,8 @@ peak RSS from ``resource.getrusage``:
   journal, requests, results);
 - ``memory``: ``send`` of ``--memory-rows`` rows (default 1,000,000: the in-memory send of
   5,000,000 does not fit comfortably) read into one frame, and ``stream`` of the same
-  rows beside it (``stream_same``).
+  rows beside it (``stream_same``). Sizes are rounded up to whole audience files
+  (250,000 rows each).
 
     python benchmarks/bench_scale.py                        # 10M audience, 20M x 20M
     python benchmarks/bench_scale.py --rows 2000000 --log-rows 5000000
@@ -423,28 +425,50 @@ def run_send(step: str, data: Path, out: Path, rows: int, chunk_rows: int) -> di
         "rows": n,
         "seconds": round(seconds, 1),
         "peak_mb": round(peak),
+        "vm_hwm_mb": round(_peak_mb()),
         "accepted": accepted,
         "messages_per_second": round(accepted / seconds),
         "states": {k: int(v) for k, v in states.items() if v},
     }
 
 
-def spawn_send(step: str, data: Path, out: Path, rows: int, chunk_rows: int) -> dict[str, Any]:
-    """``step`` in a child process against a fresh sandbox of this process."""
-    from massiva_frames.sandbox import sandbox
+#: the sandbox of a send measurement, in a process of its own: were it in this process,
+#: the child's ``ru_maxrss`` would count this process's memory (Linux carries the
+#: pre-exec address space's high-water mark across ``execve``)
+SANDBOX = """
+import json, sys
+from massiva_frames.sandbox import sandbox
+with sandbox(credits=10**9, callback_delay=3600) as sb:
+    print(json.dumps([sb.base_url, sb.usuario, sb.clave]), flush=True)
+    sys.stdin.readline()
+    record = sb.messages()
+    print(json.dumps({"sandbox_accepted": len(record),
+                      "sent_twice": int(record.duplicated(["phone", "text"]).sum())}))
+"""
 
+
+def spawn_send(step: str, data: Path, out: Path, rows: int, chunk_rows: int) -> dict[str, Any]:
+    """``step`` in a child process against a fresh sandbox in another process."""
     cmd = [sys.executable, __file__, "--child", step, "--data", str(data), "--out", str(out)]
     cmd += ["--send-rows", str(rows), "--chunk-rows", str(chunk_rows)]
-    with sandbox(credits=10**9, callback_delay=3600) as sb:
-        env = {**os.environ, "MASSIVA_BASE_URL": sb.base_url, "MASSIVA_USUARIO": sb.usuario,
-               "MASSIVA_CLAVE": sb.clave}  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-c", SANDBOX], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        base_url, usuario, clave = json.loads(server.stdout.readline())
+        env.update(MASSIVA_BASE_URL=base_url, MASSIVA_USUARIO=usuario, MASSIVA_CLAVE=clave)
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-        if done.returncode != 0:
-            return {"error": done.stderr.strip().splitlines()[-5:]}
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        record = sb.messages()
-        result["sandbox_accepted"] = len(record)
-        result["sent_twice"] = int(record.duplicated(["phone", "text"]).sum())
+        server.stdin.write("report\n")
+        server.stdin.flush()
+        record = json.loads(server.stdout.readline())
+    finally:
+        server.stdin.close()
+        server.wait(120)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-5:]}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(record)
     return result
 
 

@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -30,6 +30,9 @@ from massiva_frames.sandbox import Sandbox, sandbox
 from massiva_frames.sending.campaign import send
 from massiva_frames.sending.streaming import StreamSummary, send_stream
 from massiva_frames.wire.client import MassivaClient
+
+if TYPE_CHECKING:
+    from pg_server import JournalAt
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the columns that depend on the request a row went in (ids, times, batch answers)
@@ -141,6 +144,28 @@ def test_a_duplicate_across_chunks_is_sent_once(
     assert pairs.is_unique and summary.credits_needed == summary.messages == len(pairs)
 
 
+def test_a_rerun_sends_nothing_twice_on_either_journal(
+    tmp_path: Path, sb: Sandbox, client: MassivaClient, journal_at: JournalAt
+) -> None:
+    df = audience(150)
+    df.loc[130, ["telefono", "msg"]] = df.loc[3, ["telefono", "msg"]].to_numpy()
+    journal = str(journal_at())
+    first = stream(df, tmp_path, client, chunk_rows=50, journal=journal)
+    parts = tmp_path / "results"
+    written = pd.read_parquet(parts)
+    assert written.loc[130, "reason"] == "duplicate" and first.resumed_chunks == 0
+    again = stream(df, tmp_path, client, chunk_rows=50, journal=journal)
+    assert (again.resumed_chunks, again.messages, again.requests) == (3, 0, 0)
+    assert again.states == first.states
+    # a part lost after its chunk was journalled: rebuilt from the journal, same rows
+    (parts / "part-00001.parquet").unlink()
+    third = stream(df, tmp_path, client, chunk_rows=50, journal=journal)
+    assert (third.resumed_chunks, third.messages) == (2, 0)
+    rebuilt = pd.read_parquet(parts)
+    pd.testing.assert_frame_equal(rebuilt, written)
+    assert sandbox_pairs(sb).is_unique and len(sandbox_pairs(sb)) == first.messages
+
+
 def test_a_repeated_key_across_chunks_is_sent_once(
     tmp_path: Path, sb: Sandbox, client: MassivaClient
 ) -> None:
@@ -206,7 +231,7 @@ def test_sigkill_mid_stream_then_resume_sends_each_message_once(tmp_path: Path) 
     df.to_parquet(tmp_path / "data" / "all.parquet")
     journal, out = tmp_path / "stream.db", tmp_path / "results"
     with sandbox(credits=100_000, callback_delay=60) as sb:
-        sb.inject("latency", ratio=1.0, seconds=0.05)
+        sb.inject("latency", ratio=1.0, seconds=0.2)  # a chunk takes >= 1 s to send
         env = {**os.environ, "PYTHONPATH": str(ROOT), "MASSIVA_USUARIO": sb.usuario,
                "MASSIVA_CLAVE": sb.clave}  # fmt: skip
         args = [str(tmp_path / "data"), str(journal), str(out)]
@@ -231,7 +256,7 @@ def test_sigkill_mid_stream_then_resume_sends_each_message_once(tmp_path: Path) 
             proc.stdout.close()
             proc.stderr.close()
         before = len(sb.messages())
-        assert 195 <= before < 587, "the kill should land mid-stream"  # 2 chunks: 195
+        assert 195 <= before < 587, f"the kill should land mid-stream (sent {before})"
         with MassivaClient(sb.usuario, sb.clave, sb.base_url) as client:
             summary = stream(str(tmp_path / "data"), tmp_path, client, chunk_rows=100,
                              max_phones=10)  # fmt: skip

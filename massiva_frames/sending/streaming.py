@@ -164,7 +164,9 @@ def send_stream(
         Rows of a file source are labelled by their row number in it, from 0.
     out : str or path
         The results directory, one ``part-NNNNN.parquet`` per chunk (a part is replaced
-        whole: temporary file, then rename). ``pd.read_parquet(out)`` reads them all.
+        whole: temporary file, then rename; parts numbered beyond the source's chunks are
+        removed at the end). ``pd.read_parquet(out)`` reads them all. The journal's own
+        results (``results_from_journal``) hold the last chunk only.
     chunk_rows : int
         Most rows per chunk (and so held in memory at once).
     journal : str or path, optional
