@@ -24,9 +24,25 @@ Then each measurement runs in its own process, so its peak memory is its own:
 
 Peaks are the processes' ``VmHWM`` (Linux), sampled every 0.2 s for child processes.
 
+``--stream`` measures sending instead, each send in a child process against an embedded
+sandbox (``massiva_frames.sandbox``) in a process of its own (so neither the sandbox's
+books nor this process count), with the child's peak RSS from ``resource.getrusage``
+(and its ``VmHWM`` beside it):
+
+- ``stream``: ``send_stream`` of ``--stream-rows`` audience rows (default 5,000,000) from
+  the parquet directory, ``--chunk-rows`` at a time, SQLite journal, results written as
+  a parquet dataset (time, peak RSS, messages/s end to end: both passes, validation,
+  journal, requests, results);
+- ``memory``: ``send`` of ``--memory-rows`` rows (default 1,000,000: the in-memory send of
+  5,000,000 does not fit comfortably) read into one frame, and ``stream`` of the same
+  rows beside it (``stream_same``). Sizes are rounded up to whole audience files
+  (250,000 rows each).
+
     python benchmarks/bench_scale.py                        # 10M audience, 20M x 20M
     python benchmarks/bench_scale.py --rows 2000000 --log-rows 5000000
     python benchmarks/bench_scale.py --only duckdb --log-rows 20000000
+    python benchmarks/bench_scale.py --stream               # 5M streamed, 1M both ways
+    python benchmarks/bench_scale.py --stream --stream-rows 2000000 --memory-rows 500000
 """
 
 from __future__ import annotations
@@ -49,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 TEMPLATE = "Hola {nombre}, su saldo es {saldo:,.2f}"
 CHUNK = 250_000
 STEPS = ("pandas", "dask", "spark", "duckdb")
+SEND_STEPS = ("stream", "memory")
 NAMES = ["José Pérez", "María González", "Luis Díaz", "Ana Muñoz", "Ángel Briceño", "Inés Rojas"]
 
 
@@ -368,6 +385,93 @@ def run_duckdb(data: Path, out: Path, workers: int) -> dict[str, Any]:
     }
 
 
+def _audience_files(data: Path, rows: int) -> list[Path]:
+    """The first audience files holding ``rows`` rows (CHUNK rows a file)."""
+    files = sorted((data / "audience").glob("part-*.parquet"))
+    return files[: max(1, -(-rows // CHUNK))]
+
+
+def run_send(step: str, data: Path, out: Path, rows: int, chunk_rows: int) -> dict[str, Any]:
+    """One send in this (child) process; the sandbox's URL and account in the environment."""
+    import resource
+
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    import massiva_frames as mf
+
+    files = _audience_files(data, rows)
+    options: dict[str, Any] = {
+        "phone": "telefono", "template": TEMPLATE, "journal": str(out / "journal.db"),
+        "progress": False,
+    }  # fmt: skip
+    t = time.perf_counter()
+    with mf.MassivaClient() as client:
+        if step == "memory":
+            df = pd.concat([pd.read_parquet(f) for f in files])
+            results = mf.send(df, client=client, **options)
+            states = results["state"].astype(str).value_counts().to_dict()
+            n = len(df)
+        else:
+            dataset = ds.dataset([str(f) for f in files], format="parquet")
+            summary = mf.send_stream(
+                dataset, out=out / "results", chunk_rows=chunk_rows, client=client, **options
+            )
+            states, n = summary.states, summary.rows
+    seconds = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    accepted = int(states.get("accepted", 0))
+    return {
+        "rows": n,
+        "seconds": round(seconds, 1),
+        "peak_mb": round(peak),
+        "vm_hwm_mb": round(_peak_mb()),
+        "accepted": accepted,
+        "messages_per_second": round(accepted / seconds),
+        "states": {k: int(v) for k, v in states.items() if v},
+    }
+
+
+#: the sandbox of a send measurement, in a process of its own: were it in this process,
+#: the child's ``ru_maxrss`` would count this process's memory (Linux carries the
+#: pre-exec address space's high-water mark across ``execve``)
+SANDBOX = """
+import json, sys
+from massiva_frames.sandbox import sandbox
+with sandbox(credits=10**9, callback_delay=3600) as sb:
+    print(json.dumps([sb.base_url, sb.usuario, sb.clave]), flush=True)
+    sys.stdin.readline()
+    record = sb.messages()
+    print(json.dumps({"sandbox_accepted": len(record),
+                      "sent_twice": int(record.duplicated(["phone", "text"]).sum())}))
+"""
+
+
+def spawn_send(step: str, data: Path, out: Path, rows: int, chunk_rows: int) -> dict[str, Any]:
+    """``step`` in a child process against a fresh sandbox in another process."""
+    cmd = [sys.executable, __file__, "--child", step, "--data", str(data), "--out", str(out)]
+    cmd += ["--send-rows", str(rows), "--chunk-rows", str(chunk_rows)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-c", SANDBOX], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        base_url, usuario, clave = json.loads(server.stdout.readline())
+        env.update(MASSIVA_BASE_URL=base_url, MASSIVA_USUARIO=usuario, MASSIVA_CLAVE=clave)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        server.stdin.write("report\n")
+        server.stdin.flush()
+        record = json.loads(server.stdout.readline())
+    finally:
+        server.stdin.close()
+        server.wait(120)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-5:]}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(record)
+    return result
+
+
 def child(step: str, data: Path, out: Path, workers: int) -> None:
     runner = {"pandas": run_pandas, "dask": run_dask, "spark": run_spark, "duckdb": run_duckdb}
     print(json.dumps(runner[step](data, out, workers)))
@@ -390,12 +494,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps")
     parser.add_argument("--dir", help="where to write the data (default: a temporary dir)")
-    parser.add_argument("--child", choices=STEPS, help=argparse.SUPPRESS)
+    parser.add_argument("--stream", action="store_true", help="measure streaming send instead")
+    parser.add_argument("--stream-rows", type=int, default=5_000_000, help="rows streamed")
+    parser.add_argument("--memory-rows", type=int, default=1_000_000, help="rows sent in memory")
+    parser.add_argument("--chunk-rows", type=int, default=100_000, help="streamed chunk size")
+    parser.add_argument("--send-rows", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=STEPS + SEND_STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child in SEND_STEPS:
+        figures = run_send(
+            args.child, Path(args.data), Path(args.out), args.send_rows, args.chunk_rows
+        )
+        print(json.dumps(figures))
+        return
     if args.child:
         child(args.child, Path(args.data), Path(args.out), args.workers)
+        return
+    if args.stream:
+        stream_part(args)
         return
     steps = [s.strip() for s in args.only.split(",") if s.strip()]
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -414,6 +532,36 @@ def main() -> None:
             out.mkdir(parents=True)
             report[step] = spawn(step, data, out, args.workers)
             print(step, json.dumps(report[step]), flush=True)
+        print(json.dumps(report, indent=2))
+    finally:
+        if not args.dir:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def stream_part(args: argparse.Namespace) -> None:
+    """``--stream``: the streamed send at ``--stream-rows``, and both ways at
+    ``--memory-rows``."""
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    data = base / "data"
+    try:
+        t = time.perf_counter()
+        rows = max(args.stream_rows, args.memory_rows)
+        if len(list((data / "audience").glob("part-*.parquet"))) * CHUNK < rows:
+            shutil.rmtree(data / "audience", ignore_errors=True)
+            write_audience(rows, data / "audience")
+        print(f"data written in {time.perf_counter() - t:.1f} s under {base}", flush=True)
+        report: dict[str, Any] = {"chunk_rows": args.chunk_rows}
+        runs = [
+            ("memory", "memory", args.memory_rows),
+            ("stream_same", "stream", args.memory_rows),
+            ("stream", "stream", args.stream_rows),
+        ]
+        for name, step, n in runs:
+            out = base / f"out-{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            report[name] = spawn_send(step, data, out, n, args.chunk_rows)
+            print(name, json.dumps(report[name]), flush=True)
         print(json.dumps(report, indent=2))
     finally:
         if not args.dir:

@@ -71,6 +71,8 @@ _EXPORTS: dict[str, str] = {
     "send": "massiva_frames.sending.campaign",
     "ResendCounts": "massiva_frames.sending.resending",
     "resend": "massiva_frames.faces.followup",
+    "StreamSummary": "massiva_frames.sending.streaming",
+    "send_stream": "massiva_frames.sending.streaming",
     # transport and sandbox
     "MassivaClient": "massiva_frames.wire.client",
     "Sandbox": "massiva_frames.sandbox",
@@ -152,6 +154,7 @@ if TYPE_CHECKING:
     from .sending.cancelling import CancelCounts, cancel
     from .sending.resending import ResendCounts
     from .sending.results import STATES
+    from .sending.streaming import StreamSummary, send_stream
     from .wire.client import MassivaClient
 
 

@@ -40,6 +40,7 @@ from chaos_scenarios import (  # noqa: E402
     receivers,
     scanning,
     sender,
+    streaming,
     suite,
 )
 
@@ -119,6 +120,15 @@ def test_killed_sender(tmp_path: Path) -> None:
     _assert_clean(fig)
     assert fig.evidence["kills"] >= 2
     assert fig.tried == QUICK.sender_rows and fig.sent_once > 0
+
+
+@pytest.mark.slow
+def test_killed_streaming_send(tmp_path: Path) -> None:
+    fig = streaming.scenario_killed_stream(QUICK, tmp_path)
+    _assert_clean(fig)
+    assert fig.evidence["kills"] >= 2
+    assert fig.evidence["parts"] == QUICK.streaming_rows // QUICK.streaming_chunk_rows
+    assert fig.tried == QUICK.streaming_rows and fig.sent_once > 0
 
 
 @pytest.mark.slow
@@ -206,7 +216,7 @@ def test_the_command_runs_as_a_script() -> None:
     done = subprocess.run(command, capture_output=True, text=True, cwd="/", timeout=60)
     assert done.returncode == 0, done.stderr
     scenarios = "{disk,flood,input,journal,postgres,provider,receiver,receivers,"
-    scenarios += "secrets,sender,trickle}"
+    scenarios += "secrets,sender,streaming,trickle}"
     assert scenarios in done.stdout
     assert suite.DESCRIPTION.split(":")[0] in done.stdout
     refused = subprocess.run([*command[:2], "--scenario", "nope"], capture_output=True,

@@ -2,7 +2,8 @@
 they share.
 
 - scenarios: :mod:`.provider` (faulty provider), :mod:`.sender` (killed sender),
-  :mod:`.receiver` (killed receiver), :mod:`.receivers` (receivers on one directory),
+  :mod:`.streaming` (killed streamed send), :mod:`.receiver` (killed receiver),
+  :mod:`.receivers` (receivers on one directory),
   :mod:`.bad_frames`, :mod:`.bad_xml` and :mod:`.bad_queries` (hostile input),
   :mod:`.leaks` (secrets), :mod:`.postgres` (killed dispatchers sharing a PostgreSQL
   journal, the server restarted);

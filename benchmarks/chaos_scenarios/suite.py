@@ -29,6 +29,7 @@ from .provider import scenario_faulty_provider
 from .receiver import scenario_killed_receiver
 from .receivers import scenario_shared_receivers
 from .sender import scenario_killed_sender, worker_send
+from .streaming import scenario_killed_stream, worker_stream
 
 __all__ = ["DESCRIPTION", "SCENARIOS", "main", "run_scenarios"]
 
@@ -51,6 +52,7 @@ def _input_figures(sizes: Sizes, workdir: Path, *, seed: int = 0) -> list[Figure
 SCENARIOS: dict[str, Callable[..., Figures | list[Figures]]] = {
     "provider": scenario_faulty_provider,
     "sender": scenario_killed_sender,
+    "streaming": scenario_killed_stream,
     "receiver": scenario_killed_receiver,
     "receivers": scenario_shared_receivers,
     "input": _input_figures,
@@ -93,16 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="the bounded sizes of the tests")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
-    parser.add_argument("--worker", choices=["send", "dispatch"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["send", "dispatch", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--journal", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--max-phones", type=int, default=25, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-rows", type=int, default=100_000, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker == "send":
         return worker_send(args)
     if args.worker == "dispatch":
         return worker_dispatch(args)
+    if args.worker == "stream":
+        return worker_stream(args)
     names = args.scenario or list(SCENARIOS)
     sizes = QUICK if args.quick else FULL
     start = time.perf_counter()

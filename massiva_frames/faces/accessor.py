@@ -71,4 +71,5 @@ class MassivaAccessor:
         """:func:`massiva_frames.sending.campaign.send` on this frame (same keywords)."""
         from ..sending.campaign import send
 
-        return send(self._df, client=client, **options)
+        results: pd.DataFrame = send(self._df, client=client, **options)
+        return results

@@ -349,7 +349,7 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
     def _call_send(self, *, dry_run: bool, progress: Any = False) -> pd.DataFrame:
         from ..sending.campaign import send
 
-        return send(
+        results: pd.DataFrame = send(
             self.df,
             client=self.client,
             **self._choices(),
@@ -359,6 +359,7 @@ class SendWidget(_Guarded, widgets.VBox):  # type: ignore[misc]
             progress=progress,
             **self.validate_options,
         )
+        return results
 
     def _refresh_credits(self) -> int:
         self.available_credits = None

@@ -48,15 +48,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import pandas as pd
 
 from ..errors import InputError
+from .calls import check_options, default_client, finish, open_journal
 from .due import SendOptions, make_clock, mark_too_long_for_get, send_due
-from .journal.backend import JournalBackend
 from .journal.postgres_url import is_postgres_url
-from .journal.sqlite import Journal
 from .journal.sqlite import results_from_journal as _results_from_file
 from .loop import ProgressArg
 from .results import STATES, index_meta
@@ -65,66 +64,19 @@ from .scheduling import parse_window
 
 if TYPE_CHECKING:
     from ..wire.client import MassivaClient
+    from .streaming import StreamSummary
 
 __all__ = ["STATES", "dispatch", "results_from_journal", "send"]
 
 logger = logging.getLogger("massiva_frames.sending.campaign")
 
 
-def _check_options(concurrency: int, max_phones: int) -> None:
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InputError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-    if isinstance(max_phones, bool) or not isinstance(max_phones, int) or max_phones < 1:
-        raise InputError(f"max_phones must be an integer >= 1, got {max_phones!r}")
-
-
-def _default_client(method: str | None, *, required: bool) -> MassivaClient | None:
-    from ..wire.client import MassivaClient
-
-    try:
-        return MassivaClient(method=method or "POST")
-    except InputError:
-        if required:
-            raise
-        return None
-
-
-def _open(journal: str | os.PathLike[str] | None, dry_run: bool) -> JournalBackend:
-    """The journal of a run (the one place its backend is chosen): a SQLite file, a
-    PostgreSQL URL (``postgresql://``), or one in memory without ``journal=`` (nor
-    ``MASSIVA_JOURNAL``)."""
-    if journal is None:
-        journal = os.environ.get("MASSIVA_JOURNAL") or None
-    if journal is None:
-        return Journal(None)
-    if is_postgres_url(journal):
-        from .journal.postgres import open_postgres
-
-        return open_postgres(str(journal), dry_run=dry_run)
-    if dry_run:  # plan on a throw-away copy: a dry run writes nothing
-        if not os.path.exists(journal):
-            return Journal(None)
-        with Journal(journal, readonly=True) as real:
-            real.verify()
-            return real.snapshot()
-    return Journal(journal)
-
-
-def _finish(
-    journal: JournalBackend, run: int, summary: dict[str, Any], results: pd.DataFrame
-) -> pd.DataFrame:
-    counts = results["state"].value_counts()
-    summary["states"] = {s: int(counts.get(s, 0)) for s in STATES if counts.get(s, 0)}
-    journal.finish_run(run, summary)
-    results.attrs["send"] = summary
-    if summary.get("dry_run"):
-        results.attrs["dry_run"] = summary
-    return results
-
-
+@overload
 def send(
     df: pd.DataFrame,
     *,
+    out: None = None,
+    chunk_rows: int = 100_000,
     client: MassivaClient | None = None,
     phone: str = "phone",
     text: str | None = None,
@@ -146,14 +98,84 @@ def send(
     max_phones: int = 500,
     now: Any = None,
     **validate_options: Any,
-) -> pd.DataFrame:
+) -> pd.DataFrame: ...
+
+
+@overload
+def send(
+    df: Any,
+    *,
+    out: str | os.PathLike[str],
+    chunk_rows: int = 100_000,
+    client: MassivaClient | None = None,
+    phone: str = "phone",
+    text: str | None = None,
+    template: str | None = None,
+    journal: str | os.PathLike[str] | None = None,
+    campaign: str | None = None,
+    key: str | None = None,
+    dry_run: bool = False,
+    concurrency: int = 4,
+    rate: float | None = None,
+    message_rate: float | None = None,
+    send_at: Any = None,
+    window: tuple[str, str] | None = None,
+    group: str | None = None,
+    progress: ProgressArg = True,
+    allow_partial: bool = False,
+    resend_unknown: bool = False,
+    method: str | None = None,
+    max_phones: int = 500,
+    now: Any = None,
+    **validate_options: Any,
+) -> StreamSummary: ...
+
+
+def send(
+    df: Any,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    chunk_rows: int = 100_000,
+    client: MassivaClient | None = None,
+    phone: str = "phone",
+    text: str | None = None,
+    template: str | None = None,
+    journal: str | os.PathLike[str] | None = None,
+    campaign: str | None = None,
+    key: str | None = None,
+    dry_run: bool = False,
+    concurrency: int = 4,
+    rate: float | None = None,
+    message_rate: float | None = None,
+    send_at: Any = None,
+    window: tuple[str, str] | None = None,
+    group: str | None = None,
+    progress: ProgressArg = True,
+    allow_partial: bool = False,
+    resend_unknown: bool = False,
+    method: str | None = None,
+    max_phones: int = 500,
+    now: Any = None,
+    **validate_options: Any,
+) -> pd.DataFrame | StreamSummary:
     """Validate, plan, journal and send a DataFrame of SMS; return one result per row.
+
+    Given a source bigger than memory (a parquet dataset, a CSV file, an iterable of
+    DataFrames) and ``out=``, it sends it chunk by chunk instead:
+    :func:`~massiva_frames.sending.streaming.send_stream`, which writes the results as a
+    parquet dataset and returns a
+    :class:`~massiva_frames.sending.streaming.StreamSummary`.
 
     Parameters
     ----------
-    df : DataFrame
+    df : DataFrame, or a streamed source with ``out=``
         The rows to send; its index is kept in the results, so its labels must be unique
         (:class:`~massiva_frames.errors.InputError` otherwise, before anything is sent).
+    out : str or path, optional
+        Send chunk by chunk and write the results to this directory (one parquet part
+        per chunk); required for a source that is not a DataFrame.
+    chunk_rows : int
+        With ``out``: the most rows per chunk.
     client : MassivaClient, optional
         Defaults to one built from ``MASSIVA_USUARIO``/``MASSIVA_CLAVE``/``MASSIVA_BASE_URL``.
     phone : str, default "phone"
@@ -231,9 +253,23 @@ def send(
     >>> results["state"].value_counts()  # doctest: +SKIP
     >>> df.join(results[["state", "message_id"]])  # doctest: +SKIP
     """
-    if not isinstance(df, pd.DataFrame):
-        raise InputError(f"send takes a DataFrame, got {type(df).__name__}")
-    _check_options(concurrency, max_phones)
+    if out is not None or not isinstance(df, pd.DataFrame):
+        if out is None:
+            raise InputError(
+                f"send takes a DataFrame, got {type(df).__name__}: a streamed source "
+                "(parquet dataset, CSV, iterable of frames) needs out= for its results"
+            )
+        from .streaming import send_stream
+
+        return send_stream(
+            df, out=out, chunk_rows=chunk_rows, client=client, phone=phone, text=text,
+            template=template, journal=journal, campaign=campaign, key=key, dry_run=dry_run,
+            concurrency=concurrency, rate=rate, message_rate=message_rate, send_at=send_at,
+            window=window, group=group, progress=progress, allow_partial=allow_partial,
+            resend_unknown=resend_unknown, method=method, max_phones=max_phones, now=now,
+            **validate_options,
+        )  # fmt: skip
+    check_options(concurrency, max_phones)
     win = parse_window(window)
     clock = make_clock(now)
     from ..prepare.validation import validate
@@ -241,7 +277,7 @@ def send(
     validated = validate(df, phone=phone, text=text, template=template, **validate_options)
     own_client = client is None
     if client is None:
-        client = _default_client(method, required=not dry_run)
+        client = default_client(method, required=not dry_run)
     verb = str(method or (client.method if client is not None else "POST")).upper()
     if verb == "GET":
         # A row too long for any GET URL becomes invalid (url_too_long) before journalling.
@@ -279,7 +315,7 @@ def send(
         allow_partial=allow_partial,
         dry_run=dry_run,
     )
-    jr = _open(journal, dry_run)
+    jr = open_journal(journal, dry_run)
     try:
         with jr:  # closed on exit; its storage errors leave as JournalError
             if not dry_run:
@@ -314,7 +350,7 @@ def send(
                 results = own_results(jr, stored, messages, first, df.index, answered)
             else:
                 results = jr.results(index=df.index)
-            results = _finish(jr, run, summary, results)
+            results = finish(jr, run, summary, results)
             if stop is not None:
                 stop.results = results  # type: ignore[attr-defined]
                 raise stop
@@ -374,16 +410,16 @@ def dispatch(
     elif not os.path.exists(journal):
         raise InputError(f"journal not found: {os.fspath(journal)}")
     own_client = client is None
-    jr = _open(journal, dry_run=False)
+    jr = open_journal(journal, dry_run=False)
     try:
         with jr:  # closed on exit; its storage errors leave as JournalError
             jr.lock()
             jr.verify()  # a damaged journal refuses before anything is written
             settings: dict[str, Any] = jr.get_meta("settings") or {}
             conc = int(concurrency or settings.get("concurrency") or 4)
-            _check_options(conc, int(settings.get("max_phones") or 500))
+            check_options(conc, int(settings.get("max_phones") or 500))
             if client is None:
-                client = _default_client(settings.get("method"), required=True)
+                client = default_client(settings.get("method"), required=True)
             assert client is not None
             opts = SendOptions(
                 client=client,
@@ -405,7 +441,7 @@ def dispatch(
             run = jr.start_run("dispatch")
             summary, stop, _ = send_due(jr, jr.pending(), None, opts)
             summary.update(recovered_unknown=recovered)
-            results = _finish(jr, run, summary, jr.results())
+            results = finish(jr, run, summary, jr.results())
             if stop is not None:
                 stop.results = results  # type: ignore[attr-defined]
                 raise stop

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .campaign import _check_options, _default_client, _finish, _open
+from .calls import check_options, default_client, finish, open_journal
 from .due import SendOptions, make_clock, send_due
 from .journal.postgres_url import is_postgres_url
 from .loop import ProgressArg
@@ -285,7 +285,7 @@ def resend_messages(
     elif not os.path.exists(journal):
         raise InputError(f"journal not found: {os.fspath(journal)}")
     own_client = client is None
-    jr = _open(journal, dry_run)
+    jr = open_journal(journal, dry_run)
     try:
         with jr:  # closed on exit; its storage errors leave as JournalError
             if not dry_run:
@@ -321,9 +321,9 @@ def resend_messages(
                 )
             conc = int(concurrency or settings.get("concurrency") or 4)
             max_phones = int(settings.get("max_phones") or 500)
-            _check_options(conc, max_phones)
+            check_options(conc, max_phones)
             if client is None:
-                client = _default_client(settings.get("method"), required=not dry_run)
+                client = default_client(settings.get("method"), required=not dry_run)
             opts = SendOptions(
                 client=client,
                 method=str(settings.get("method") or (client.method if client else "POST")).upper(),
@@ -359,7 +359,7 @@ def resend_messages(
                 statuses_matched=matched,
                 resend=counts.as_dict(),
             )
-            results = _finish(jr, run, summary, jr.results())
+            results = finish(jr, run, summary, jr.results())
             results.attrs["resend"] = counts.as_dict()
             if stop is not None:
                 stop.results = results  # type: ignore[attr-defined]

@@ -50,15 +50,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``send`` options to ``parser``."""
     from .validate import add_validation_flags
 
-    parser.add_argument("input", metavar="INPUT", help="rows to send (.csv, .xlsx or .parquet)")
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="rows to send (.csv, .xlsx or .parquet; a parquet directory or glob streams)",
+    )
     add_input_options(parser)
     parser.add_argument("--phone", default="phone", metavar="COL", help="phone column (phone)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", metavar="COL", help="column with each row's text")
     what.add_argument("--template", metavar="STR", help="template, e.g. 'Hola {nombre}'")
     parser.add_argument(
-        "--out", required=True, metavar="FILE", help="results file (.parquet or .csv)"
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="results file (.parquet or .csv), or "
+        "directory (ending with /) of a streamed send's parquet parts",
     )
+    parser.add_argument(
+        "--chunk-rows", type=int, default=None, metavar="N",
+        help="stream the input N rows at a time (also when INPUT is a parquet directory or "
+        "glob, or --out a directory); needs --journal",
+    )  # fmt: skip
     parser.add_argument(
         "--journal",
         metavar="PATH|URL",
@@ -338,7 +351,13 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import EXIT_USAGE, error
     from ..inputs import input_problem
     from ..outputs import suffix_problem
+    from .streamed import run_streamed, streams
 
+    if streams(args):
+        try:
+            return run_streamed(args, _window(args.window), make_client)
+        except ValueError as exc:
+            return error("send", exc, EXIT_USAGE)
     problem = suffix_problem(args.out, "--out")
     if problem is not None:
         return error("send", problem, EXIT_USAGE)

@@ -85,6 +85,9 @@ class JournalBackend(Protocol):
     def get_meta(self, key: str) -> Any:
         """The JSON value stored under ``key``, or None."""
 
+    def set_meta(self, values: dict[str, Any]) -> None:
+        """Store JSON values under their keys (never credentials)."""
+
     def start_run(self, kind: str) -> int:
         """Record the start of a send, dry run or dispatch; return its number."""
 
@@ -125,6 +128,9 @@ class JournalBackend(Protocol):
 
     def campaigns(self) -> list[str]:
         """The campaigns of the messages in the outbox."""
+
+    def pending_counts(self, row_keys: Sequence[str]) -> dict[str, int]:
+        """Of ``row_keys``, those already in the outbox, each with its pending messages."""
 
     def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
         """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""

@@ -201,6 +201,24 @@ class Outbox(SQLiteConnection):
         rows = self.conn.execute("SELECT DISTINCT campaign FROM messages ORDER BY campaign")
         return [str(c) for (c,) in rows]
 
+    def pending_counts(self, row_keys: Sequence[str]) -> dict[str, int]:
+        """Of ``row_keys``, those already in the outbox, each with its number of pending
+        messages (0: every part was sent or settled). A streamed send asks this of each
+        chunk: a key already there was journalled by an earlier chunk or run."""
+        found: dict[str, int] = {}
+        keys = list(row_keys)
+        for start in range(0, len(keys), 500):  # bounded bound-parameter lists
+            some = keys[start : start + 500]
+            marks = ",".join("?" for _ in some)
+            found.update(
+                self.conn.execute(
+                    "SELECT row_key, SUM(state = 'pending') FROM messages "
+                    f"WHERE row_key IN ({marks}) GROUP BY row_key",
+                    some,
+                ).fetchall()
+            )
+        return {k: int(v) for k, v in found.items()}
+
     def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
         """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""
         marks = ",".join("?" for _ in states)

@@ -251,6 +251,16 @@ class PostgresOutbox(Claims):
         names, rows = self._fetch("SELECT DISTINCT campaign FROM messages ORDER BY campaign")
         return [str(c) for (c,) in rows]
 
+    def pending_counts(self, row_keys: Sequence[str]) -> dict[str, int]:
+        """Of ``row_keys``, those already in the outbox, each with its number of pending
+        messages (as :meth:`.sqlite.Journal.pending_counts`)."""
+        _, rows = self._fetch(
+            "SELECT row_key, COUNT(*) FILTER (WHERE state = 'pending') FROM messages "
+            "WHERE row_key = ANY(%s::text[]) GROUP BY row_key",
+            (list(row_keys),),
+        )
+        return {str(k): int(v) for k, v in rows}
+
     def requeue(self, row_keys: Iterable[str], *, states: Sequence[str]) -> int:
         """Set the messages of ``row_keys`` in one of ``states`` back to ``pending``."""
         keys = list(row_keys)
