@@ -6,6 +6,8 @@ the children's CPU time beside the wall clock). Cases:
 - ``python -c pass`` and ``python -c "import pandas"``: the floors;
 - ``massiva-frames --help`` (``python -m massiva_frames_cli --help``, the console script's
   entry point): no pandas, numpy, pyarrow or requests;
+- ``python -m massiva_frames.faces.cli --help``: the same parser reached through
+  ``import massiva_frames`` (pandas, for ``df.massiva``), as the console script started;
 - ``massiva-frames validate`` of a 1,000-row CSV with a template: pandas is the floor.
 
 One unmeasured run of each case comes first, so Python's bytecode caches are written
@@ -67,6 +69,14 @@ def cases(csv_path: Path) -> dict[str, list[str]]:
         "python -c pass": [python, "-c", PROBE],
         "python -c 'import pandas'": [python, "-c", PROBE + "import pandas"],
         "massiva-frames --help": [*cli, "--help"],
+        # the package's own module: ``import massiva_frames`` first, pandas with it
+        "python -m massiva_frames.faces.cli --help": [
+            python,
+            "-c",
+            PROBE + "import runpy; runpy.run_module('massiva_frames.faces.cli', "
+            "run_name='__main__', alter_sys=True)",
+            "--help",
+        ],
         "massiva-frames validate (1,000 rows)": [
             *cli,
             "validate",
@@ -119,11 +129,11 @@ def main() -> None:
                 timings[name].append((wall, cpu))
 
     print(f"\nfresh subprocess per run, median of {args.repeat} runs")
-    print(f"{'':38s} {'wall s':>7s} {'cpu s':>7s}  heavy modules loaded")
+    print(f"{'':44s} {'wall s':>7s} {'cpu s':>7s}  heavy modules loaded")
     for name, runs in timings.items():
         wall = statistics.median(w for w, _ in runs)
         cpu = statistics.median(c for _, c in runs)
-        print(f"{name:38s} {wall:>7.3f} {cpu:>7.3f}  {loaded[name] or '-'}")
+        print(f"{name:44s} {wall:>7.3f} {cpu:>7.3f}  {loaded[name] or '-'}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
