@@ -39,7 +39,7 @@ def render_template(df: pd.DataFrame, template: str, **kw: Any) -> tuple[Any, ..
     # the facts measured piece by piece equal the facts of the final text
     whole = text_facts(out.text)
     nulls = pd.isna(pd.Series(out.text.to_pylist(), dtype=object)).to_numpy()
-    for name in ("length", "nbytes", "gsm", "flagged"):
+    for name in ("length", "nbytes", "gsm", "flagged", "basic"):
         got, want = getattr(out.facts, name), getattr(whole, name)
         assert (got[~nulls] == want[~nulls]).all(), name
     return out.text, out.missing_at, out.failed_at, out.columns

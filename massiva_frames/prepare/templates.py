@@ -226,6 +226,19 @@ def _mostly_distinct(arr: pa.Array) -> bool:
     return bool(distinct > 0.5 * max(len(sample), 1))
 
 
+def _object_strings(series: pd.Series) -> pa.Array | None:
+    """An object column holding only strings (and missing values) as Arrow text, in one
+    C-level pass; None when it holds anything else (numbers, lists...) or a string with
+    no UTF-8 form: those go value by value through :func:`.formatting.format_table`."""
+    values = series.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=True) != "string":  # bytes would pass as text
+        return None
+    try:
+        return pa.array(values, type=LARGE_STRING, from_pandas=True)
+    except (pa.ArrowException, UnicodeError):
+        return None
+
+
 def _piece(
     series: pd.Series, field: TemplateField, *, blank_is_missing: bool, translit: bool
 ) -> Piece:
@@ -250,8 +263,12 @@ def _piece(
             failed[rows] = (codes >= 0) & failed_u[np.maximum(codes, 0)]
         missing = bool_mask(pc.is_null(text)) & ~failed
         return Piece(text, missing, failed, none.copy(), number_facts(text))
-    if not field.spec and is_string_dtype(dtype):
+    arr = (
+        _object_strings(series) if not field.spec and pd.api.types.is_object_dtype(dtype) else None
+    )
+    if arr is None and not field.spec and is_string_dtype(dtype):
         arr = one_chunk(pa.array(series.array)).cast(LARGE_STRING)
+    if arr is not None:
         if _mostly_distinct(arr):  # a free-text column: measure it whole
             text, missing = _strip_and_missing(arr, blank_is_missing)
             if translit:
@@ -395,8 +412,13 @@ def _trim_rows(
     trimmed = one_chunk(pc.utf8_trim_whitespace(text.take(pa.array(rows))))
     redone = text_facts(trimmed)
     facts = TextFacts(
-        facts.length.copy(), facts.nbytes.copy(), facts.gsm.copy(), facts.flagged.copy()
+        facts.length.copy(),
+        facts.nbytes.copy(),
+        facts.gsm.copy(),
+        facts.flagged.copy(),
+        facts.basic.copy(),
     )
     facts.length[rows], facts.nbytes[rows] = redone.length, redone.nbytes
     facts.gsm[rows], facts.flagged[rows] = redone.gsm, redone.flagged
+    facts.basic[rows] = redone.basic
     return scatter(text, rows_mask, trimmed), facts
