@@ -150,19 +150,22 @@ def make_campaign(rows: int, seed: int = 1) -> Any:
     rng = np.random.default_rng(seed)
     df = make_frame(rows, seed)
     names = np.array([f"{f} {a} {b}" for f in FIRST for a in LAST for b in LAST], dtype=object)
-    cuenta = pd.Series(np.char.add("0102-", rng.permutation(rows).astype(str)), dtype=object)
+    cuenta = np.char.add("0102-", rng.permutation(rows).astype(str)).astype(object)
     day = pd.Timestamp("2024-06-01") + pd.to_timedelta(rng.integers(0, 90, rows), unit="D")
-    df = df.assign(
-        nombre=pd.Series(names[rng.integers(0, len(names), rows)], dtype=object),
-        cuenta=cuenta,
-        saldo=np.round(rng.random(rows) * 50_000, 2),
-        vence=pd.Series(day.strftime("%d/%m/%Y"), dtype=object),
-        ciudad=pd.Series(np.array(CITIES, dtype=object)[rng.integers(0, len(CITIES), rows)]),
-    )
-    for column in ("nombre", "cuenta", "saldo", "vence", "ciudad"):  # ~10% of rows miss one
-        gone = rng.random(rows) < 0.021
-        df.loc[gone, column] = None if df[column].dtype == object else np.nan
-    return df
+    columns = {
+        "nombre": names[rng.integers(0, len(names), rows)],
+        "cuenta": cuenta,
+        "vence": np.asarray(day.strftime("%d/%m/%Y"), dtype=object),
+        "ciudad": np.array(CITIES, dtype=object)[rng.integers(0, len(CITIES), rows)],
+    }
+    saldo = np.round(rng.random(rows) * 50_000, 2)
+    saldo[rng.random(rows) < 0.021] = np.nan
+    for values in columns.values():  # with saldo, ~10% of rows miss a value
+        values[rng.random(rows) < 0.021] = None
+    # text columns as read_csv/read_parquet give them (pandas' string dtype); the
+    # phones stay the object column of mixed cells a spreadsheet gives
+    text = {name: pd.Series(values, dtype="str") for name, values in columns.items()}
+    return df.assign(**text, saldo=saldo)
 
 
 def run_campaign(rows: int) -> dict[str, Any]:
