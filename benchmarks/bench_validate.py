@@ -40,7 +40,7 @@ from typing import Any
 TEMPLATE = "Hola {nombre}, su saldo es {saldo:,.2f}"
 CAMPAIGN_TEMPLATE = (
     "Estimado(a) {nombre}: su cuenta {cuenta} tiene un saldo pendiente de Bs. {saldo:,.2f}"
-    " con vencimiento el {vence}. Pague en {ciudad} o en linea."
+    " con vencimiento el {vence}. Pague en {ciudad}."
 )
 CITIES = ["Caracas", "Maracaibo", "Valencia", "Barquisimeto", "Mérida", "Cumaná", "Coro"]
 FIRST = [
