@@ -176,15 +176,16 @@ def measure(method: str, folder: str, sample: int) -> None:
     except OSError:
         resettable = False
     before = _rss_kb("VmRSS")
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     out = func()
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     peak = _rss_kb("VmHWM") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     counts = {str(k): int(v) for k, v in out["state"].value_counts().items() if v}
     print(
         json.dumps(
             {
                 "seconds": seconds * scale,
+                "cpu": cpu * scale,
                 "peak_mb": (peak - before) / 1024 * scale,
                 "rss_before_mb": before / 1024,
                 "counts": counts,
@@ -239,17 +240,19 @@ def main(argv: list[str] | None = None) -> int:
                     method,
                     label,
                     statistics.median(r["seconds"] for r in runs),
+                    statistics.median(r["cpu"] for r in runs),
                     max(r["peak_mb"] for r in runs),
                     runs[0]["counts"],
                 )
             )
 
     ours = table[0]
-    print(f"\n{'method':<48} {'seconds':>8} {'x ours':>7} {'peak MB':>8}")
-    for _, label, seconds, peak, _counts in table:
-        print(f"{label:<48} {seconds:>8.2f} {seconds / ours[2]:>7.1f} {peak:>8.0f}")
-    agree = table[1][4].get("delivered") == ours[4].get("delivered")
-    print(f"\nfinal states (attach_delivery): {ours[4]}")
+    print(f"\n{'method':<48} {'seconds':>8} {'cpu s':>7} {'x ours':>7} {'peak MB':>8}")
+    for _, label, seconds, cpu, peak, _counts in table:
+        print(f"{label:<48} {seconds:>8.2f} {cpu:>7.2f} {seconds / ours[2]:>7.1f} {peak:>8.0f}")
+    agree = table[1][5].get("delivered") == ours[5].get("delivered")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"\nfinal states (attach_delivery): {ours[5]}")
     print(f"groupby-last + merge agrees on the delivered count: {agree}")
     return 0
 

@@ -11,12 +11,15 @@ The public verbs take and return DataFrames::
 
 Importing the package registers the ``df.massiva`` accessor (so it imports pandas);
 every other name is imported lazily, on first use, so ``import massiva_frames`` never
-pulls in requests, lxml, ipywidgets or matplotlib.
+pulls in requests, lxml, ipywidgets or matplotlib. The ``massiva-frames`` console script
+starts from :mod:`massiva_frames_cli`, which has no use for the accessor: loaded from
+there, the package imports pandas only when a command needs it.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -158,8 +161,11 @@ if TYPE_CHECKING:
     from .wire.client import MassivaClient
 
 
-# ``df.massiva``: registering the accessor needs pandas, and nothing heavier.
-from .faces import accessor as _accessor  # noqa: E402
+# ``df.massiva``: registering the accessor needs pandas, and nothing heavier. The command
+# line (started from massiva_frames_cli) does not use it and would wait most of a second
+# for pandas on every ``--help``; it gets the accessor only if pandas is there anyway.
+if "massiva_frames_cli" not in sys.modules or "pandas" in sys.modules:
+    from .faces import accessor as _accessor  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

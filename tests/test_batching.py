@@ -359,6 +359,12 @@ def test_text_groups_are_exact(texts: list[str]) -> None:
     for i in range(len(texts)):
         for j in range(len(texts)):
             assert (codes[i] == codes[j]) == (texts[i] == texts[j])
+    rows = np.arange(len(texts))[1::2]  # some rows only, as plan_batches passes them
+    codes, n_groups = _text_codes(arr, rows)
+    assert n_groups == len({texts[i] for i in rows})
+    for a, i in enumerate(rows):
+        for b, j in enumerate(rows):
+            assert (codes[a] == codes[b]) == (texts[i] == texts[j])
 
 
 def test_rows_without_phone_or_text_are_not_planned_even_if_marked_valid() -> None:

@@ -334,6 +334,54 @@ def test_parsing_the_command_line_imports_no_reader() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_the_console_script_starts_without_pandas(tmp_path: Path) -> None:
+    """The console script's entry point (``massiva_frames_cli``) answers ``--help`` without
+    pandas, numpy, pyarrow or requests, and its commands still import what they need."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["massiva-frames"] == "massiva_frames_cli:main"
+    heavy = "('pandas', 'numpy', 'pyarrow', 'requests', 'phonenumbers')"
+    code = (
+        "import sys, runpy\n"
+        "try:\n"
+        "    runpy.run_module('massiva_frames_cli', run_name='__main__', alter_sys=True)\n"
+        "finally:\n"
+        f"    print('loaded', [m for m in {heavy} if m in sys.modules], file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exit codes (every command):" in done.stdout
+    assert "loaded []" in done.stderr
+    path = tmp_path / "c.csv"
+    path.write_text("tel,nombre\n0414 1234567,Ana\n0212 5551234,Luis\n", encoding="utf-8")
+    argv = ["validate", str(path), "--phone", "tel", "--template", "Hola {nombre}"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == EXIT_PARTIAL, done.stderr
+    assert "1 of 2 rows ready to send" in done.stdout
+    assert "'pandas'" in done.stderr and "'requests'" not in done.stderr
+
+
+def test_the_package_registers_the_accessor_after_the_entry_point() -> None:
+    """Loaded after the entry point, ``massiva_frames`` leaves pandas out; with pandas
+    already imported it still registers ``df.massiva``."""
+    code = (
+        "import sys, massiva_frames_cli, massiva_frames\n"
+        "print('pandas' in sys.modules)\n"
+        "import pandas as pd\n"
+        "import importlib; importlib.reload(massiva_frames)\n"
+        "print(hasattr(pd.DataFrame({'t': []}), 'massiva'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
+
+
 def test_every_sheet_cell_type_becomes_text(tmp_path: Path) -> None:
     import datetime as dt
 

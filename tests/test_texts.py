@@ -39,7 +39,7 @@ def render_template(df: pd.DataFrame, template: str, **kw: Any) -> tuple[Any, ..
     # the facts measured piece by piece equal the facts of the final text
     whole = text_facts(out.text)
     nulls = pd.isna(pd.Series(out.text.to_pylist(), dtype=object)).to_numpy()
-    for name in ("length", "nbytes", "gsm", "flagged"):
+    for name in ("length", "nbytes", "gsm", "flagged", "basic"):
         got, want = getattr(out.facts, name), getattr(whole, name)
         assert (got[~nulls] == want[~nulls]).all(), name
     return out.text, out.missing_at, out.failed_at, out.columns
@@ -241,6 +241,45 @@ def test_transliterate_accepts_a_series() -> None:
     out = transliterate(pd.Series(["canción", None], index=["a", "b"]))
     assert out.tolist() == ["cancion", pd.NA] and list(out.index) == ["a", "b"]
     assert transliterate(["Ñandú"]).tolist() == ["Ñandu"]
+
+
+def test_transliteration_of_mixed_rows_touches_only_what_it_replaces() -> None:
+    texts = ["plain ascii", "tab\there", "back`tick", "Mérida sí", None, "ok", "“x”"]
+    out = transliterate(pa.array(texts, pa.large_string()))
+    assert out.to_pylist() == [
+        "plain ascii",
+        "tab here",
+        "back'tick",
+        "Mérida si",
+        None,
+        "ok",
+        '"x"',
+    ]
+    assert transliterate(pa.array(["Mérida", "ñandu"])).to_pylist() == ["Mérida", "ñandu"]
+
+
+def test_an_object_column_of_strings_fills_like_a_string_column() -> None:
+    values = ["Ana", None, " nan ", "  ", "José", float("nan"), "Ana"]
+    frame = pd.DataFrame(
+        {"o": pd.Series(values, dtype=object), "s": pd.Series(values, dtype="string")}
+    )
+    by_object = _render(frame, "Hola {o}!", translit=True)
+    by_string = _render(frame, "Hola {s}!", translit=True)
+    assert by_object.text.to_pylist() == by_string.text.to_pylist()
+    assert by_object.text.to_pylist() == [
+        "Hola Ana!",
+        None,
+        None,
+        None,
+        "Hola José!",
+        None,
+        "Hola Ana!",
+    ]
+    assert by_object.missing_at.tolist() == by_string.missing_at.tolist()
+    # bytes are not text: never rendered as b'...'
+    odd = pd.DataFrame({"o": pd.Series(["Ana", b"Luis"], dtype=object)})
+    rendered = _render(odd, "Hola {o}")
+    assert rendered.text.to_pylist() == ["Hola Ana", None] and rendered.odd_at.tolist() == [-1, 0]
 
 
 # -- encoding and segments -------------------------------------------------------------

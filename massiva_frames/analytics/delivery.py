@@ -40,7 +40,10 @@ class _Final(NamedTuple):
     ids: np.ndarray[Any, Any]  # int64, unique
     delivered: np.ndarray[Any, Any]  # bool: delivered, else failed
     at: np.ndarray[Any, Any]  # datetime64[us], UTC
-    line: pd.Series  # string
+    # the line of entry i is ``lines.iloc[line_at[i]]``: the log's own column when it
+    # has one (taken once, straight to the results' rows), else made per entry
+    lines: pd.Series  # string
+    line_at: np.ndarray[Any, Any]  # intp
 
 
 def _int_ids(values: pd.Series, what: str) -> pd.Series:
@@ -75,11 +78,14 @@ def _final_events(log: pd.DataFrame, tz: str) -> tuple[_Final, dict[str, Any]]:
     # stable). Events without a time lose to dated ones: NaT is the smallest int64.
     order = np.lexsort((received.view("int64"), at.view("int64")))
     ids = mid.to_numpy(dtype="int64", na_value=0)[usable][order]
-    last = ~pd.Index(ids).duplicated(keep="last")
+    # (a Series, not an Index: the Index first hashes every id to learn if they repeat)
+    last = ~pd.Series(ids).duplicated(keep="last").to_numpy()
     chosen = usable[order[last]]  # row positions in the log
 
+    line_at = np.arange(len(chosen), dtype=np.intp)
     if "line" in log.columns:
-        line = log["line"].iloc[chosen].astype("string")
+        line = log["line"].astype("string")
+        line_at = chosen
     elif "detail" in log.columns:
         # docs/protocol.md §2: on success ``detalle`` is the dispatching line (+58414xxxxxxx)
         detail = log["detail"].iloc[chosen].astype("string").str.strip()
@@ -90,7 +96,8 @@ def _final_events(log: pd.DataFrame, tz: str) -> tuple[_Final, dict[str, Any]]:
         ids=ids[last],
         delivered=status[chosen] == 1,
         at=at[order[last]],
-        line=line.reset_index(drop=True),
+        lines=line.reset_index(drop=True),
+        line_at=line_at,
     )
     stats["messages"] = len(chosen)
     return final, stats
@@ -240,7 +247,9 @@ def attach_delivery(
     status_at[hit] = final.at[src]
     out["status_at"] = pd.Series(status_at, index=out.index).dt.tz_localize("UTC")
 
-    taken = pd.Series(final.line.array.take(pos, allow_fill=True), index=out.index)
+    line_at = np.full(n, -1, dtype=np.intp)
+    line_at[hit] = final.line_at[src]
+    taken = pd.Series(final.lines.array.take(line_at, allow_fill=True), index=out.index)
     if "line" in out.columns:
         taken = taken.where(hit, out["line"].astype("string"))
     out["line"] = taken

@@ -48,6 +48,7 @@ __all__ = [
 # Strings that mean "no value" (what ``astype(str)`` makes of NaN/None/NA/NaT).
 _MISSING_TOKENS = ["nan", "NaN", "NAN", "None", "none", "NONE", "<NA>", "NaT", "null", "NULL"]
 _MISSING_SET = frozenset(_MISSING_TOKENS)
+_NO_SEPARATOR = pa.scalar("", LARGE_STRING)
 _NUMBER_RE = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
@@ -226,17 +227,61 @@ def _mostly_distinct(arr: pa.Array) -> bool:
     return bool(distinct > 0.5 * max(len(sample), 1))
 
 
+def _object_strings(series: pd.Series) -> pa.Array | None:
+    """An object column holding only strings (and missing values) as Arrow text, in one
+    C-level pass; None when it holds anything else (numbers, lists...) or a string with
+    no UTF-8 form: those go value by value through :func:`.formatting.format_table`."""
+    values = series.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=True) != "string":  # bytes would pass as text
+        return None
+    try:
+        return pa.array(values, type=LARGE_STRING, from_pandas=True)
+    except (pa.ArrowException, UnicodeError):
+        return None
+
+
+@dataclass
+class _Part:
+    """A :class:`Piece` before its text is spread to the rows: either ``text`` (a whole
+    column), or ``table`` (distinct values) and ``rows`` (each row's entry, -1 = null),
+    so that a template can join its literals to the few distinct values instead."""
+
+    text: pa.Array | None
+    table: pa.Array | None
+    rows: np.ndarray[Any, Any] | None
+    missing: np.ndarray[Any, Any]
+    failed: np.ndarray[Any, Any]
+    odd: np.ndarray[Any, Any]
+    facts: TextFacts
+
+    def spread(self, table: pa.Array | None = None) -> pa.Array:
+        """The text per row (from ``table``, the distinct values joined to literals)."""
+        if self.text is not None:
+            return self.text
+        assert self.table is not None and self.rows is not None
+        rows = pa.array(self.rows, mask=self.rows < 0, type=pa.int64())
+        return one_chunk((self.table if table is None else table).take(rows))
+
+
 def _piece(
     series: pd.Series, field: TemplateField, *, blank_is_missing: bool, translit: bool
 ) -> Piece:
     """A column as text, its missing/failed/odd rows and its facts; work per distinct value."""
+    part = _part(series, field, blank_is_missing=blank_is_missing, translit=translit)
+    return Piece(part.spread(), part.missing, part.failed, part.odd, part.facts)
+
+
+def _part(
+    series: pd.Series, field: TemplateField, *, blank_is_missing: bool, translit: bool
+) -> _Part:
+    """:func:`_piece` with the text of a column of few distinct values left unspread."""
     n = len(series)
     dtype = series.dtype
     none = np.zeros(n, dtype=bool)
     if not field.spec and pd.api.types.is_integer_dtype(dtype):
         text = one_chunk(pa.array(series.array)).cast(LARGE_STRING)
         missing = bool_mask(pc.is_null(text))
-        return Piece(text, missing, none, none.copy(), number_facts(text))
+        return _Part(text, None, None, missing, none, none.copy(), number_facts(text))
     if (fast := fast_fixed(series, field.spec)) is not None:
         text, python = fast
         failed = none.copy()
@@ -249,15 +294,19 @@ def _piece(
             text = one_chunk(pc.replace_with_mask(text, pa.array(mask), redo))
             failed[rows] = (codes >= 0) & failed_u[np.maximum(codes, 0)]
         missing = bool_mask(pc.is_null(text)) & ~failed
-        return Piece(text, missing, failed, none.copy(), number_facts(text))
-    if not field.spec and is_string_dtype(dtype):
+        return _Part(text, None, None, missing, failed, none.copy(), number_facts(text))
+    arr = (
+        _object_strings(series) if not field.spec and pd.api.types.is_object_dtype(dtype) else None
+    )
+    if arr is None and not field.spec and is_string_dtype(dtype):
         arr = one_chunk(pa.array(series.array)).cast(LARGE_STRING)
+    if arr is not None:
         if _mostly_distinct(arr):  # a free-text column: measure it whole
             text, missing = _strip_and_missing(arr, blank_is_missing)
             if translit:
                 text = transliterate_array(text)
             text = _with_nulls(text, missing)
-            return Piece(text, missing, none, none.copy(), text_facts(text))
+            return _Part(text, None, None, missing, none, none.copy(), text_facts(text))
         encoded = pc.dictionary_encode(arr)
         table = one_chunk(encoded.dictionary).cast(LARGE_STRING)
         codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
@@ -269,15 +318,16 @@ def _piece(
         table = transliterate_array(table)
     facts_u = text_facts(table)
     if not len(table):
-        return Piece(pa.nulls(n, LARGE_STRING), ~none, none, none.copy(), facts_u.take(codes))
+        return _Part(
+            pa.nulls(n, LARGE_STRING), None, None, ~none, none, none.copy(), facts_u.take(codes)
+        )
     has = codes >= 0
     safe = np.maximum(codes, 0)
     failed = has & failed_u[safe]
     odd = has & odd_u[safe]
     missing = (~has | missing_u[safe]) & ~failed & ~odd
     rows = np.where(missing | failed | odd, -1, codes)
-    text = one_chunk(table.take(pa.array(rows, mask=rows < 0, type=pa.int64())))
-    return Piece(text, missing, failed, odd, facts_u.take(rows))
+    return _Part(None, table, rows, missing, failed, odd, facts_u.take(rows))
 
 
 def _with_nulls(text: pa.Array, null: np.ndarray[Any, Any]) -> pa.Array:
@@ -355,12 +405,13 @@ def render_template(
     odd_at = np.full(n, -1, dtype=np.int64)
     kept_blank = np.zeros(n, dtype=bool)
     facts = literal_facts("".join(literals), n)
+    consumed = False  # literals[i] already joined to the previous field's values
     for i, field in enumerate(fields):
         column = df[field.column]
         if isinstance(column, pd.DataFrame):
             raise InputError(f"template field {{{field.column}}}: the column name is not unique")
         _check_spec(field, column)
-        piece = _piece(
+        piece = _part(
             column, field, blank_is_missing=field.column not in keep_blank, translit=translit
         )
         missing_at[(missing_at < 0) & piece.missing] = i
@@ -369,10 +420,20 @@ def render_template(
         if field.column in keep_blank:
             kept_blank |= piece.facts.length == 0
         facts = facts + piece.facts
-        if literals[i]:
-            pieces.append(pa.scalar(literals[i], LARGE_STRING))
-        pieces.append(piece.text)
-    if literals[-1]:
+        before = "" if consumed else literals[i]
+        if piece.table is not None and len(piece.table):
+            # Few distinct values: the literals on both sides are joined to them once
+            # and the rows take the result (joining every row costs per piece joined).
+            left, right = (pa.scalar(t, LARGE_STRING) for t in (before, literals[i + 1]))
+            table = pc.binary_join_element_wise(left, piece.table, right, _NO_SEPARATOR)
+            pieces.append(piece.spread(one_chunk(table)))
+            consumed = True
+            continue
+        if before:
+            pieces.append(pa.scalar(before, LARGE_STRING))
+        pieces.append(piece.spread())
+        consumed = False
+    if literals[-1] and not consumed:
         pieces.append(pa.scalar(literals[-1], LARGE_STRING))
     columns = [f.column for f in fields]
     if not fields:
@@ -380,7 +441,7 @@ def render_template(
     elif len(pieces) == 1:
         text = one_chunk(pieces[0])
     else:
-        text = one_chunk(pc.binary_join_element_wise(*pieces, pa.scalar("", LARGE_STRING)))
+        text = one_chunk(pc.binary_join_element_wise(*pieces, _NO_SEPARATOR))
     if kept_blank.any():
         # "Hola Ana. {nota}" with a blank nota ends in a space: trim what it left.
         text, facts = _trim_rows(text, facts, kept_blank)
@@ -395,8 +456,13 @@ def _trim_rows(
     trimmed = one_chunk(pc.utf8_trim_whitespace(text.take(pa.array(rows))))
     redone = text_facts(trimmed)
     facts = TextFacts(
-        facts.length.copy(), facts.nbytes.copy(), facts.gsm.copy(), facts.flagged.copy()
+        facts.length.copy(),
+        facts.nbytes.copy(),
+        facts.gsm.copy(),
+        facts.flagged.copy(),
+        facts.basic.copy(),
     )
     facts.length[rows], facts.nbytes[rows] = redone.length, redone.nbytes
     facts.gsm[rows], facts.flagged[rows] = redone.gsm, redone.flagged
+    facts.basic[rows] = redone.basic
     return scatter(text, rows_mask, trimmed), facts

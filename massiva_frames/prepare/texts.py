@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError
-from .arrow import LARGE_STRING, bool_mask, one_chunk
+from .arrow import LARGE_STRING, bool_mask, one_chunk, scatter
 
 __all__ = [
     "GSM7_BASIC",
@@ -99,6 +99,7 @@ def _re_class(chars: str) -> str:
 
 
 _GSM_ALL = _re_class(GSM7_BASIC + GSM7_EXTENSION)
+_NOT_BASIC = "[^" + _re_class(GSM7_BASIC)[1:]
 _GSM_FULLMATCH = f"^{_GSM_ALL}*$"
 _GSM_EXT = _re_class(GSM7_EXTENSION)
 _ASTRAL = r"[\x{10000}-\x{10FFFF}]"
@@ -108,6 +109,8 @@ _CONTROL = r"[\x{00}-\x{09}\x{0B}-\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
 _CONTROL_OR_SEPARATOR = r"[\x{00}-\x{09}\x{0B}-\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}|]"
 _CONTROL_PY = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _GSM_CHARS = frozenset(GSM7_BASIC + GSM7_EXTENSION)
+_ASCII_REPLACED = sorted(c for c in TRANSLITERATION if c.isascii())
+_BASIC_CHARS = frozenset(GSM7_BASIC)
 
 
 @dataclass
@@ -121,12 +124,15 @@ class TextFacts:
     nbytes: np.ndarray[Any, Any]  # UTF-8 bytes
     gsm: np.ndarray[Any, Any]  # GSM-7 basic + extension characters only
     flagged: np.ndarray[Any, Any]  # a control character or '|'
+    # GSM-7 basic characters only: one unit each, nothing flagged (most texts; the
+    # finer checks run on the other rows only)
+    basic: np.ndarray[Any, Any]
 
     def take(self, rows: np.ndarray[Any, Any]) -> TextFacts:
         """Facts of ``rows`` (-1 = no value: empty facts)."""
         if not len(self.length):
             empty = np.zeros(len(rows), dtype=np.int64)
-            return TextFacts(empty, empty.copy(), empty == 0, empty != 0)
+            return TextFacts(empty, empty.copy(), empty == 0, empty != 0, empty == 0)
         safe = np.maximum(rows, 0)
         none = rows < 0
         return TextFacts(
@@ -134,6 +140,7 @@ class TextFacts:
             nbytes=np.where(none, 0, self.nbytes[safe]),
             gsm=np.where(none, True, self.gsm[safe]),
             flagged=np.where(none, False, self.flagged[safe]),
+            basic=np.where(none, True, self.basic[safe]),
         )
 
     def __add__(self, other: TextFacts) -> TextFacts:
@@ -142,16 +149,31 @@ class TextFacts:
             nbytes=self.nbytes + other.nbytes,
             gsm=self.gsm & other.gsm,
             flagged=self.flagged | other.flagged,
+            basic=self.basic & other.basic,
         )
 
 
 def text_facts(text: pa.Array) -> TextFacts:
-    """Measure texts with vectorised kernels (nulls measure as empty)."""
+    """Measure texts with vectorised kernels (nulls measure as empty).
+
+    One pass finds the texts of GSM-7 basic characters only; the GSM-7 and control
+    character checks run on the others (control characters and '|' are not basic).
+    """
+    n = len(text)
+    basic = ~bool_mask(pc.match_substring_regex(text, _NOT_BASIC))
+    gsm = np.ones(n, dtype=bool)
+    flagged = np.zeros(n, dtype=bool)
+    rest = np.flatnonzero(~basic)
+    if len(rest):
+        other = text.take(pa.array(rest)) if len(rest) < n else text
+        gsm[rest] = bool_mask(pc.fill_null(pc.match_substring_regex(other, _GSM_FULLMATCH), True))
+        flagged[rest] = bool_mask(pc.match_substring_regex(other, _CONTROL_OR_SEPARATOR))
     return TextFacts(
         length=pc.fill_null(pc.utf8_length(text), 0).to_numpy().astype(np.int64),
         nbytes=pc.fill_null(pc.binary_length(text), 0).to_numpy().astype(np.int64),
-        gsm=bool_mask(pc.fill_null(pc.match_substring_regex(text, _GSM_FULLMATCH), True)),
-        flagged=bool_mask(pc.match_substring_regex(text, _CONTROL_OR_SEPARATOR)),
+        gsm=gsm,
+        flagged=flagged,
+        basic=basic,
     )
 
 
@@ -159,7 +181,9 @@ def number_facts(text: pa.Array) -> TextFacts:
     """Numbers rendered by format(): ASCII digits and signs, GSM-7, never flagged."""
     nbytes = pc.fill_null(pc.binary_length(text), 0).to_numpy().astype(np.int64)
     n = len(text)
-    return TextFacts(nbytes, nbytes.copy(), np.ones(n, dtype=bool), np.zeros(n, dtype=bool))
+    return TextFacts(
+        nbytes, nbytes.copy(), np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.ones(n, bool)
+    )
 
 
 def literal_facts(literal: str, n: int) -> TextFacts:
@@ -169,6 +193,7 @@ def literal_facts(literal: str, n: int) -> TextFacts:
         nbytes=np.full(n, len(literal.encode("utf-8")), dtype=np.int64),
         gsm=np.full(n, all(c in _GSM_CHARS for c in literal), dtype=bool),
         flagged=np.full(n, "|" in literal or bool(_CONTROL_PY.search(literal)), dtype=bool),
+        basic=np.full(n, all(c in _BASIC_CHARS for c in literal), dtype=bool),
     )
 
 
@@ -200,12 +225,25 @@ def transliterate_str(text: str) -> str:
 
 def transliterate_array(arr: pa.Array) -> pa.Array:
     """:func:`transliterate` on an Arrow string array: one pass per character present."""
-    arr = arr.cast(LARGE_STRING)
-    leftover = pc.replace_substring_regex(arr, f"{_GSM_ALL}+", "")
+    arr = one_chunk(arr.cast(LARGE_STRING))
+    # Only non-ASCII text (or a tab or backtick, the ASCII characters replaced) can
+    # hold a character to replace: the search runs on those rows alone.
+    odd = ~bool_mask(pc.string_is_ascii(arr))
+    for char in _ASCII_REPLACED:
+        odd |= bool_mask(pc.match_substring(arr, char))
+    rows = np.flatnonzero(odd)
+    if not len(rows):
+        return arr
+    some = len(rows) < len(arr)
+    sub = one_chunk(arr.take(pa.array(rows))) if some else arr
+    leftover = pc.replace_substring_regex(sub, f"{_GSM_ALL}+", "")
     present = set("".join(s for s in pc.unique(leftover).to_pylist() if s))
-    for char in sorted(present & TRANSLITERATION.keys()):
-        arr = pc.replace_substring(arr, char, TRANSLITERATION[char])
-    return one_chunk(arr)
+    chars = sorted(present & TRANSLITERATION.keys())
+    if not chars:
+        return arr
+    for char in chars:
+        sub = pc.replace_substring(sub, char, TRANSLITERATION[char])
+    return scatter(arr, odd, sub) if some else one_chunk(sub)
 
 
 def _segments_exact(text: str, gsm: bool) -> int:
@@ -334,6 +372,7 @@ def check_texts(
         control[odd] = bool_mask(pc.match_substring_regex(flagged, _CONTROL))
         separator[odd] = bool_mask(pc.match_substring(flagged, "|"))
     length, nbytes, gsm = facts.length.copy(), facts.nbytes.copy(), facts.gsm & ~null
+    basic = facts.basic.copy()
     long = length > MAX_TEXT_LENGTH
 
     parts = np.ones(n, dtype=np.int64)
@@ -349,6 +388,7 @@ def check_texts(
         cut_facts = text_facts(cut_arr)
         length[long_rows], nbytes[long_rows] = cut_facts.length, cut_facts.nbytes
         gsm[long_rows] = cut_facts.gsm
+        basic[long_rows] = cut_facts.basic
     elif len(long_rows) and long_text == "split":
         parts[long_rows] = [
             len(split_text(str(t))) for t in text.take(pa.array(long_rows)).to_pylist()
@@ -369,12 +409,13 @@ def check_texts(
     segments = np.ones(n, dtype=np.int64)
     cand = np.flatnonzero((length > 35) | (parts > 1))
     c_len, c_gsm = length[cand], gsm[cand]
-    most = c_len + np.where(c_gsm, c_len, (nbytes[cand] - c_len) // 3)
+    # (GSM-7 basic characters only: one unit each, the length is the count.)
+    most = c_len + np.where(c_gsm, np.where(basic[cand], 0, c_len), (nbytes[cand] - c_len) // 3)
     need = cand[(most > np.where(c_gsm, 160, 70)) | (parts[cand] > 1)]
     if len(need):
         n_len, n_gsm = length[need], gsm[need]
         extra = np.zeros(len(need), dtype=np.int64)
-        for rows_mask, pattern in ((n_gsm, _GSM_EXT), (~n_gsm, _ASTRAL)):
+        for rows_mask, pattern in ((n_gsm & ~basic[need], _GSM_EXT), (~n_gsm, _ASTRAL)):
             rows = np.flatnonzero(rows_mask)
             if len(rows):
                 counted = pc.count_substring_regex(text.take(pa.array(need[rows])), pattern)
