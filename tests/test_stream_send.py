@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the columns that depend on the request a row went in (ids, times, batch answers)
-PER_REQUEST = ["message_id", "sid", "sent_at", "batch", "request_status", "api_message"]
+PER_REQUEST = [
+    "message_id",
+    "first_message_id",
+    "sid",
+    "sent_at",
+    "batch",
+    "request_status",
+    "api_message",
+]
 
 
 @pytest.fixture
@@ -88,8 +96,10 @@ def test_one_chunk_gives_the_in_memory_results(tmp_path: Path, sb: Sandbox) -> N
     assert isinstance(summary, StreamSummary) and summary.chunks == 1
     got = pd.read_parquet(tmp_path / "out")
     assert list(os.listdir(tmp_path / "out")) == ["part-00000.parquet"]
-    expected = expected.drop(columns=["message_id", "sid", "sent_at"])
-    pd.testing.assert_frame_equal(got.drop(columns=["message_id", "sid", "sent_at"]), expected)
+    expected = expected.drop(columns=["message_id", "first_message_id", "sid", "sent_at"])
+    pd.testing.assert_frame_equal(
+        got.drop(columns=["message_id", "first_message_id", "sid", "sent_at"]), expected
+    )
     assert summary.states == expected["state"].value_counts()[lambda n: n > 0].to_dict()
     assert got["message_id"].notna().sum() == (got["state"] == "accepted").sum()
 
