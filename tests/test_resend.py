@@ -184,6 +184,41 @@ def test_delivered_and_in_doubt_rows_are_never_sent_again(tmp_path: Path) -> Non
         assert last.attrs["resend"]["resent"] == 0 and len(sb.messages()) == n + 3
 
 
+def test_cancel_by_row_or_key_reaches_a_rows_waiting_follow_up(journal_at: Any) -> None:
+    """A follow-up attempt waiting in the journal (quiet hours) is cancelled by the row's
+    label or key, as its first attempt would be; the rest goes out on ``dispatch``."""
+    with (
+        sandbox(callback_delay=600, credits=1_000) as sb,
+        MassivaClient(sb.usuario, sb.clave, sb.base_url) as client,
+    ):
+        journal = journal_at()
+        df = campaign(4).assign(cuenta=[f"A{i}" for i in range(4)])
+        first = mf.send(df, client=client, phone="tel", template="Hola {nombre}", key="cuenta",
+                        journal=journal, window=("08:00", "20:00"), now="2026-03-02 10:00",
+                        progress=False)  # fmt: skip
+        ids = first["message_id"].astype(int).tolist()
+        statuses = {ids[0]: "failed", ids[1]: "failed", ids[2]: "failed", ids[3]: "delivered"}
+        n = len(sb.messages())
+        night = resend_messages(journal, statuses, client=client, now="2026-03-02 22:00")
+        assert night.attrs["resend"]["resent"] == 3 and len(sb.messages()) == n
+        assert night["attempt"].tolist() == [2, 2, 2, 1]
+        assert night["state"].astype(str).tolist() == ["scheduled"] * 3 + ["accepted"]
+
+        by_row = mf.cancel(journal, rows=["c0"])
+        assert (by_row.cancelled, by_row.sent) == (1, 1)  # attempt 2 cancelled, attempt 1 sent
+        by_key = mf.cancel(journal, keys=["A1"])
+        assert (by_key.cancelled, by_key.sent) == (1, 1)
+        assert mf.cancel(journal, keys=["A3"]).cancelled == 0  # delivered: nothing waits
+
+        morning = mf.dispatch(journal, client=client, now="2026-03-03 09:00")
+        assert len(sb.messages()) == n + 1
+        assert sb.messages()["phone"].iloc[-1] == first.loc["c2", "phone"]
+        assert morning["state"].astype(str).tolist() == [
+            "cancelled", "cancelled", "accepted", "accepted"
+        ]  # fmt: skip
+        assert morning["attempt"].tolist() == [2, 2, 2, 1]
+
+
 def test_rows_left_without_a_final_status_go_out_after_pending_after(tmp_path: Path) -> None:
     with (
         sandbox(callback_delay=600, credits=1_000) as sb,

@@ -109,7 +109,8 @@ def cancel(
         by a failed connection or short credits) counts as due before any time.
     rows : labels, Index, Series or DataFrame, optional
         Only these rows of the latest send's input, by index label (a Series or frame
-        gives its index: e.g. a filtered results frame).
+        gives its index: e.g. a filtered results frame). A row's follow-up attempts
+        (``resend``) waiting to go out match too.
     keys : iterable, optional
         Only the rows with these values in the send's ``key`` column (the key is read in
         ``campaign``, or in the latest send's campaign when ``campaign`` is not given).

@@ -37,9 +37,11 @@ def cancel(
     if before is not None:
         where.append("(m.send_at IS NULL OR m.send_at < %s)")
         params.append(before)
+    # A row's follow-up attempts carry its first key in first_key.
+    of_rows = "(m.row_key IN ({0}) OR (m.attempt > 1 AND m.first_key IN ({0})))"
     if row_keys is not None:
-        where.append("m.row_key = ANY(%s)")
-        params.append(list(row_keys))
+        where.append(of_rows.format("SELECT unnest(%s::text[])"))
+        params += [list(row_keys)] * 2
     if labels is not None:
         meta = journal.get_meta("index") or {}
         if meta.get("kind") == "range":
@@ -52,13 +54,12 @@ def cancel(
                     continue
                 if number in span:
                     found.append(span.index(number))
-            where.append(
-                "m.row_key IN (SELECT r.row_key FROM rows AS r WHERE r.position = ANY(%s))"
-            )
-            params.append(found)
+            by_position = "SELECT r.row_key FROM rows AS r WHERE r.position = ANY(%s)"
+            where.append(of_rows.format(by_position))
+            params += [found] * 2
         else:
-            where.append("m.row_key IN (SELECT r.row_key FROM rows AS r WHERE r.label = ANY(%s))")
-            params.append([encode_label(v) for v in labels])
+            where.append(of_rows.format("SELECT r.row_key FROM rows AS r WHERE r.label = ANY(%s)"))
+            params += [[encode_label(v) for v in labels]] * 2
     match = " AND ".join(where)
 
     def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:

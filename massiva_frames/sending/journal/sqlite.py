@@ -166,8 +166,8 @@ class Journal(Outbox):
             where.append("(m.send_at IS NULL OR m.send_at < ?)")
             params.append(before)
         if row_keys is not None:
-            where.append("m.row_key IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(list(row_keys)))
+            where.append(_of_rows("SELECT value FROM json_each(?)"))
+            params += [json.dumps(list(row_keys))] * 2
         if labels is not None:
             # a range index stores no labels: its rows are found by position
             meta = self.get_meta("index") or {}
@@ -176,16 +176,20 @@ class Journal(Outbox):
                 numbers = (_int(v) for v in labels)
                 found = [span.index(n) for n in numbers if n is not None and n in span]
                 where.append(
-                    "m.row_key IN (SELECT r.row_key FROM rows AS r WHERE r.position IN "
-                    "(SELECT value FROM json_each(?)))"
+                    _of_rows(
+                        "SELECT r.row_key FROM rows AS r WHERE r.position IN "
+                        "(SELECT value FROM json_each(?))"
+                    )
                 )
-                params.append(json.dumps(found))
+                params += [json.dumps(found)] * 2
             else:
                 where.append(
-                    "m.row_key IN (SELECT r.row_key FROM rows AS r "
-                    "WHERE r.label IN (SELECT value FROM json_each(?)))"
+                    _of_rows(
+                        "SELECT r.row_key FROM rows AS r "
+                        "WHERE r.label IN (SELECT value FROM json_each(?))"
+                    )
                 )
-                params.append(json.dumps([encode_label(v) for v in labels]))
+                params += [json.dumps([encode_label(v) for v in labels])] * 2
         match = " AND ".join(where)
         with self.transaction() as conn:
             counts = conn.execute(
@@ -275,6 +279,12 @@ class Journal(Outbox):
         else:
             with self.transaction() as conn:
                 writes.write_turn_statements(conn, answered, launched)
+
+
+def _of_rows(keys: str) -> str:
+    """SQL: message ``m`` is an attempt of a row whose first key ``keys`` (a subquery with
+    one parameter, bound twice) selects: its first attempt, or a follow-up one."""
+    return f"(m.row_key IN ({keys}) OR (m.attempt > 1 AND m.first_key IN ({keys})))"
 
 
 def _int(value: Any) -> int | None:
