@@ -328,7 +328,7 @@ def send(
                 run = jr.start_run("dry_run" if dry_run else "send")
                 stored = stored_rows(rows, df.index)
                 sending, others = stored.records()
-                meta = {"index": index_meta(df.index), "settings": settings}
+                meta = {"index": index_meta(df.index), "settings": settings, "streamed": None}
                 jr.replace_rows(others, meta, sending=sending)
                 first, added = jr.insert_messages(
                     *(messages[c].tolist() for c in ("row_key", "part", "phone", "text")),
@@ -367,6 +367,12 @@ def results_from_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
     returned (same index labels and dtypes), updated with everything sent since (by a
     re-run or ``dispatch``). Messages whose process died mid-request read as
     ``unknown``. The journal is opened read-only.
+
+    Raises
+    ------
+    InputError
+        The journal does not exist, or its latest send was streamed (``send(source,
+        out=...)``): the error names the parquet dataset holding that send's results.
 
     Examples
     --------

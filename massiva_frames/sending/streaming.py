@@ -165,8 +165,9 @@ def send_stream(
     out : str or path
         The results directory, one ``part-NNNNN.parquet`` per chunk (a part is replaced
         whole: temporary file, then rename; parts numbered beyond the source's chunks are
-        removed at the end). ``pd.read_parquet(out)`` reads them all. The journal's own
-        results (``results_from_journal``) hold the last chunk only.
+        removed at the end). ``pd.read_parquet(out)`` reads them all;
+        ``results_from_journal`` refuses a journal whose latest send was streamed (it
+        would hold the last chunk only) and names this dataset.
     chunk_rows : int
         Most rows per chunk (and so held in memory at once).
     journal : str or path, optional
@@ -479,6 +480,7 @@ def _send_chunk(
         stored = stored_rows(rows, df.index)
         sending, others = stored.records()
         meta = {"index": index_meta(df.index), "settings": ctx.settings}
+        meta["streamed"] = {"out": os.fspath(ctx.out)}  # its results: the out dataset
         meta[name] = {"chunk": chunk.number, "duplicates": dup.tolist(), "done": False}
         jr.replace_rows(others, meta, sending=sending)
         first, added = jr.insert_messages(

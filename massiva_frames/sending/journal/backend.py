@@ -39,7 +39,25 @@ if TYPE_CHECKING:
 
     from .writes import Answered, Fate
 
-__all__ = ["JournalBackend", "now_us"]
+__all__ = ["JournalBackend", "now_us", "refuse_streamed"]
+
+
+def refuse_streamed(journal: JournalBackend) -> None:
+    """Refuse to rebuild the results of a journal whose latest send was streamed.
+
+    A streamed send keeps one chunk's rows at a time in the journal; its results are the
+    parquet dataset it wrote, which the error names.
+    """
+    streamed = journal.get_meta("streamed")
+    if streamed:
+        from ...errors import InputError
+
+        out = streamed.get("out") if isinstance(streamed, dict) else None
+        raise InputError(
+            "the latest send to this journal was streamed: its results are the parquet "
+            f"dataset it wrote ({out!r}; pd.read_parquet reads it); the journal holds its "
+            "last chunk's rows only"
+        )
 
 
 def now_us() -> int:

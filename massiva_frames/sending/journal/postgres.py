@@ -27,7 +27,7 @@ import pandas as pd
 
 from ...errors import InputError
 from . import writes as writes
-from .backend import JournalBackend, now_us
+from .backend import JournalBackend, now_us, refuse_streamed
 from .postgres_claims import bigints, texts
 from .postgres_outbox import PostgresOutbox, pg_text
 from .postgres_url import is_postgres_url
@@ -279,6 +279,7 @@ def postgres_results(journal: str) -> pd.DataFrame:
     with PostgresJournal(journal, readonly=True) as real:
         if not real.exists:
             raise InputError(f"journal not found: {real.path}")
+        refuse_streamed(real)
         return real.results()
 
 

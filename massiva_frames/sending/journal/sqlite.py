@@ -54,7 +54,7 @@ import pandas as pd
 
 from ..results import REASON_PROCESS_STOPPED, encode_label
 from . import writes as writes
-from .backend import now_us
+from .backend import now_us, refuse_streamed
 from .outbox import Outbox
 from .schema import FLYING_IDS, effective_state
 from .writes import Answered, Fate
@@ -309,4 +309,5 @@ def results_from_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
     >>> results["state"].value_counts()  # doctest: +SKIP
     """
     with Journal(path, readonly=True) as journal:
+        refuse_streamed(journal)
         return journal.results()
