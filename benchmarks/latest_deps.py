@@ -5,17 +5,18 @@
     python benchmarks/latest_deps.py --write-constraints  # pin what this environment has
 
 CI installs exactly the versions in ``.ci/constraints.txt`` (``pip install -c
-.ci/constraints.txt -e ".[test]"``), so a new upstream release, whose deprecation warnings
+.ci/constraints.txt -e ".[test,docs,postgres,spark,dask]"``: the extras are read from
+``.ci/run``), so a new upstream release, whose deprecation warnings
 ``filterwarnings = error`` would turn into failures, cannot turn CI red by itself. This
 script is how the pins are moved on purpose. It creates a temporary virtual environment,
-installs ``.[test]`` with no constraints (the newest releases the ranges in
+installs the package with those extras and no constraints (the newest releases the ranges in
 ``pyproject.toml`` allow), lists every package whose version differs from its pin, and
 runs what CI runs there: ``ruff check``, ``ruff format --check``, ``mypy`` and the tests
 (a subset with one file per dependency, or ``--full``). It exits 0 only when everything
 installed and passed; the temporary environment is removed at the end.
 
 ``--write-constraints`` rewrites ``.ci/constraints.txt`` from the environment running the
-script: every distribution that the project's dependencies and its ``test`` extra pull in
+script: every distribution that the project's dependencies and CI's extras pull in
 (markers evaluated for this interpreter), at its installed version, plus pip itself; the
 project is not pinned. Run it where the suite passes, e.g. in the environment this script
 just built (``--keep`` leaves it in place and prints its path).
@@ -67,9 +68,9 @@ QUICK_TESTS = [
 ]
 
 HEADER = """\
-# What CI installs: .ci/run runs `pip install -c .ci/constraints.txt -e ".[test]"`, so
+# What CI installs: .ci/run runs `pip install -c .ci/constraints.txt -e ".[EXTRAS]"`, so
 # every package below is installed at exactly this version, whatever was released since.
-# The project's dependencies and its test extra, with everything they pull in, and pip.
+# The project's dependencies and those extras, with everything they pull in, and pip.
 # Moved on purpose only: `python benchmarks/latest_deps.py` says whether the newest
 # releases still install and pass; `python benchmarks/latest_deps.py --write-constraints`,
 # run in an environment where the suite passes, rewrites this file from that environment,
@@ -78,9 +79,18 @@ HEADER = """\
 """
 
 
+def ci_extras() -> list[str]:
+    """The extras ``.ci/run`` installs (``-e ".[a,b]"``): what the pins must cover."""
+    found = re.search(r'-e "\.\[([A-Za-z0-9_,-]+)\]"', (ROOT / ".ci" / "run").read_text())
+    if found is None:
+        raise SystemExit('.ci/run installs no extras this script can read (-e ".[...]")')
+    return found.group(1).split(",")
+
+
 def _project_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    lines = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    extras = project["optional-dependencies"]
+    lines = [*project["dependencies"], *(line for name in ci_extras() for line in extras[name])]
     return [Requirement(line) for line in lines]
 
 
@@ -167,7 +177,8 @@ def write_constraints(path: Path = CONSTRAINTS) -> tuple[dict[str, str], dict[st
     pins["pip"] = metadata.version("pip")
     held = _held(path)
     lines = [held.get(name, f"{name}=={pins[name]}") for name in sorted(pins)]
-    path.write_text(HEADER + "".join(line + "\n" for line in lines), encoding="utf-8")
+    header = HEADER.replace("EXTRAS", ",".join(ci_extras()))
+    path.write_text(header + "".join(line + "\n" for line in lines), encoding="utf-8")
     requires = {
         name: metadata.distribution(name).metadata.get("Requires-Python")
         for name in pins
@@ -274,8 +285,16 @@ def main(argv: list[str] | None = None) -> int:
         steps: list[tuple[str, list[str]]] = [
             ("newest pip", [str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"]),
             (
-                "install .[test], newest releases",
-                [str(python), "-m", "pip", "install", "-q", "--upgrade", ".[test]"],
+                f"install .[{','.join(ci_extras())}], newest releases",
+                [
+                    str(python),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--upgrade",
+                    f".[{','.join(ci_extras())}]",
+                ],
             ),
         ]
         for name, command in steps:
