@@ -666,7 +666,10 @@ def test_pacing_is_respected(
     # the last request cannot leave before (n - 1) slots have passed
     assert elapsed >= (n - 1) * spacing
     span = (times.iloc[-1] - times.iloc[0]).total_seconds()
-    assert span >= (n - 1) * spacing - 0.05  # arrival jitter on a busy machine
+    # Arrivals at the sandbox carry the machine's scheduling jitter (a loaded machine can
+    # hold one request back for tens of ms): one slot of slack. Unpaced, the 4 threads
+    # would deliver all n requests within a few ms, far below (n - 2) slots.
+    assert span >= (n - 2) * spacing
 
 
 def test_a_busy_journal_is_refused(sb: Sandbox, client: MassivaClient, tmp_path: Path) -> None:
