@@ -329,3 +329,45 @@ def test_an_event_of_a_closed_connection_never_reaches_its_successor() -> None:
                 sock.close()
             with contextlib.suppress(OSError):
                 os.close(fd)  # the copy put on the old number
+
+
+def test_the_loop_leaves_a_running_tasks_output_to_its_worker() -> None:
+    """While a task runs, its worker sends its own answer (waitress flushes in write_soon):
+    the loop does not poll the channel for writing, which only spun (poll returning at
+    once, the GIL taken from the worker) until the task ended. It does once the task
+    has ended, and for a big answer the worker could not send."""
+    from waitress import wasyncore
+
+    from massiva_frames.receiving import server as guarded
+
+    socket_map: dict[int, Any] = {}
+    server = guarded.GuardedServer(
+        lambda environ, start_response: [b""],
+        request_timeout=10,
+        map=socket_map,
+        host="127.0.0.1",
+        port=0,
+        threads=1,
+        asyncore_use_poll=True,
+    )
+    client = socket.create_connection(("127.0.0.1", int(server.effective_port)), timeout=5)
+    try:
+        server.handle_accept()
+        (channel,) = server.channels()
+        assert not channel.writable()  # nothing to send
+        channel.total_outbufs_len = 140  # an answer's head, the worker sending it
+        channel.requests = [object()]  # its task still running
+        assert not channel.writable()
+        channel.total_outbufs_len = guarded._LOOP_FLUSHES  # more than the worker sent
+        assert channel.writable()
+        channel.total_outbufs_len = 140
+        channel.will_close = True  # being closed: the loop finishes it
+        assert channel.writable()
+        channel.will_close = False
+        channel.requests = []  # the task ended with output left: the loop sends it
+        assert channel.writable()
+        channel.total_outbufs_len = 0
+    finally:
+        client.close()
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(socket_map)
