@@ -338,6 +338,7 @@ def test_the_loop_leaves_a_running_tasks_output_to_its_worker() -> None:
     has ended, and for a big answer the worker could not send."""
     from waitress import wasyncore
 
+    from massiva_frames._waitress import LOOP_FLUSHES
     from massiva_frames.receiving import server as guarded
 
     socket_map: dict[int, Any] = {}
@@ -358,7 +359,7 @@ def test_the_loop_leaves_a_running_tasks_output_to_its_worker() -> None:
         channel.total_outbufs_len = 140  # an answer's head, the worker sending it
         channel.requests = [object()]  # its task still running
         assert not channel.writable()
-        channel.total_outbufs_len = guarded._LOOP_FLUSHES  # more than the worker sent
+        channel.total_outbufs_len = LOOP_FLUSHES  # more than the worker sent
         assert channel.writable()
         channel.total_outbufs_len = 140
         channel.will_close = True  # being closed: the loop finishes it

@@ -30,8 +30,9 @@ import time
 from typing import Any, cast
 
 from waitress import wasyncore
-from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
+
+from .._waitress import QuietChannel
 
 __all__ = [
     "DEFAULT_CONNECTION_LIMIT",
@@ -52,12 +53,11 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 FD_RESERVE = 64
 _LOG_EVERY = 60.0
 _ACCEPTS_PER_WAKE = 32
-#: pending output a running task leaves to the event loop (see _GuardedChannel.writable)
-_LOOP_FLUSHES = 64 * 1024
 
 
-class _GuardedChannel(HTTPChannel):
-    """A waitress channel that knows since when it waits for a complete request.
+class _GuardedChannel(QuietChannel):
+    """A waitress channel that knows since when it waits for a complete request (and
+    whose loop leaves a running task's answer to its worker: :class:`QuietChannel`).
 
     ``waiting_since`` (monotonic) is None while a request of it is being served.
     """
@@ -83,22 +83,6 @@ class _GuardedChannel(HTTPChannel):
     def del_channel(self, map: Any = None) -> None:
         super().del_channel(map)
         self.server.full = False  # a slot is free again
-
-    def writable(self) -> bool:
-        # While a task runs, its worker sends its own output (write_soon flushes at
-        # waitress's send_bytes, 1 byte), holding the buffer's lock: the loop cannot
-        # send then, yet waitress reports the channel writable, poll() returns at once
-        # and the loop spins holding the GIL the worker needs to finish (measured: tens
-        # of idle turns per callback). The loop steps in only for what the worker could
-        # not send: after the task (it pulls the trigger when it ends) or past
-        # _LOOP_FLUSHES bytes (a big answer waiting for room in the socket).
-        if (
-            self.requests
-            and self.total_outbufs_len < _LOOP_FLUSHES
-            and not (self.will_close or self.close_when_flushed)
-        ):
-            return False
-        return bool(super().writable())
 
     def idle_since(self) -> float | None:
         """When it started waiting for a request, or None if it is being served."""

@@ -16,6 +16,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 
+from .._waitress import QuietChannel
 from ..errors import InputError
 from .app import DropConnection, SandboxApp
 from .dispatcher import Dispatcher
@@ -96,7 +97,7 @@ class _DroppingTask(WSGITask):
             self.close_on_finish = True
 
 
-class _Channel(HTTPChannel):
+class _Channel(QuietChannel):
     task_class = _DroppingTask
 
 
