@@ -9,23 +9,34 @@ go through these steps, so one frame sent either way gives the same results.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..errors import InputError
-from .due import mark_too_long_for_get
+from .due import SendOptions, mark_too_long_for_get
 from .journal.backend import JournalBackend
 from .journal.postgres_url import is_postgres_url
 from .journal.sqlite import Journal
+from .loop import ProgressArg
 from .results import STATES
 from .rows import prepare_rows
+from .scheduling import Window
 
 if TYPE_CHECKING:
     from ..wire.client import MassivaClient
 
-# Internal to massiva_frames.sending.campaign and .streaming.
-__all__ = ["check_options", "default_client", "finish", "open_journal", "prepare_frame"]
+# Internal to massiva_frames.sending.campaign, .streaming and .resending.
+__all__ = [
+    "check_options",
+    "default_client",
+    "finish",
+    "open_client",
+    "open_journal",
+    "plan_run",
+    "prepare_frame",
+]
 
 
 def check_options(concurrency: int, max_phones: int) -> None:
@@ -46,6 +57,73 @@ def default_client(method: str | None, *, required: bool) -> MassivaClient | Non
         if required:
             raise
         return None
+
+
+def open_client(
+    client: MassivaClient | None, method: str | None, *, dry_run: bool
+) -> tuple[MassivaClient | None, bool, str]:
+    """The call's client, whether the call owns it (one built from the environment, which
+    the call closes), and the HTTP verb its requests use."""
+    own_client = client is None
+    if client is None:
+        client = default_client(method, required=not dry_run)
+    verb = str(method or (client.method if client is not None else "POST")).upper()
+    return client, own_client, verb
+
+
+def plan_run(
+    *,
+    client: MassivaClient | None,
+    verb: str,
+    window: Window | None,
+    clock: Callable[[], pd.Timestamp],
+    progress: ProgressArg,
+    allow_partial: bool,
+    dry_run: bool,
+    campaign: str | None,
+    phone: str,
+    text: str | None,
+    template: str | None,
+    key: str | None,
+    validate_options: dict[str, Any],
+    max_phones: int,
+    group: str | None,
+    concurrency: int,
+    rate: float | None,
+    message_rate: float | None,
+) -> tuple[dict[str, Any], SendOptions]:
+    """A send's settings, as its journal keeps them (``dispatch`` and follow-up sends
+    reuse them), and the options of its run."""
+    settings = {
+        "campaign": campaign,
+        "phone": phone,
+        "text": text,
+        "template": template,
+        "key": key,
+        "validate_options": validate_options,
+        "method": verb,
+        "max_phones": max_phones,
+        "group": group,
+        "window": None if window is None else [t.isoformat() for t in window],
+        "concurrency": concurrency,
+        "rate": rate,
+        "message_rate": message_rate,
+    }
+    opts = SendOptions(
+        client=client,
+        method=verb,
+        max_phones=max_phones,
+        group=group,
+        window=window,
+        clock=clock,
+        concurrency=concurrency,
+        rate=rate,
+        message_rate=message_rate,
+        progress=progress,
+        allow_partial=allow_partial,
+        dry_run=dry_run,
+    )
+    return settings, opts
 
 
 def open_journal(journal: str | os.PathLike[str] | None, dry_run: bool) -> JournalBackend:

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, overload
 import pandas as pd
 
 from ..errors import InputError
-from .calls import check_options, default_client, finish, open_journal
+from .calls import check_options, default_client, finish, open_client, open_journal, plan_run
 from .due import SendOptions, make_clock, mark_too_long_for_get, send_due
 from .journal.postgres_url import is_postgres_url
 from .journal.sqlite import results_from_journal as _results_from_file
@@ -275,10 +275,7 @@ def send(
     from ..prepare.validation import validate
 
     validated = validate(df, phone=phone, text=text, template=template, **validate_options)
-    own_client = client is None
-    if client is None:
-        client = default_client(method, required=not dry_run)
-    verb = str(method or (client.method if client is not None else "POST")).upper()
+    client, own_client, verb = open_client(client, method, dry_run=dry_run)
     if verb == "GET":
         # A row too long for any GET URL becomes invalid (url_too_long) before journalling.
         validated = mark_too_long_for_get(
@@ -286,35 +283,13 @@ def send(
         )
     campaign_key = "" if campaign is None else str(campaign)
     rows, messages = prepare_rows(df, validated, campaign=campaign_key, key=key, send_at=send_at)
-    settings = {
-        "campaign": campaign,
-        "phone": phone,
-        "text": text,
-        "template": template,
-        "key": key,
-        "validate_options": validate_options,
-        "method": verb,
-        "max_phones": max_phones,
-        "group": group,
-        "window": None if win is None else [t.isoformat() for t in win],
-        "concurrency": concurrency,
-        "rate": rate,
-        "message_rate": message_rate,
-    }
-    opts = SendOptions(
-        client=client,
-        method=verb,
-        max_phones=max_phones,
-        group=group,
-        window=win,
-        clock=clock,
-        concurrency=concurrency,
-        rate=rate,
+    settings, opts = plan_run(
+        client=client, verb=verb, window=win, clock=clock, progress=progress,
+        allow_partial=allow_partial, dry_run=dry_run, campaign=campaign, phone=phone,
+        text=text, template=template, key=key, validate_options=validate_options,
+        max_phones=max_phones, group=group, concurrency=concurrency, rate=rate,
         message_rate=message_rate,
-        progress=progress,
-        allow_partial=allow_partial,
-        dry_run=dry_run,
-    )
+    )  # fmt: skip
     jr = open_journal(journal, dry_run)
     try:
         with jr:  # closed on exit; its storage errors leave as JournalError
