@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     >>> main(["dispatch", "--journal", "sends.db"])  # doctest: +SKIP
     0
     """
-    from ..cli import EXIT_USAGE, error, one_line
+    from ..cli import EXIT_USAGE, error
     from ..outputs import suffix_problem
 
     problem = suffix_problem(args.out, "--out")
@@ -66,18 +65,12 @@ def run(args: argparse.Namespace) -> int:
         return error("dispatch", problem, EXIT_USAGE)
 
     from ...sending.campaign import dispatch
-    from ..cli import failure_errors
-    from ..outputs import check_output, write_table
-    from .send import exit_code, make_client, print_summary
+    from .send import exit_code, run_journalled
 
-    out = None if args.out is None else Path(args.out)
-    errors = failure_errors()
-    client = None
-    try:
-        if out is not None:
-            check_output(out, "--out")
-        client = make_client(args, required=True)
-        results = dispatch(
+    outcome = run_journalled(
+        "dispatch",
+        args,
+        lambda client: dispatch(
             args.journal,
             client=client,
             now=args.now,
@@ -86,28 +79,9 @@ def run(args: argparse.Namespace) -> int:
             message_rate=args.message_rate,
             progress=bool(args.progress),
             allow_partial=args.allow_partial,
-        )
-    except errors as exc:
-        partial = getattr(exc, "results", None)
-        if partial is not None and out is not None:
-            try:
-                write_table(partial, out)
-            except errors as write_exc:
-                error("dispatch", f"cannot write --out {out}: {one_line(write_exc)}")
-        return error("dispatch", exc)
-    finally:
-        if client is not None:
-            client.close()
-    try:
-        if out is not None:
-            write_table(results, out)
-    except errors as exc:
-        print_summary(results, out=None)
-        return error(
-            "dispatch",
-            f"cannot write --out {out}: {one_line(exc)}; nothing is lost: the results are in the "
-            f"journal {args.journal}: load them with "
-            f"mf.results_from_journal({str(args.journal)!r})",
-        )
-    print_summary(results, out=out)
-    return exit_code(results.attrs.get("send", {}))
+        ),
+        required=True,
+    )
+    if isinstance(outcome, int):
+        return outcome
+    return exit_code(outcome.attrs.get("send", {}))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -102,26 +101,20 @@ def run(args: argparse.Namespace) -> int:
     >>> main(["resend", "--journal", "sends.db", "--log", "logs"])  # doctest: +SKIP
     0
     """
-    from ..cli import EXIT_USAGE, error, one_line
+    from ..cli import EXIT_USAGE, error
     from ..outputs import suffix_problem
 
     problem = suffix_problem(args.out, "--out") or _duration_problem(args.pending_after)
     if problem is not None:
         return error("resend", problem, EXIT_USAGE)
 
-    from ..cli import failure_errors
     from ..followup import resend
-    from ..outputs import check_output, write_table
-    from .send import exit_code, make_client, print_summary
+    from .send import exit_code, run_journalled
 
-    out = None if args.out is None else Path(args.out)
-    errors = failure_errors()
-    client = None
-    try:
-        if out is not None:
-            check_output(out, "--out")
-        client = make_client(args, required=not args.dry_run)
-        results = resend(
+    outcome = run_journalled(
+        "resend",
+        args,
+        lambda client: resend(
             args.journal,
             args.log,
             client=client,
@@ -136,32 +129,13 @@ def run(args: argparse.Namespace) -> int:
             message_rate=args.message_rate,
             progress=bool(args.progress),
             allow_partial=args.allow_partial,
-        )
-    except errors as exc:
-        partial = getattr(exc, "results", None)
-        if partial is not None and out is not None:
-            try:
-                write_table(partial, out)
-            except errors as write_exc:
-                error("resend", f"cannot write --out {out}: {one_line(write_exc)}")
-        return error("resend", exc)
-    finally:
-        if client is not None:
-            client.close()
-    try:
-        if out is not None:
-            write_table(results, out)
-    except errors as exc:
-        print_summary(results, out=None)
-        return error(
-            "resend",
-            f"cannot write --out {out}: {one_line(exc)}; nothing is lost: the results are in the "
-            f"journal {args.journal}: load them with "
-            f"mf.results_from_journal({str(args.journal)!r})",
-        )
-    print_summary(results, out=out)
-    print(decided_line(results.attrs.get("resend", {}), dry_run=args.dry_run), flush=True)
-    return exit_code(results.attrs.get("send", {}))
+        ),
+        required=not args.dry_run,
+    )
+    if isinstance(outcome, int):
+        return outcome
+    print(decided_line(outcome.attrs.get("resend", {}), dry_run=args.dry_run), flush=True)
+    return exit_code(outcome.attrs.get("send", {}))
 
 
 def decided_line(counts: dict[str, int], *, dry_run: bool) -> str:

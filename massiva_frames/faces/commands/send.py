@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +155,95 @@ def make_client(args: argparse.Namespace, *, required: bool) -> MassivaClient | 
         if required:
             raise
         return None
+
+
+def send_options(
+    args: argparse.Namespace, *, journal: str | None, window: tuple[str, str] | None
+) -> dict[str, Any]:
+    """The keyword arguments of ``send`` (and ``send_stream``) the flags ask for, but the
+    client, the opt-out list and the streamed source's own ones."""
+    from .validate import validation_options
+
+    return {
+        "phone": args.phone,
+        "text": args.text,
+        "template": args.template,
+        "journal": journal,
+        "campaign": args.campaign,
+        "key": args.key,
+        "dry_run": args.dry_run,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "message_rate": args.message_rate,
+        "send_at": args.send_at,
+        "window": window,
+        "group": args.group,
+        "progress": not args.no_progress,
+        "allow_partial": args.allow_partial,
+        "resend_unknown": args.resend_unknown,
+        "method": args.method,
+        "max_phones": args.max_phones,
+        "long_text": args.long_text,
+        "dedupe": None if args.dedupe == "none" else args.dedupe,
+        "transliterate": args.transliterate,
+        **validation_options(args),
+    }
+
+
+def run_journalled(
+    command: str,
+    args: argparse.Namespace,
+    call: Callable[[MassivaClient | None], pd.DataFrame],
+    *,
+    required: bool,
+) -> pd.DataFrame | int:
+    """Run ``call(client)`` on ``args.journal``; write its results to ``args.out`` (if
+    given) and print their summary.
+
+    What ``dispatch`` and ``resend`` share: ``--out`` is checked before the client is made
+    (``required``: without credentials it is an error), the results of a run stopped
+    mid-way are still written, and results that cannot be written are kept in the journal.
+
+    Returns
+    -------
+    DataFrame or int
+        The results, or the exit code of a failure already reported on stderr.
+    """
+    from ..cli import error, failure_errors, one_line
+    from ..outputs import check_output, write_table
+
+    out = None if args.out is None else Path(args.out)
+    errors = failure_errors()
+    client = None
+    try:
+        if out is not None:
+            check_output(out, "--out")
+        client = make_client(args, required=required)
+        results = call(client)
+    except errors as exc:
+        partial = getattr(exc, "results", None)
+        if partial is not None and out is not None:
+            try:
+                write_table(partial, out)
+            except errors as write_exc:
+                error(command, f"cannot write --out {out}: {one_line(write_exc)}")
+        return error(command, exc)
+    finally:
+        if client is not None:
+            client.close()
+    try:
+        if out is not None:
+            write_table(results, out)
+    except errors as exc:
+        print_summary(results, out=None)
+        return error(
+            command,
+            f"cannot write --out {out}: {one_line(exc)}; nothing is lost: the results are in the "
+            f"journal {args.journal}: load them with "
+            f"mf.results_from_journal({str(args.journal)!r})",
+        )
+    print_summary(results, out=out)
+    return results
 
 
 def print_summary(results: pd.DataFrame, *, out: Path | None) -> None:
@@ -355,7 +445,8 @@ def run(args: argparse.Namespace) -> int:
 
     if streams(args):
         try:
-            return run_streamed(args, _window(args.window), make_client)
+            options = send_options(args, journal=args.journal, window=_window(args.window))
+            return run_streamed(args, options, make_client)
         except ValueError as exc:
             return error("send", exc, EXIT_USAGE)
     problem = suffix_problem(args.out, "--out")
@@ -376,7 +467,6 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import failure_errors
     from ..inputs import note_input, read_input, read_phone_list, require_columns
     from ..outputs import check_output, remove_journal, temporary_journal, write_table
-    from .validate import validation_options
 
     out = Path(args.out)
     errors = failure_errors()
@@ -407,30 +497,7 @@ def run(args: argparse.Namespace) -> int:
     client = None
     try:
         client = make_client(args, required=not args.dry_run)
-        options: dict[str, Any] = {
-            "phone": args.phone,
-            "text": args.text,
-            "template": args.template,
-            "journal": journal,
-            "campaign": args.campaign,
-            "key": args.key,
-            "dry_run": args.dry_run,
-            "concurrency": args.concurrency,
-            "rate": args.rate,
-            "message_rate": args.message_rate,
-            "send_at": args.send_at,
-            "window": window,
-            "group": args.group,
-            "progress": not args.no_progress,
-            "allow_partial": args.allow_partial,
-            "resend_unknown": args.resend_unknown,
-            "method": args.method,
-            "max_phones": args.max_phones,
-            "long_text": args.long_text,
-            "dedupe": None if args.dedupe == "none" else args.dedupe,
-            "transliterate": args.transliterate,
-            **validation_options(args),
-        }
+        options = send_options(args, journal=journal, window=window)
         if suppress is not None:
             options["suppress"] = suppress
         results = send(df, client=client, **options)
