@@ -53,8 +53,16 @@ from typing import TYPE_CHECKING, Any, overload
 import pandas as pd
 
 from ..errors import InputError
-from .calls import check_options, default_client, finish, open_client, open_journal, plan_run
-from .due import SendOptions, make_clock, mark_too_long_for_get, send_due
+from .calls import (
+    check_options,
+    finish,
+    open_client,
+    opened_journal,
+    plan_run,
+    require_existing_journal,
+    stored_options,
+)
+from .due import make_clock, mark_too_long_for_get, send_due
 from .journal.postgres_url import is_postgres_url
 from .journal.sqlite import results_from_journal as _results_from_file
 from .loop import ProgressArg
@@ -290,12 +298,8 @@ def send(
         max_phones=max_phones, group=group, concurrency=concurrency, rate=rate,
         message_rate=message_rate,
     )  # fmt: skip
-    jr = open_journal(journal, dry_run)
     try:
-        with jr:  # closed on exit; its storage errors leave as JournalError
-            if not dry_run:
-                jr.lock()
-            jr.verify()  # a damaged journal refuses before anything is written
+        with opened_journal(journal, dry_run) as jr:
             # One commit for the recovery, the run and the rows with their messages: a
             # journal whose key index misses an added message rolls it all back.
             with jr.transaction():
@@ -325,11 +329,7 @@ def send(
                 results = own_results(jr, stored, messages, first, df.index, answered)
             else:
                 results = jr.results(index=df.index)
-            results = finish(jr, run, summary, results)
-            if stop is not None:
-                stop.results = results  # type: ignore[attr-defined]
-                raise stop
-            return results
+            return finish(jr, run, summary, results, stop)
     finally:
         if own_client and client is not None:
             client.close()
@@ -378,49 +378,22 @@ def dispatch(
     >>> results = dispatch("sends.db")  # doctest: +SKIP
     >>> results.attrs["send"]["requests"]  # doctest: +SKIP
     """
-    if is_postgres_url(journal):
-        from .journal.postgres import require_journal
-
-        require_journal(str(journal))
-    elif not os.path.exists(journal):
-        raise InputError(f"journal not found: {os.fspath(journal)}")
+    require_existing_journal(journal)
     own_client = client is None
-    jr = open_journal(journal, dry_run=False)
     try:
-        with jr:  # closed on exit; its storage errors leave as JournalError
-            jr.lock()
-            jr.verify()  # a damaged journal refuses before anything is written
+        with opened_journal(journal, dry_run=False) as jr:
             settings: dict[str, Any] = jr.get_meta("settings") or {}
-            conc = int(concurrency or settings.get("concurrency") or 4)
-            check_options(conc, int(settings.get("max_phones") or 500))
-            if client is None:
-                client = default_client(settings.get("method"), required=True)
-            assert client is not None
-            opts = SendOptions(
-                client=client,
-                method=str(settings.get("method") or client.method).upper(),
-                max_phones=int(settings.get("max_phones") or 500),
-                group=settings.get("group"),
-                window=parse_window(settings.get("window")),
-                clock=make_clock(now),
-                concurrency=conc,
-                rate=rate if rate is not None else settings.get("rate"),
-                message_rate=message_rate
-                if message_rate is not None
-                else settings.get("message_rate"),
-                progress=progress,
-                allow_partial=allow_partial,
-                dry_run=False,
-            )
+            opts = stored_options(
+                settings, client=client, clock=make_clock(now), concurrency=concurrency,
+                rate=rate, message_rate=message_rate, progress=progress,
+                allow_partial=allow_partial, dry_run=False,
+            )  # fmt: skip
+            client = opts.client
             recovered = jr.recover()
             run = jr.start_run("dispatch")
             summary, stop, _ = send_due(jr, jr.pending(), None, opts)
             summary.update(recovered_unknown=recovered)
-            results = finish(jr, run, summary, jr.results())
-            if stop is not None:
-                stop.results = results  # type: ignore[attr-defined]
-                raise stop
-            return results
+            return finish(jr, run, summary, jr.results(), stop)
     finally:
         if own_client and client is not None:
             client.close()

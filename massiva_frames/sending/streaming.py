@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, InsufficientCreditsError, MassivaError
-from .calls import check_options, open_client, open_journal, plan_run, prepare_frame
+from .calls import check_options, open_client, opened_journal, plan_run, prepare_frame
 from .due import SendOptions, make_clock, send_due
 from .journal.backend import JournalBackend
 from .loop import ProgressArg
@@ -248,14 +248,10 @@ group, allow_partial, resend_unknown, method, max_phones, now, **validate_option
         message_rate=message_rate,
     )  # fmt: skip
     summary = StreamSummary(out=os.fspath(out), dry_run=dry_run)
-    jr = open_journal(journal, dry_run)
     spilled = ""
     wheres: list[str] = []
     try:
-        with contextlib.ExitStack() as stack, jr:
-            if not dry_run:
-                jr.lock()
-            jr.verify()
+        with contextlib.ExitStack() as stack, opened_journal(journal, dry_run) as jr:
             recovered = jr.recover() if not dry_run else 0
             ctx = _Context(
                 jr, opts, prepare, settings, campaign_key, key, Path(out), resend_unknown
