@@ -198,6 +198,43 @@ def test_dispatch_sends_what_is_due(
     assert err.startswith("massiva-frames dispatch: error: journal not found")
 
 
+def test_dispatch_whose_out_cannot_be_written_points_to_its_journal(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills before dispatch writes --out: what it sent stays in the journal."""
+    import errno
+
+    from massiva_frames.sending.campaign import results_from_journal
+
+    source = write_csv(tmp_path / "in.csv", GOOD)
+    journal = str(tmp_path / "j.db")
+    code, _, _ = run_cli(
+        capsys, "send", str(source), "--phone", "telefono", "--template", "Hola {nombre}",
+        "--out", str(tmp_path / "r.parquet"), "--journal", journal,
+        "--send-at", "2030-01-07 09:00", "--window", "08:00-20:00",
+    )  # fmt: skip
+    assert code == EXIT_OK and sends(sb) == 0
+
+    def disk_full(self: pd.DataFrame, path: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    out = tmp_path / "after.parquet"
+    code, stdout, err = run_cli(
+        capsys, "dispatch", "--journal", journal, "--now", "2030-01-07 09:00", "--out", str(out)
+    )
+    assert code == EXIT_FAILURE and sends(sb) == 1
+    assert "accepted" in stdout and "results written" not in stdout  # the summary, no file
+    assert err.startswith(f"massiva-frames dispatch: error: cannot write --out {out}: ")
+    assert "No space left on device" in err
+    assert err.rstrip().endswith(
+        f"; nothing is lost: the results are in the journal {journal}: load them with "
+        f"mf.results_from_journal({journal!r})"
+    )
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    assert list(results_from_journal(journal)["state"]) == ["accepted"] * 3
+
+
 def test_console_script_in_a_subprocess(sb: Sandbox, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", MIXED)
     env = {**os.environ, "MASSIVA_USUARIO": USER, "MASSIVA_CLAVE": SECRET}
