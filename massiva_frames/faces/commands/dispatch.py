@@ -12,7 +12,8 @@ file has the send's ``input_line`` column when the send came from the command li
 from __future__ import annotations
 
 import argparse
-import os
+
+from .journalled import add_journal_argument, add_run_arguments
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -24,29 +25,8 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``dispatch`` options to ``parser``."""
-    default = os.environ.get("MASSIVA_JOURNAL") or None
-    parser.add_argument(
-        "--journal",
-        required=default is None,
-        default=default,
-        metavar="PATH|URL",
-        help="the send journal: a SQLite file or a postgresql:// URL (default: $MASSIVA_JOURNAL)",
-    )
-    parser.add_argument(
-        "--out", metavar="FILE", help="write the journal's results (.parquet or .csv)"
-    )
-    parser.add_argument(
-        "--now", metavar="TIME", help="take this as the current time (America/Caracas)"
-    )
-    parser.add_argument("--concurrency", type=int, help="requests in flight (the send's)")
-    parser.add_argument("--rate", type=float, help="most requests per second")
-    parser.add_argument("--message-rate", type=float, help="most messages per second")
-    parser.add_argument(
-        "--allow-partial", action="store_true", help="credits short: send the rows that fit"
-    )
-    parser.add_argument("--base-url", help="API base URL (default: $MASSIVA_BASE_URL)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="read timeout, s (30)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_journal_argument(parser)
+    add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,21 +45,13 @@ def run(args: argparse.Namespace) -> int:
         return error("dispatch", problem, EXIT_USAGE)
 
     from ...sending.campaign import dispatch
-    from .send import exit_code, run_journalled
+    from .journalled import run_journalled, run_options
+    from .send import exit_code
 
     outcome = run_journalled(
         "dispatch",
         args,
-        lambda client: dispatch(
-            args.journal,
-            client=client,
-            now=args.now,
-            concurrency=args.concurrency,
-            rate=args.rate,
-            message_rate=args.message_rate,
-            progress=bool(args.progress),
-            allow_partial=args.allow_partial,
-        ),
+        lambda client: dispatch(args.journal, client=client, **run_options(args)),
         required=True,
     )
     if isinstance(outcome, int):

@@ -13,7 +13,8 @@ is in doubt or could not be sent, 1 error (one line on stderr), 2 usage.
 from __future__ import annotations
 
 import argparse
-import os
+
+from .journalled import add_journal_argument, add_run_arguments
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -26,14 +27,7 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``resend`` options to ``parser``."""
-    default = os.environ.get("MASSIVA_JOURNAL") or None
-    parser.add_argument(
-        "--journal",
-        required=default is None,
-        default=default,
-        metavar="PATH|URL",
-        help="the send journal: a SQLite file or a postgresql:// URL (default: $MASSIVA_JOURNAL)",
-    )
+    add_journal_argument(parser)
     parser.add_argument(
         "--log", required=True, metavar="LOGDIR", help="the receiver's log directory"
     )
@@ -61,21 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would be sent; send and write nothing"
     )
-    parser.add_argument(
-        "--out", metavar="FILE", help="write the journal's results (.parquet or .csv)"
-    )
-    parser.add_argument(
-        "--now", metavar="TIME", help="take this as the current time (America/Caracas)"
-    )
-    parser.add_argument("--concurrency", type=int, help="requests in flight (the send's)")
-    parser.add_argument("--rate", type=float, help="most requests per second")
-    parser.add_argument("--message-rate", type=float, help="most messages per second")
-    parser.add_argument(
-        "--allow-partial", action="store_true", help="credits short: send the rows that fit"
-    )
-    parser.add_argument("--base-url", help="API base URL (default: $MASSIVA_BASE_URL)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="read timeout, s (30)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_run_arguments(parser)
 
 
 def _duration_problem(value: str | None) -> str | None:
@@ -109,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         return error("resend", problem, EXIT_USAGE)
 
     from ..followup import resend
-    from .send import exit_code, run_journalled
+    from .journalled import run_journalled, run_options
+    from .send import exit_code
 
     outcome = run_journalled(
         "resend",
@@ -121,14 +102,9 @@ def run(args: argparse.Namespace) -> int:
             campaign=args.campaign,
             states=args.states,
             pending_after=args.pending_after,
-            now=args.now,
             dry_run=args.dry_run,
             resend_unknown=args.resend_unknown,
-            concurrency=args.concurrency,
-            rate=args.rate,
-            message_rate=args.message_rate,
-            progress=bool(args.progress),
-            allow_partial=args.allow_partial,
+            **run_options(args),
         ),
         required=not args.dry_run,
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,62 +187,6 @@ def send_options(
         "transliterate": args.transliterate,
         **validation_options(args),
     }
-
-
-def run_journalled(
-    command: str,
-    args: argparse.Namespace,
-    call: Callable[[MassivaClient | None], pd.DataFrame],
-    *,
-    required: bool,
-) -> pd.DataFrame | int:
-    """Run ``call(client)`` on ``args.journal``; write its results to ``args.out`` (if
-    given) and print their summary.
-
-    What ``dispatch`` and ``resend`` share: ``--out`` is checked before the client is made
-    (``required``: without credentials it is an error), the results of a run stopped
-    mid-way are still written, and results that cannot be written are kept in the journal.
-
-    Returns
-    -------
-    DataFrame or int
-        The results, or the exit code of a failure already reported on stderr.
-    """
-    from ..cli import error, failure_errors, one_line
-    from ..outputs import check_output, write_table
-
-    out = None if args.out is None else Path(args.out)
-    errors = failure_errors()
-    client = None
-    try:
-        if out is not None:
-            check_output(out, "--out")
-        client = make_client(args, required=required)
-        results = call(client)
-    except errors as exc:
-        partial = getattr(exc, "results", None)
-        if partial is not None and out is not None:
-            try:
-                write_table(partial, out)
-            except errors as write_exc:
-                error(command, f"cannot write --out {out}: {one_line(write_exc)}")
-        return error(command, exc)
-    finally:
-        if client is not None:
-            client.close()
-    try:
-        if out is not None:
-            write_table(results, out)
-    except errors as exc:
-        print_summary(results, out=None)
-        return error(
-            command,
-            f"cannot write --out {out}: {one_line(exc)}; nothing is lost: the results are in the "
-            f"journal {args.journal}: load them with "
-            f"mf.results_from_journal({str(args.journal)!r})",
-        )
-    print_summary(results, out=out)
-    return results
 
 
 def print_summary(results: pd.DataFrame, *, out: Path | None) -> None:
