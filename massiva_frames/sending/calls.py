@@ -4,6 +4,9 @@ input prepared for the outbox, its run finished.
 :func:`~massiva_frames.sending.campaign.send` (one DataFrame) and
 :func:`~massiva_frames.sending.streaming.send_stream` (a source read chunk by chunk) both
 go through these steps, so one frame sent either way gives the same results.
+:func:`~massiva_frames.sending.campaign.dispatch` and follow-up sends
+(:mod:`.resending`) run on a journal's rows with the settings their send recorded
+(:func:`stored_options`).
 """
 
 from __future__ import annotations
