@@ -169,9 +169,8 @@ def test_account_error_mid_run_writes_what_was_sent(
     assert "accepted" in stdout
 
 
-def test_dispatch_sends_what_is_due(
-    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def send_for_later(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[str, int, str]:
+    """Send GOOD for 2030-01-07 09:00 (Caracas): the journal, the exit code, stdout."""
     source = write_csv(tmp_path / "in.csv", GOOD)
     journal = str(tmp_path / "j.db")
     code, stdout, _ = run_cli(
@@ -179,6 +178,20 @@ def test_dispatch_sends_what_is_due(
         "--out", str(tmp_path / "r.parquet"), "--journal", journal,
         "--send-at", "2030-01-07 09:00", "--window", "08:00-20:00",
     )  # fmt: skip
+    return journal, code, stdout
+
+
+def disk_full(self: pd.DataFrame, path: object, *args: object, **kwargs: object) -> None:
+    """``DataFrame.to_parquet`` on a full disk."""
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_dispatch_sends_what_is_due(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal, code, stdout = send_for_later(capsys, tmp_path)
     # scheduled for later is what was asked: not a row to look at
     assert code == EXIT_OK and "not_due" in stdout and sends(sb) == 0
     assert "3 message(s) scheduled for later (massiva-frames dispatch)" in stdout
@@ -196,6 +209,32 @@ def test_dispatch_sends_what_is_due(
     code, _, err = run_cli(capsys, "dispatch", "--journal", str(tmp_path / "nope.db"))
     assert code == EXIT_FAILURE
     assert err.startswith("massiva-frames dispatch: error: journal not found")
+
+
+def test_dispatch_whose_out_cannot_be_written_points_to_its_journal(
+    sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills before dispatch writes --out: what it sent stays in the journal."""
+    from massiva_frames.sending.campaign import results_from_journal
+
+    journal, code, _ = send_for_later(capsys, tmp_path)
+    assert code == EXIT_OK and sends(sb) == 0
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    out = tmp_path / "after.parquet"
+    code, stdout, err = run_cli(
+        capsys, "dispatch", "--journal", journal, "--now", "2030-01-07 09:00", "--out", str(out)
+    )
+    assert code == EXIT_FAILURE and sends(sb) == 1
+    assert "accepted" in stdout and "results written" not in stdout  # the summary, no file
+    assert err.startswith(f"massiva-frames dispatch: error: cannot write --out {out}: ")
+    assert "No space left on device" in err
+    assert err.rstrip().endswith(
+        f"; nothing is lost: the results are in the journal {journal}: load them with "
+        f"mf.results_from_journal({journal!r})"
+    )
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    assert list(results_from_journal(journal)["state"]) == ["accepted"] * 3
 
 
 def test_console_script_in_a_subprocess(sb: Sandbox, tmp_path: Path) -> None:
@@ -375,16 +414,11 @@ def test_a_failed_write_loses_no_results(
     sb: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The disk fills between the check and the write: the journal keeps the results."""
-    import errno
-
     from massiva_frames.sending.campaign import results_from_journal
 
     source = write_csv(tmp_path / "in.csv", GOOD)
     out = tmp_path / "r.parquet"
     real = pd.DataFrame.to_parquet
-
-    def disk_full(self: pd.DataFrame, path: object, *args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
     argv = ["send", str(source), "--phone", "telefono", "--template", "Hola {nombre}"]

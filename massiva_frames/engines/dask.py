@@ -32,6 +32,7 @@ from ..prepare.partitions import (
     check_rows,
     duplicate_key,
     empty_checked,
+    estimate_columns,
     finish_estimate,
     mark_duplicates,
     partition_counts,
@@ -161,14 +162,7 @@ def estimate(validated: Any, *, max_phones: int = DEFAULT_MAX_PHONES) -> dict[st
     dd = _dd()
     if not isinstance(validated, dd.DataFrame):
         raise InputError(f"validated: expected a dask DataFrame, got {type(validated).__name__}")
-    missing = [c for c in ("valid", "state", "parts", "segments") if c not in validated.columns]
-    if missing:
-        raise InputError(f"validated: column {missing[0]!r} missing; pass what validate returns")
+    read = estimate_columns(validated.columns)
     meta = pd.DataFrame({c: pd.Series([], dtype="int64") for c in COUNT_COLUMNS})
-    sums = (
-        validated[["valid", "state", "parts", "segments"]]
-        .map_partitions(partition_counts, meta=meta)
-        .sum()
-        .compute()
-    )
-    return finish_estimate({c: int(sums[c]) for c in COUNT_COLUMNS}, max_phones=max_phones)
+    sums = validated[read].map_partitions(partition_counts, meta=meta).sum().compute()
+    return finish_estimate(sums, max_phones=max_phones)

@@ -35,6 +35,7 @@ from ..prepare.partitions import (
     check_rows,
     duplicate_key,
     empty_checked,
+    estimate_columns,
     finish_estimate,
     partition_counts,
 )
@@ -186,13 +187,8 @@ def estimate(validated: Any, *, max_phones: int = DEFAULT_MAX_PHONES) -> dict[st
     sql = _sql()
     if not isinstance(validated, sql.DataFrame):
         raise InputError(f"validated: expected a pyspark DataFrame, got {type(validated)}")
-    missing = [c for c in ("valid", "state", "parts", "segments") if c not in validated.columns]
-    if missing:
-        raise InputError(f"validated: column {missing[0]!r} missing; pass what validate returns")
+    read = estimate_columns(validated.columns)
     schema = ", ".join(f"{c} long" for c in COUNT_COLUMNS)
-    counts = validated.select("valid", "state", "parts", "segments").mapInPandas(
-        _count_batches, schema
-    )
+    counts = validated.select(*read).mapInPandas(_count_batches, schema)
     row = counts.agg(*[sql.functions.sum(c).alias(c) for c in COUNT_COLUMNS]).collect()[0]
-    sums = {c: int(row[c] or 0) for c in COUNT_COLUMNS}
-    return finish_estimate(sums, max_phones=max_phones)
+    return finish_estimate(row.asDict(), max_phones=max_phones)

@@ -15,7 +15,7 @@ validated frame needs, from sums an engine adds up over its partitions.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,11 +29,13 @@ __all__ = [
     "COUNT_COLUMNS",
     "DUPLICATE_REASON",
     "DUPLICATE_STATE",
+    "ESTIMATE_COLUMNS",
     "check_options",
     "check_rows",
     "duplicate_key",
     "empty_checked",
     "estimate",
+    "estimate_columns",
     "finish_estimate",
     "mark_duplicates",
     "partition_counts",
@@ -45,6 +47,8 @@ DUPLICATE_STATE: str = Reason.DUPLICATE.state
 
 #: The sums :func:`partition_counts` returns, in order.
 COUNT_COLUMNS = ("rows", "ready", "invalid", "suppressed", "messages", "segments")
+#: The columns of a validated frame :func:`partition_counts` reads, in order.
+ESTIMATE_COLUMNS = ("valid", "state", "parts", "segments")
 
 # The dtypes validate gives the columns it adds (see validation._assemble).
 _STRING = pd.StringDtype("pyarrow")
@@ -166,6 +170,22 @@ def mark_duplicates(checked: pd.DataFrame, duplicate: Any) -> pd.DataFrame:
     return out
 
 
+def estimate_columns(columns: Iterable[Hashable]) -> list[str]:
+    """The columns an estimate reads (:data:`ESTIMATE_COLUMNS`), once ``columns`` (a
+    validated frame's, in any engine) are known to hold them all.
+
+    Raises
+    ------
+    InputError
+        Naming the first one missing: the frame is not what ``validate`` returns.
+    """
+    present = set(columns)
+    missing = [c for c in ESTIMATE_COLUMNS if c not in present]
+    if missing:
+        raise InputError(f"validated: column {missing[0]!r} missing; pass what validate returns")
+    return list(ESTIMATE_COLUMNS)
+
+
 def partition_counts(validated: pd.DataFrame) -> pd.DataFrame:
     """The sums behind :func:`finish_estimate` for one partition (a one-row frame).
 
@@ -188,14 +208,15 @@ def partition_counts(validated: pd.DataFrame) -> pd.DataFrame:
 
 
 def finish_estimate(
-    sums: Mapping[str, int], *, max_phones: int = DEFAULT_MAX_PHONES
+    sums: Mapping[str, int | None] | pd.Series, *, max_phones: int = DEFAULT_MAX_PHONES
 ) -> dict[str, int]:
     """Requests and credits from the sums of :func:`partition_counts` over every partition.
 
     Parameters
     ----------
-    sums : mapping
-        ``rows``, ``ready``, ``invalid``, ``suppressed``, ``messages``, ``segments``.
+    sums : mapping or Series
+        ``rows``, ``ready``, ``invalid``, ``suppressed``, ``messages``, ``segments``
+        (a sum of None, what Spark gives over no rows, counts as 0).
     max_phones : int, default 500
         Phones per request, as for :func:`~massiva_frames.prepare.batching.plan_batches`.
 
@@ -210,7 +231,7 @@ def finish_estimate(
     """
     if not isinstance(max_phones, int) or max_phones < 1:
         raise InputError(f"max_phones: expected a positive integer, got {max_phones!r}")
-    out = {name: int(sums[name]) for name in COUNT_COLUMNS}
+    out = {name: int(sums[name] or 0) for name in COUNT_COLUMNS}
     out["credits"] = out["messages"]
     out["requests"] = math.ceil(out["messages"] / max_phones)
     return out
@@ -225,5 +246,4 @@ def estimate(validated: pd.DataFrame, *, max_phones: int = DEFAULT_MAX_PHONES) -
     >>> estimate(validate(df, phone="tel", text="msg"), max_phones=500)["credits"]
     2
     """
-    sums = partition_counts(validated).iloc[0]
-    return finish_estimate({k: int(sums[k]) for k in COUNT_COLUMNS}, max_phones=max_phones)
+    return finish_estimate(partition_counts(validated).iloc[0], max_phones=max_phones)

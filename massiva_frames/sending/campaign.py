@@ -53,8 +53,16 @@ from typing import TYPE_CHECKING, Any, overload
 import pandas as pd
 
 from ..errors import InputError
-from .calls import check_options, default_client, finish, open_journal
-from .due import SendOptions, make_clock, mark_too_long_for_get, send_due
+from .calls import (
+    check_options,
+    finish,
+    open_client,
+    opened_journal,
+    plan_run,
+    require_existing_journal,
+    stored_options,
+)
+from .due import make_clock, mark_too_long_for_get, send_due
 from .journal.postgres_url import is_postgres_url
 from .journal.sqlite import results_from_journal as _results_from_file
 from .loop import ProgressArg
@@ -275,10 +283,7 @@ def send(
     from ..prepare.validation import validate
 
     validated = validate(df, phone=phone, text=text, template=template, **validate_options)
-    own_client = client is None
-    if client is None:
-        client = default_client(method, required=not dry_run)
-    verb = str(method or (client.method if client is not None else "POST")).upper()
+    client, own_client, verb = open_client(client, method, dry_run=dry_run)
     if verb == "GET":
         # A row too long for any GET URL becomes invalid (url_too_long) before journalling.
         validated = mark_too_long_for_get(
@@ -286,41 +291,15 @@ def send(
         )
     campaign_key = "" if campaign is None else str(campaign)
     rows, messages = prepare_rows(df, validated, campaign=campaign_key, key=key, send_at=send_at)
-    settings = {
-        "campaign": campaign,
-        "phone": phone,
-        "text": text,
-        "template": template,
-        "key": key,
-        "validate_options": validate_options,
-        "method": verb,
-        "max_phones": max_phones,
-        "group": group,
-        "window": None if win is None else [t.isoformat() for t in win],
-        "concurrency": concurrency,
-        "rate": rate,
-        "message_rate": message_rate,
-    }
-    opts = SendOptions(
-        client=client,
-        method=verb,
-        max_phones=max_phones,
-        group=group,
-        window=win,
-        clock=clock,
-        concurrency=concurrency,
-        rate=rate,
+    settings, opts = plan_run(
+        client=client, verb=verb, window=win, clock=clock, progress=progress,
+        allow_partial=allow_partial, dry_run=dry_run, campaign=campaign, phone=phone,
+        text=text, template=template, key=key, validate_options=validate_options,
+        max_phones=max_phones, group=group, concurrency=concurrency, rate=rate,
         message_rate=message_rate,
-        progress=progress,
-        allow_partial=allow_partial,
-        dry_run=dry_run,
-    )
-    jr = open_journal(journal, dry_run)
+    )  # fmt: skip
     try:
-        with jr:  # closed on exit; its storage errors leave as JournalError
-            if not dry_run:
-                jr.lock()
-            jr.verify()  # a damaged journal refuses before anything is written
+        with opened_journal(journal, dry_run) as jr:
             # One commit for the recovery, the run and the rows with their messages: a
             # journal whose key index misses an added message rolls it all back.
             with jr.transaction():
@@ -350,11 +329,7 @@ def send(
                 results = own_results(jr, stored, messages, first, df.index, answered)
             else:
                 results = jr.results(index=df.index)
-            results = finish(jr, run, summary, results)
-            if stop is not None:
-                stop.results = results  # type: ignore[attr-defined]
-                raise stop
-            return results
+            return finish(jr, run, summary, results, stop)
     finally:
         if own_client and client is not None:
             client.close()
@@ -409,49 +384,22 @@ def dispatch(
     >>> results = dispatch("sends.db")  # doctest: +SKIP
     >>> results.attrs["send"]["requests"]  # doctest: +SKIP
     """
-    if is_postgres_url(journal):
-        from .journal.postgres import require_journal
-
-        require_journal(str(journal))
-    elif not os.path.exists(journal):
-        raise InputError(f"journal not found: {os.fspath(journal)}")
+    require_existing_journal(journal)
     own_client = client is None
-    jr = open_journal(journal, dry_run=False)
     try:
-        with jr:  # closed on exit; its storage errors leave as JournalError
-            jr.lock()
-            jr.verify()  # a damaged journal refuses before anything is written
+        with opened_journal(journal, dry_run=False) as jr:
             settings: dict[str, Any] = jr.get_meta("settings") or {}
-            conc = int(concurrency or settings.get("concurrency") or 4)
-            check_options(conc, int(settings.get("max_phones") or 500))
-            if client is None:
-                client = default_client(settings.get("method"), required=True)
-            assert client is not None
-            opts = SendOptions(
-                client=client,
-                method=str(settings.get("method") or client.method).upper(),
-                max_phones=int(settings.get("max_phones") or 500),
-                group=settings.get("group"),
-                window=parse_window(settings.get("window")),
-                clock=make_clock(now),
-                concurrency=conc,
-                rate=rate if rate is not None else settings.get("rate"),
-                message_rate=message_rate
-                if message_rate is not None
-                else settings.get("message_rate"),
-                progress=progress,
-                allow_partial=allow_partial,
-                dry_run=False,
-            )
+            opts = stored_options(
+                settings, client=client, clock=make_clock(now), concurrency=concurrency,
+                rate=rate, message_rate=message_rate, progress=progress,
+                allow_partial=allow_partial, dry_run=False,
+            )  # fmt: skip
+            client = opts.client
             recovered = jr.recover()
             run = jr.start_run("dispatch")
             summary, stop, _ = send_due(jr, jr.pending(), None, opts)
             summary.update(recovered_unknown=recovered)
-            results = finish(jr, run, summary, jr.results())
-            if stop is not None:
-                stop.results = results  # type: ignore[attr-defined]
-                raise stop
-            return results
+            return finish(jr, run, summary, jr.results(), stop)
     finally:
         if own_client and client is not None:
             client.close()

@@ -34,11 +34,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .calls import check_options, default_client, finish, open_journal
-from .due import SendOptions, make_clock, send_due
-from .journal.postgres_url import is_postgres_url
+from .calls import finish, opened_journal, require_existing_journal, stored_options
+from .due import make_clock, send_due
 from .loop import ProgressArg
-from .scheduling import parse_window
 
 if TYPE_CHECKING:
     from ..wire.client import MassivaClient
@@ -278,19 +276,10 @@ def resend_messages(
     final = _statuses(statuses)
     clock = make_clock(now)
     overdue_before = _overdue_before(pending_after, clock())
-    if is_postgres_url(journal):
-        from .journal.postgres import require_journal
-
-        require_journal(str(journal))
-    elif not os.path.exists(journal):
-        raise InputError(f"journal not found: {os.fspath(journal)}")
+    require_existing_journal(journal)
     own_client = client is None
-    jr = open_journal(journal, dry_run)
     try:
-        with jr:  # closed on exit; its storage errors leave as JournalError
-            if not dry_run:
-                jr.lock()
-            jr.verify()  # a damaged journal refuses before anything is written
+        with opened_journal(journal, dry_run) as jr:
             settings: dict[str, Any] = jr.get_meta("settings") or {}
             if campaign is None:
                 name = settings.get("campaign")
@@ -319,27 +308,12 @@ def resend_messages(
                     "rows failed (is the log directory the receiver's?); pending_after "
                     "resends the rows left without one"
                 )
-            conc = int(concurrency or settings.get("concurrency") or 4)
-            max_phones = int(settings.get("max_phones") or 500)
-            check_options(conc, max_phones)
-            if client is None:
-                client = default_client(settings.get("method"), required=not dry_run)
-            opts = SendOptions(
-                client=client,
-                method=str(settings.get("method") or (client.method if client else "POST")).upper(),
-                max_phones=max_phones,
-                group=settings.get("group"),
-                window=parse_window(settings.get("window")),
-                clock=clock,
-                concurrency=conc,
-                rate=rate if rate is not None else settings.get("rate"),
-                message_rate=message_rate
-                if message_rate is not None
-                else settings.get("message_rate"),
-                progress=progress,
-                allow_partial=allow_partial,
-                dry_run=dry_run,
-            )
+            opts = stored_options(
+                settings, client=client, clock=clock, concurrency=concurrency,
+                rate=rate, message_rate=message_rate, progress=progress,
+                allow_partial=allow_partial, dry_run=dry_run,
+            )  # fmt: skip
+            client = opts.client
             run = jr.start_run("dry_run" if dry_run else "resend")
             attempts, queued, counts = choose(
                 messages,
@@ -359,12 +333,9 @@ def resend_messages(
                 statuses_matched=matched,
                 resend=counts.as_dict(),
             )
-            results = finish(jr, run, summary, jr.results())
+            results = jr.results()
             results.attrs["resend"] = counts.as_dict()
-            if stop is not None:
-                stop.results = results  # type: ignore[attr-defined]
-                raise stop
-            return results
+            return finish(jr, run, summary, results, stop)
     finally:
         if own_client and client is not None:
             client.close()

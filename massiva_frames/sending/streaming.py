@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, InsufficientCreditsError, MassivaError
-from .calls import check_options, default_client, open_journal, prepare_frame
+from .calls import check_options, open_client, opened_journal, plan_run, prepare_frame
 from .due import SendOptions, make_clock, send_due
 from .journal.backend import JournalBackend
 from .loop import ProgressArg
@@ -218,10 +218,7 @@ group, allow_partial, resend_unknown, method, max_phones, now, **validate_option
     if isinstance(send_at, (list, tuple, pd.Series, pd.Index, np.ndarray)):
         raise InputError("a streamed send takes send_at as one time or a column name")
     win = parse_window(window)
-    own_client = client is None
-    if client is None:
-        client = default_client(method, required=not dry_run)
-    verb = str(method or (client.method if client is not None else "POST")).upper()
+    client, own_client, verb = open_client(client, method, dry_run=dry_run)
     campaign_key = "" if campaign is None else str(campaign)
 
     def prepare(chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -243,44 +240,19 @@ group, allow_partial, resend_unknown, method, max_phones, now, **validate_option
         except InputError as exc:
             raise InputError(f"{chunk.where}: {exc}") from exc
 
-    settings = {
-        "campaign": campaign,
-        "phone": phone,
-        "text": text,
-        "template": template,
-        "key": key,
-        "validate_options": validate_options,
-        "method": verb,
-        "max_phones": max_phones,
-        "group": group,
-        "window": None if win is None else [t.isoformat() for t in win],
-        "concurrency": concurrency,
-        "rate": rate,
-        "message_rate": message_rate,
-    }
-    opts = SendOptions(
-        client=client,
-        method=verb,
-        max_phones=max_phones,
-        group=group,
-        window=win,
-        clock=make_clock(now),
-        concurrency=concurrency,
-        rate=rate,
+    # the chunks' own run is never a dry one (a dry run stops after the pre-flight)
+    settings, opts = plan_run(
+        client=client, verb=verb, window=win, clock=make_clock(now), progress=False,
+        allow_partial=allow_partial, dry_run=False, campaign=campaign, phone=phone,
+        text=text, template=template, key=key, validate_options=validate_options,
+        max_phones=max_phones, group=group, concurrency=concurrency, rate=rate,
         message_rate=message_rate,
-        progress=False,
-        allow_partial=allow_partial,
-        dry_run=False,
-    )
+    )  # fmt: skip
     summary = StreamSummary(out=os.fspath(out), dry_run=dry_run)
-    jr = open_journal(journal, dry_run)
     spilled = ""
     wheres: list[str] = []
     try:
-        with contextlib.ExitStack() as stack, jr:
-            if not dry_run:
-                jr.lock()
-            jr.verify()
+        with contextlib.ExitStack() as stack, opened_journal(journal, dry_run) as jr:
             recovered = jr.recover() if not dry_run else 0
             ctx = _Context(
                 jr, opts, prepare, settings, campaign_key, key, Path(out), resend_unknown

@@ -12,8 +12,8 @@ file has the send's ``input_line`` column when the send came from the command li
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
+
+from .journalled import add_journal_argument, add_run_arguments
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -25,29 +25,8 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``dispatch`` options to ``parser``."""
-    default = os.environ.get("MASSIVA_JOURNAL") or None
-    parser.add_argument(
-        "--journal",
-        required=default is None,
-        default=default,
-        metavar="PATH|URL",
-        help="the send journal: a SQLite file or a postgresql:// URL (default: $MASSIVA_JOURNAL)",
-    )
-    parser.add_argument(
-        "--out", metavar="FILE", help="write the journal's results (.parquet or .csv)"
-    )
-    parser.add_argument(
-        "--now", metavar="TIME", help="take this as the current time (America/Caracas)"
-    )
-    parser.add_argument("--concurrency", type=int, help="requests in flight (the send's)")
-    parser.add_argument("--rate", type=float, help="most requests per second")
-    parser.add_argument("--message-rate", type=float, help="most messages per second")
-    parser.add_argument(
-        "--allow-partial", action="store_true", help="credits short: send the rows that fit"
-    )
-    parser.add_argument("--base-url", help="API base URL (default: $MASSIVA_BASE_URL)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="read timeout, s (30)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_journal_argument(parser)
+    add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     >>> main(["dispatch", "--journal", "sends.db"])  # doctest: +SKIP
     0
     """
-    from ..cli import EXIT_USAGE, error, one_line
+    from ..cli import EXIT_USAGE, error
     from ..outputs import suffix_problem
 
     problem = suffix_problem(args.out, "--out")
@@ -66,48 +45,15 @@ def run(args: argparse.Namespace) -> int:
         return error("dispatch", problem, EXIT_USAGE)
 
     from ...sending.campaign import dispatch
-    from ..cli import failure_errors
-    from ..outputs import check_output, write_table
-    from .send import exit_code, make_client, print_summary
+    from .journalled import run_journalled, run_options
+    from .send import exit_code
 
-    out = None if args.out is None else Path(args.out)
-    errors = failure_errors()
-    client = None
-    try:
-        if out is not None:
-            check_output(out, "--out")
-        client = make_client(args, required=True)
-        results = dispatch(
-            args.journal,
-            client=client,
-            now=args.now,
-            concurrency=args.concurrency,
-            rate=args.rate,
-            message_rate=args.message_rate,
-            progress=bool(args.progress),
-            allow_partial=args.allow_partial,
-        )
-    except errors as exc:
-        partial = getattr(exc, "results", None)
-        if partial is not None and out is not None:
-            try:
-                write_table(partial, out)
-            except errors as write_exc:
-                error("dispatch", f"cannot write --out {out}: {one_line(write_exc)}")
-        return error("dispatch", exc)
-    finally:
-        if client is not None:
-            client.close()
-    try:
-        if out is not None:
-            write_table(results, out)
-    except errors as exc:
-        print_summary(results, out=None)
-        return error(
-            "dispatch",
-            f"cannot write --out {out}: {one_line(exc)}; nothing is lost: the results are in the "
-            f"journal {args.journal}: load them with "
-            f"mf.results_from_journal({str(args.journal)!r})",
-        )
-    print_summary(results, out=out)
-    return exit_code(results.attrs.get("send", {}))
+    outcome = run_journalled(
+        "dispatch",
+        args,
+        lambda client: dispatch(args.journal, client=client, **run_options(args)),
+        required=True,
+    )
+    if isinstance(outcome, int):
+        return outcome
+    return exit_code(outcome.attrs.get("send", {}))

@@ -13,8 +13,8 @@ is in doubt or could not be sent, 1 error (one line on stderr), 2 usage.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
+
+from .journalled import add_journal_argument, add_run_arguments
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -27,14 +27,7 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``resend`` options to ``parser``."""
-    default = os.environ.get("MASSIVA_JOURNAL") or None
-    parser.add_argument(
-        "--journal",
-        required=default is None,
-        default=default,
-        metavar="PATH|URL",
-        help="the send journal: a SQLite file or a postgresql:// URL (default: $MASSIVA_JOURNAL)",
-    )
+    add_journal_argument(parser)
     parser.add_argument(
         "--log", required=True, metavar="LOGDIR", help="the receiver's log directory"
     )
@@ -62,21 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would be sent; send and write nothing"
     )
-    parser.add_argument(
-        "--out", metavar="FILE", help="write the journal's results (.parquet or .csv)"
-    )
-    parser.add_argument(
-        "--now", metavar="TIME", help="take this as the current time (America/Caracas)"
-    )
-    parser.add_argument("--concurrency", type=int, help="requests in flight (the send's)")
-    parser.add_argument("--rate", type=float, help="most requests per second")
-    parser.add_argument("--message-rate", type=float, help="most messages per second")
-    parser.add_argument(
-        "--allow-partial", action="store_true", help="credits short: send the rows that fit"
-    )
-    parser.add_argument("--base-url", help="API base URL (default: $MASSIVA_BASE_URL)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="read timeout, s (30)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_run_arguments(parser)
 
 
 def _duration_problem(value: str | None) -> str | None:
@@ -102,66 +81,37 @@ def run(args: argparse.Namespace) -> int:
     >>> main(["resend", "--journal", "sends.db", "--log", "logs"])  # doctest: +SKIP
     0
     """
-    from ..cli import EXIT_USAGE, error, one_line
+    from ..cli import EXIT_USAGE, error
     from ..outputs import suffix_problem
 
     problem = suffix_problem(args.out, "--out") or _duration_problem(args.pending_after)
     if problem is not None:
         return error("resend", problem, EXIT_USAGE)
 
-    from ..cli import failure_errors
     from ..followup import resend
-    from ..outputs import check_output, write_table
-    from .send import exit_code, make_client, print_summary
+    from .journalled import run_journalled, run_options
+    from .send import exit_code
 
-    out = None if args.out is None else Path(args.out)
-    errors = failure_errors()
-    client = None
-    try:
-        if out is not None:
-            check_output(out, "--out")
-        client = make_client(args, required=not args.dry_run)
-        results = resend(
+    outcome = run_journalled(
+        "resend",
+        args,
+        lambda client: resend(
             args.journal,
             args.log,
             client=client,
             campaign=args.campaign,
             states=args.states,
             pending_after=args.pending_after,
-            now=args.now,
             dry_run=args.dry_run,
             resend_unknown=args.resend_unknown,
-            concurrency=args.concurrency,
-            rate=args.rate,
-            message_rate=args.message_rate,
-            progress=bool(args.progress),
-            allow_partial=args.allow_partial,
-        )
-    except errors as exc:
-        partial = getattr(exc, "results", None)
-        if partial is not None and out is not None:
-            try:
-                write_table(partial, out)
-            except errors as write_exc:
-                error("resend", f"cannot write --out {out}: {one_line(write_exc)}")
-        return error("resend", exc)
-    finally:
-        if client is not None:
-            client.close()
-    try:
-        if out is not None:
-            write_table(results, out)
-    except errors as exc:
-        print_summary(results, out=None)
-        return error(
-            "resend",
-            f"cannot write --out {out}: {one_line(exc)}; nothing is lost: the results are in the "
-            f"journal {args.journal}: load them with "
-            f"mf.results_from_journal({str(args.journal)!r})",
-        )
-    print_summary(results, out=out)
-    print(decided_line(results.attrs.get("resend", {}), dry_run=args.dry_run), flush=True)
-    return exit_code(results.attrs.get("send", {}))
+            **run_options(args),
+        ),
+        required=not args.dry_run,
+    )
+    if isinstance(outcome, int):
+        return outcome
+    print(decided_line(outcome.attrs.get("resend", {}), dry_run=args.dry_run), flush=True)
+    return exit_code(outcome.attrs.get("send", {}))
 
 
 def decided_line(counts: dict[str, int], *, dry_run: bool) -> str:

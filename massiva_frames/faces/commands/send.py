@@ -156,6 +156,39 @@ def make_client(args: argparse.Namespace, *, required: bool) -> MassivaClient | 
         return None
 
 
+def send_options(
+    args: argparse.Namespace, *, journal: str | None, window: tuple[str, str] | None
+) -> dict[str, Any]:
+    """The keyword arguments of ``send`` (and ``send_stream``) the flags ask for, but the
+    client, the opt-out list and the streamed source's own ones."""
+    from .validate import validation_options
+
+    return {
+        "phone": args.phone,
+        "text": args.text,
+        "template": args.template,
+        "journal": journal,
+        "campaign": args.campaign,
+        "key": args.key,
+        "dry_run": args.dry_run,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "message_rate": args.message_rate,
+        "send_at": args.send_at,
+        "window": window,
+        "group": args.group,
+        "progress": not args.no_progress,
+        "allow_partial": args.allow_partial,
+        "resend_unknown": args.resend_unknown,
+        "method": args.method,
+        "max_phones": args.max_phones,
+        "long_text": args.long_text,
+        "dedupe": None if args.dedupe == "none" else args.dedupe,
+        "transliterate": args.transliterate,
+        **validation_options(args),
+    }
+
+
 def print_summary(results: pd.DataFrame, *, out: Path | None) -> None:
     """Counts by state (and reason) and this run's figures, on stdout."""
     counts = (
@@ -355,7 +388,8 @@ def run(args: argparse.Namespace) -> int:
 
     if streams(args):
         try:
-            return run_streamed(args, _window(args.window), make_client)
+            options = send_options(args, journal=args.journal, window=_window(args.window))
+            return run_streamed(args, options, make_client)
         except ValueError as exc:
             return error("send", exc, EXIT_USAGE)
     problem = suffix_problem(args.out, "--out")
@@ -376,7 +410,6 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import failure_errors
     from ..inputs import note_input, read_input, read_phone_list, require_columns
     from ..outputs import check_output, remove_journal, temporary_journal, write_table
-    from .validate import validation_options
 
     out = Path(args.out)
     errors = failure_errors()
@@ -407,30 +440,7 @@ def run(args: argparse.Namespace) -> int:
     client = None
     try:
         client = make_client(args, required=not args.dry_run)
-        options: dict[str, Any] = {
-            "phone": args.phone,
-            "text": args.text,
-            "template": args.template,
-            "journal": journal,
-            "campaign": args.campaign,
-            "key": args.key,
-            "dry_run": args.dry_run,
-            "concurrency": args.concurrency,
-            "rate": args.rate,
-            "message_rate": args.message_rate,
-            "send_at": args.send_at,
-            "window": window,
-            "group": args.group,
-            "progress": not args.no_progress,
-            "allow_partial": args.allow_partial,
-            "resend_unknown": args.resend_unknown,
-            "method": args.method,
-            "max_phones": args.max_phones,
-            "long_text": args.long_text,
-            "dedupe": None if args.dedupe == "none" else args.dedupe,
-            "transliterate": args.transliterate,
-            **validation_options(args),
-        }
+        options = send_options(args, journal=journal, window=window)
         if suppress is not None:
             options["suppress"] = suppress
         results = send(df, client=client, **options)

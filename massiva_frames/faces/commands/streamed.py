@@ -34,16 +34,16 @@ def streams(args: argparse.Namespace) -> bool:
 
 def run_streamed(
     args: argparse.Namespace,
-    window: tuple[str, str] | None,
+    options: dict[str, Any],
     make_client: Callable[..., MassivaClient | None],
 ) -> int:
     """Send ``args.input`` chunk by chunk into the ``args.out`` dataset; the exit code.
 
+    ``options`` are the keyword arguments the flags ask for (``send``'s), and
     ``make_client(args, required=...)`` builds the client as ``send`` does."""
     from ...sending.streaming import send_stream
     from ..cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, error, failure_errors
     from ..inputs import read_phone_list
-    from .validate import validation_options
 
     if args.journal is None and not args.dry_run:
         return error(
@@ -56,32 +56,8 @@ def run_streamed(
     errors = failure_errors()
     client = None
     try:
-        options: dict[str, Any] = {
-            "phone": args.phone,
-            "text": args.text,
-            "template": args.template,
-            "journal": args.journal,
-            "campaign": args.campaign,
-            "key": args.key,
-            "dry_run": args.dry_run,
-            "concurrency": args.concurrency,
-            "rate": args.rate,
-            "message_rate": args.message_rate,
-            "send_at": args.send_at,
-            "window": window,
-            "group": args.group,
-            "progress": not args.no_progress,
-            "allow_partial": args.allow_partial,
-            "resend_unknown": args.resend_unknown,
-            "method": args.method,
-            "max_phones": args.max_phones,
-            "long_text": args.long_text,
-            "dedupe": None if args.dedupe == "none" else args.dedupe,
-            "transliterate": args.transliterate,
-            **validation_options(args),
-        }
         if args.suppress:
-            options["suppress"] = read_phone_list(args.suppress)
+            options = {**options, "suppress": read_phone_list(args.suppress)}
         client = make_client(args, required=not args.dry_run)
         summary = send_stream(
             args.input,
