@@ -400,9 +400,12 @@ def render_template(
         literals = [transliterate_str(lit) for lit in literals]
     n = len(df)
     pieces: list[Any] = []
-    missing_at = np.full(n, -1, dtype=np.int64)
-    failed_at = np.full(n, -1, dtype=np.int64)
-    odd_at = np.full(n, -1, dtype=np.int64)
+    # Field positions, -1 for none: the smallest type that holds them (a fresh process
+    # pays for every page it touches; three int64 columns were 24 MB per million rows).
+    at_type = np.int16 if len(fields) < 2**15 else np.int64
+    missing_at = np.full(n, -1, dtype=at_type)
+    failed_at = np.full(n, -1, dtype=at_type)
+    odd_at = np.full(n, -1, dtype=at_type)
     kept_blank = np.zeros(n, dtype=bool)
     facts = literal_facts("".join(literals), n)
     consumed = False  # literals[i] already joined to the previous field's values
