@@ -402,10 +402,10 @@ def render_template(
     pieces: list[Any] = []
     # Field positions, -1 for none: the smallest type that holds them (a fresh process
     # pays for every page it touches; three int64 columns were 24 MB per million rows).
-    at_type = np.int16 if len(fields) < 2**15 else np.int64
-    missing_at = np.full(n, -1, dtype=at_type)
-    failed_at = np.full(n, -1, dtype=at_type)
-    odd_at = np.full(n, -1, dtype=at_type)
+    at_type: type[np.signedinteger[Any]] = np.int16 if len(fields) < 2**15 else np.int64
+    missing_at: np.ndarray[Any, Any] = np.full(n, -1, dtype=at_type)
+    failed_at: np.ndarray[Any, Any] = np.full(n, -1, dtype=at_type)
+    odd_at: np.ndarray[Any, Any] = np.full(n, -1, dtype=at_type)
     kept_blank = np.zeros(n, dtype=bool)
     facts = literal_facts("".join(literals), n)
     consumed = False  # literals[i] already joined to the previous field's values
