@@ -32,6 +32,8 @@ class Sizes:
     streaming_rows: int = 1_000_000
     streaming_kills: int = 10
     streaming_chunk_rows: int = 100_000
+    #: seconds after the first credit moves within which a streamed send is killed
+    streaming_kill_window: float = 0.5
     receiver_kills: int = 10
     receivers_kills: int = 12
     frame_examples: int = 3_000
@@ -55,6 +57,7 @@ QUICK = Sizes(
     streaming_rows=3_000,
     streaming_kills=3,
     streaming_chunk_rows=500,
+    streaming_kill_window=0.1,  # a few 500-row chunks: each kill leaves work for the next
     receiver_kills=3,
     receivers_kills=4,
     frame_examples=300,

@@ -49,7 +49,8 @@ def scenario_killed_stream(sizes: Sizes, workdir: Path, *, seed: int = 0) -> Fig
     chunk) SIGKILLed ``sizes.streaming_kills`` times and restarted until it exits 0 or 3.
 
     Each kill lands while messages go out: the sandbox's credits must have moved since
-    the start, then a random (seeded) moment up to half a second later. The sandbox adds
+    the start, then a random (seeded) moment up to ``sizes.streaming_kill_window``
+    seconds later (half a second; a tenth at the quick sizes). The sandbox adds
     latency to every request so kills also land while requests are in flight. The check
     is the sender's: the results dataset against the sandbox's record (0 lost, 0 sent
     twice).
@@ -90,7 +91,7 @@ def scenario_killed_stream(sizes: Sizes, workdir: Path, *, seed: int = 0) -> Fig
                 ready = proc.stdout.readline().strip() == b"ready"
                 if ready and kills < sizes.streaming_kills:
                     if _sending(proc, sb, timeout=600):
-                        time.sleep(rng.uniform(0.0, 0.5))
+                        time.sleep(rng.uniform(0.0, sizes.streaming_kill_window))
                         if proc.poll() is None:
                             proc.send_signal(signal.SIGKILL)
                             kills += 1
