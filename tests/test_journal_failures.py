@@ -125,6 +125,40 @@ def test_a_changed_key_in_the_index_refuses_and_sends_nothing(
     assert _runs(journal) == runs  # nothing was committed: the run rolled back whole
 
 
+def test_additions_checked_against_fingerprints_read_the_older_messages_once() -> None:
+    """A writer adding messages again and again (a streamed send) reads the older ones
+    from the table once; a later addition that repeats an older key is still caught, by
+    its fingerprint and then the table, when the key index would have let it in."""
+    from massiva_frames.sending.journal.checks import KeyPrints, check_added
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    # no unique index: a damaged index that no longer finds a key lets the row in
+    conn.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, row_key TEXT, part INTEGER)")
+    scans: list[str] = []
+    conn.set_trace_callback(lambda sql: scans.append(sql) if "id < " in sql else None)
+    prints, next_id = KeyPrints(), 1
+
+    def add(keys: list[str]) -> None:
+        nonlocal next_id
+        first = next_id
+        rows = [(first + i, k, 1) for i, k in enumerate(keys)]
+        conn.executemany("INSERT INTO messages VALUES (?, ?, ?)", rows)
+        next_id += len(keys)
+        check_added(conn, "j.db", first, [(k, 1) for k in keys], prints)
+
+    for chunk in range(5):
+        add([f"k{chunk}-{i}" for i in range(100)])
+    full_scans = [sql for sql in scans if "LIMIT" not in sql]
+    assert len(full_scans) == 1  # the first addition; the others use the fingerprints
+    with pytest.raises(JournalCorruptError, match="would have been sent again"):
+        add(["new-1", "k2-37", "new-2"])  # k2-37 is already in the table
+    plain = sqlite3.connect(":memory:", isolation_level=None)  # without fingerprints
+    plain.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, row_key TEXT, part INTEGER)")
+    plain.executemany("INSERT INTO messages VALUES (?, ?, 1)", [(1, "a"), (2, "b"), (3, "a")])
+    with pytest.raises(JournalCorruptError, match="would have been sent again"):
+        check_added(plain, "j.db", 3, [("a", 1)])
+
+
 def test_unreadable_requests_in_flight_refuse_a_dispatch(
     sandbox_server: Sandbox, tmp_path: Path
 ) -> None:

@@ -41,6 +41,8 @@ from ..errors import InputError, InsufficientCreditsError, MassivaError
 from .calls import check_options, open_client, opened_journal, plan_run, prepare_frame
 from .due import SendOptions, make_clock, send_due
 from .journal.backend import JournalBackend
+from .journal.checks import KeyPrints
+from .journal.sqlite import Journal
 from .loop import ProgressArg
 from .results import STATES, index_meta
 from .rows import objects, own_results, pending_of, stored_rows
@@ -254,6 +256,8 @@ group, allow_partial, resend_unknown, method, max_phones, now, **validate_option
     try:
         with contextlib.ExitStack() as stack, opened_journal(journal, dry_run) as jr:
             recovered = jr.recover() if not dry_run else 0
+            if isinstance(jr, Journal):  # chunk after chunk: no rescan of older messages
+                jr.key_prints = KeyPrints()
             ctx = _Context(
                 jr, opts, prepare, settings, campaign_key, key, Path(out), resend_unknown
             )

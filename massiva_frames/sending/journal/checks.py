@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
 
 from .failures import JOURNAL_SIGNATURE, corrupt, not_a_journal
 
@@ -35,6 +38,7 @@ from .failures import JOURNAL_SIGNATURE, corrupt, not_a_journal
 __all__ = [
     "BATCH_STATES",
     "REQUIRED",
+    "KeyPrints",
     "check_added",
     "classify",
     "key_index",
@@ -162,11 +166,62 @@ def verify_batches(conn: sqlite3.Connection, path: str | None) -> None:
         raise corrupt(path, f"{bad:,} record(s) of its requests cannot be read")
 
 
+class KeyPrints:
+    """Fingerprints of the keys of a journal's messages with ids up to :attr:`upto`.
+
+    For a writer that adds messages again and again to one journal it holds locked (a
+    streamed send, chunk after chunk): :func:`check_added` reads the older messages
+    from the table once, fingerprints their ``(row_key, part)`` (64-bit hashes, kept
+    sorted: 8 bytes a message), and afterwards compares new keys with the fingerprints,
+    reading the table again only for a key whose fingerprint is already there. Without
+    it every addition reads every older message: quadratic over a long stream.
+    """
+
+    def __init__(self) -> None:
+        #: the highest message id covered; 0: nothing read yet (rebuilt when it is not
+        #: the id just before the first one added: another writer, a rolled-back add)
+        self.upto = 0
+        self._runs: list[np.ndarray[Any, Any]] = []
+
+    def reset(self) -> None:
+        """Forget every fingerprint (the next check reads the table)."""
+        self.upto, self._runs = 0, []
+
+    @staticmethod
+    def _of(keys: Iterable[tuple[str, int]]) -> np.ndarray[Any, Any]:
+        values = np.fromiter((hash((str(k), int(p))) for k, p in keys), dtype=np.int64)
+        values.sort()
+        return values
+
+    def add(self, keys: Iterable[tuple[str, int]], upto: int) -> None:
+        """Fingerprint ``keys``; they cover the messages up to id ``upto`` (0: unchanged)."""
+        values = self._of(keys)
+        if len(values):
+            self._runs.append(values)
+        if len(self._runs) > 8:  # few sorted runs to search: merge them now and then
+            merged = np.concatenate(self._runs)
+            merged.sort(kind="stable")
+            self._runs = [merged]
+        if upto:
+            self.upto = upto
+
+    def shared(self, keys: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """The keys whose fingerprint an older message has (maybe the same key)."""
+        listed = list(keys)
+        values = np.fromiter((hash((str(k), int(p))) for k, p in listed), dtype=np.int64)
+        hit = np.zeros(len(values), dtype=bool)
+        for run in self._runs:
+            at = np.searchsorted(run, values).clip(max=len(run) - 1)
+            hit |= run[at] == values
+        return {listed[i] for i in np.flatnonzero(hit).tolist()}
+
+
 def check_added(
     conn: sqlite3.Connection,
     path: str | None,
     first: int,
     keys: Iterable[tuple[str, int]] | None = None,
+    prints: KeyPrints | None = None,
 ) -> None:
     """After messages with ids ``first`` and up were added: none repeats an older key.
 
@@ -176,20 +231,48 @@ def check_added(
     and it would be sent again. Costs nothing when nothing was there before; otherwise
     one pass over the older messages (measured in ``benchmarks/bench_journal_check.py``:
     a set lookup per message in Python is ~3x cheaper than SQLite's ``IN`` over an
-    ephemeral index of the new keys).
+    ephemeral index of the new keys). With ``prints`` (:class:`KeyPrints`) that pass
+    happens once; later additions are checked against its fingerprints.
     """
     older = conn.execute("SELECT 1 FROM messages NOT INDEXED WHERE id < ? LIMIT 1", (first,))
-    if older.fetchone() is None:
+    if older.fetchone() is None and prints is None:
         return
     if keys is None:
         keys = conn.execute(
             "SELECT row_key, part FROM messages NOT INDEXED WHERE id >= ?", (first,)
         ).fetchall()
     new = set(keys)
+    if prints is not None and prints.upto == first - 1 and prints.upto > 0:
+        # The older messages are the ones fingerprinted: only a fingerprint they share
+        # with a new key needs the table read again (never, unless a key repeats).
+        shared = prints.shared(new)
+        if shared:
+            _check_older(conn, path, first, shared)
+    else:
+        _check_older(conn, path, first, new, prints)
+    if prints is not None:
+        prints.add(new, int(conn.execute("SELECT MAX(id) FROM messages").fetchone()[0]))
+
+
+def _check_older(
+    conn: sqlite3.Connection,
+    path: str | None,
+    first: int,
+    new: set[tuple[str, int]],
+    prints: KeyPrints | None = None,
+) -> None:
+    """Raise when an older message (id below ``first``, read from the table) has one of
+    the ``new`` keys; with ``prints``, fingerprint every older message on the way."""
+    if prints is not None:
+        prints.reset()
     cursor = conn.execute("SELECT row_key, part FROM messages NOT INDEXED WHERE id < ?", (first,))
     repeated = 0
     while chunk := cursor.fetchmany(65536):
         repeated += len(new.intersection(chunk))
+        if prints is not None:
+            prints.add(chunk, 0)
+    if prints is not None:
+        prints.upto = first - 1
     if repeated:
         raise corrupt(
             path,

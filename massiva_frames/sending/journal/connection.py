@@ -75,6 +75,10 @@ class SQLiteConnection:
         self.label = self.path
         self._lock_file: IO[bytes] | None = None
         self._depth = 0
+        #: fingerprints of the messages' keys, for a writer that adds messages many
+        #: times (a streamed send): each addition is then checked without reading every
+        #: older message again (:class:`.checks.KeyPrints`); None: read them each time
+        self.key_prints: checks.KeyPrints | None = None
         if self.path is not None and readonly and not os.path.exists(self.path):
             raise InputError(f"journal not found: {self.path}")
         try:

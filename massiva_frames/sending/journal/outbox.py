@@ -145,7 +145,7 @@ class Outbox(SQLiteConnection):
                 else:  # the ids of those added say which they are
                     ids = conn.execute("SELECT id FROM messages WHERE id >= ?", (first,))
                     new = ((keys[i - first], parts[i - first]) for (i,) in ids)
-                checks.check_added(conn, self.label, first, new)
+                checks.check_added(conn, self.label, first, new, self.key_prints)
             return first, added
 
     def _insert_many(
