@@ -554,8 +554,9 @@ def stream_part(args: argparse.Namespace) -> None:
         runs = [
             ("memory", "memory", args.memory_rows),
             ("stream_same", "stream", args.memory_rows),
-            ("stream", "stream", args.stream_rows),
         ]
+        if args.stream_rows != args.memory_rows:  # else stream_same is that run
+            runs.append(("stream", "stream", args.stream_rows))
         for name, step, n in runs:
             out = base / f"out-{name}"
             shutil.rmtree(out, ignore_errors=True)
