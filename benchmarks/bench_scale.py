@@ -33,10 +33,10 @@ books nor this process count), with the child's peak RSS from ``resource.getrusa
   the parquet directory, ``--chunk-rows`` at a time, SQLite journal, results written as
   a parquet dataset (time, peak RSS, messages/s end to end: both passes, validation,
   journal, requests, results);
-- ``memory``: ``send`` of ``--memory-rows`` rows (default 1,000,000: the in-memory send of
-  5,000,000 does not fit comfortably) read into one frame, and ``stream`` of the same
-  rows beside it (``stream_same``). Sizes are rounded up to whole audience files
-  (250,000 rows each).
+- ``memory``: ``send`` of ``--memory-rows`` rows (default 1,000,000; 5,000,000 in memory
+  peaks at ~7.5 GB) read into one frame, and ``stream`` of the same rows beside it
+  (``stream_same``; the only streamed run when both sizes are equal). Sizes are rounded
+  up to whole audience files (250,000 rows each).
 
     python benchmarks/bench_scale.py                        # 10M audience, 20M x 20M
     python benchmarks/bench_scale.py --rows 2000000 --log-rows 5000000
