@@ -278,7 +278,9 @@ def test_sigkill_mid_stream_then_resume_sends_each_message_once(tmp_path: Path) 
         with MassivaClient(sb.usuario, sb.clave, sb.base_url) as client:
             summary = stream(str(tmp_path / "data"), tmp_path, client, chunk_rows=100,
                              max_phones=10)  # fmt: skip
-        assert summary.resumed_chunks >= 2 and summary.chunks == 6
+        # chunks whose part and record were both written are skipped; the kill may land
+        # between the second part and its record: that chunk is redone from the journal
+        assert summary.resumed_chunks >= 1 and summary.chunks == 6
         got = pd.read_parquet(out)
         assert len(got) == 600 and got.index.equals(pd.RangeIndex(600))
         pairs = sandbox_pairs(sb)
